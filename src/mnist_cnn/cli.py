@@ -235,3 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         click.echo(f"error: {type(exc).__name__}: {first}", err=True)
         sys.exit(1)
+
+
+# Commands of later stages live in their own modules and register themselves on `cli`.
+from . import cli_inference, cli_reports, cli_search  # noqa: E402,F401

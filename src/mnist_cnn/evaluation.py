@@ -98,7 +98,7 @@ class EvalResult:
 
 
 def result_from_logits(logits: torch.Tensor, labels: np.ndarray | torch.Tensor) -> EvalResult:
-    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    y = torch.tensor(np.asarray(labels), dtype=torch.long)
     loss = float(F.cross_entropy(logits, y)) if len(y) else float("nan")
     return result_from_probs(logits.softmax(1).numpy(), np.asarray(labels), loss)
 
