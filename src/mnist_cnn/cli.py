@@ -238,4 +238,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # Commands of later stages live in their own modules and register themselves on `cli`.
-from . import cli_inference, cli_reports, cli_search  # noqa: E402,F401
+from . import cli_accuracy, cli_inference, cli_reports, cli_search, cli_serving  # noqa: E402,F401
