@@ -34,5 +34,6 @@ def tiny_run(tmp_path: Path, data_dir: Path, name: str = "run", **overrides: Any
     from mnist_cnn.config import TrainConfig
     from mnist_cnn.training import train
 
-    cfg = TrainConfig(data_dir=str(data_dir), epochs=2, batch_size=64, val_size=100, **overrides)
+    fields = {"data_dir": str(data_dir), "epochs": 2, "batch_size": 64, "val_size": 100, **overrides}
+    cfg = TrainConfig(**fields)
     return train(cfg, tmp_path / name, quiet=True)

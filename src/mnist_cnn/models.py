@@ -130,8 +130,11 @@ class ConvNet(nn.Module):
             layers.append(nn.AdaptiveAvgPool2d(1))
         layers.append(nn.Flatten())
         self.features = nn.Sequential(*layers)
-        with torch.no_grad():  # infer the flattened size with a dry run on one 28x28 image
-            flat = self.features(torch.zeros(1, in_channels, 28, 28)).shape[1]
+        try:  # infer the flattened size with a dry run on one 28x28 image
+            with torch.no_grad():
+                flat = self.features(torch.zeros(1, in_channels, 28, 28)).shape[1]
+        except RuntimeError:
+            flat = 0
         if flat == 0:
             raise ValueError("the conv/pool stack shrinks a 28x28 image to nothing")
         dense: list[nn.Module] = []

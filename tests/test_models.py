@@ -1,0 +1,88 @@
+"""Every registered model gets these tests for free (parametrised over list_models())."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnist_cnn import create_model, list_models
+from mnist_cnn.errors import ConfigError
+from mnist_cnn.models import count_params, load_model, save_model
+
+META = {"normalisation": {"mean": 0.13, "std": 0.31}, "classes": [str(i) for i in range(10)], "dataset": "mnist"}
+
+
+def test_seed_models_have_the_seeds_parameter_counts():
+    assert count_params(create_model("model1")) == 110_474
+    assert count_params(create_model("model2")) == 119_850
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_output_shape_and_finite(name):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    out = model(torch.randn(4, 1, 28, 28))
+    assert out.shape == (4, 10)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_one_training_step_changes_weights_and_lowers_loss(name):
+    torch.manual_seed(0)
+    model = create_model(name).train()
+    x, y = torch.randn(16, 1, 28, 28), torch.arange(16) % 10
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    before = [p.detach().clone() for p in model.parameters()]
+    losses = []
+    for _ in range(3):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses)))
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_save_load_round_trip(name, tmp_path):
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    save_model(tmp_path / "m.safetensors", model, META)
+    loaded, meta = load_model(tmp_path / "m.safetensors")
+    assert meta["arch"]["name"] == name and meta["normalisation"] == META["normalisation"]
+    x = torch.randn(3, 1, 28, 28)
+    torch.testing.assert_close(model(x), loaded(x))
+
+
+def test_overrides_are_recorded_and_rebuilt(tmp_path):
+    model = create_model("convnet", channels=[8, 16], head=[32], batchnorm=True, dropout=0.1)
+    assert model.arch == {"name": "convnet", "kwargs": {"channels": [8, 16], "head": [32], "batchnorm": True,
+                                                        "dropout": 0.1}}
+    save_model(tmp_path / "c.safetensors", model, META)
+    loaded, _ = load_model(tmp_path / "c.safetensors")
+    assert count_params(loaded) == count_params(model)
+
+
+def test_unknown_model_and_option_are_clear_errors():
+    with pytest.raises(ConfigError, match="valid models: .*model1"):
+        create_model("nope")
+    with pytest.raises(ConfigError, match="no option"):
+        create_model("model1", widht=3)
+    with pytest.raises(ConfigError, match="shrinks"):
+        create_model("convnet", channels=[8] * 6, pool=True)
+
+
+def test_registering_a_model_is_one_decorated_function():
+    from mnist_cnn.models import _REGISTRY, ConvNet, register_model
+
+    @register_model
+    def tiny_test_net(num_classes: int = 10):
+        """A test-only model."""
+        return ConvNet((4,), head=(), num_classes=num_classes)
+
+    try:
+        assert "tiny_test_net" in list_models()
+        assert create_model("tiny_test_net")(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+    finally:
+        _REGISTRY.pop("tiny_test_net")

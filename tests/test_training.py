@@ -1,0 +1,117 @@
+"""Training engine: reproducibility, run artifacts, resume, early stopping, validation hygiene."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from mnist_cnn.config import TrainConfig
+from mnist_cnn.errors import CheckpointError, ConfigError, RunExistsError
+from mnist_cnn.files import load_tensors
+from mnist_cnn.training import lr_factor, train
+from tests.helpers import tiny_run
+
+
+def _weights(path):
+    return load_tensors(path)[0]
+
+
+def test_same_seed_gives_identical_weights_and_metrics(tiny_data, tmp_path):
+    a = tiny_run(tmp_path, tiny_data, "a")
+    b = tiny_run(tmp_path, tiny_data, "b")
+    wa, wb = _weights(tmp_path / "a" / "model.safetensors"), _weights(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    for k in ("test_accuracy", "test_loss", "val_accuracy"):
+        assert a.metrics[k] == b.metrics[k]
+    c = tiny_run(tmp_path, tiny_data, "c", seed=1)
+    wc = _weights(tmp_path / "c" / "model.safetensors")
+    assert any(not torch.equal(wa[k], wc[k]) for k in wa)
+
+
+def test_run_artifacts_are_complete(tiny_data, tmp_path):
+    res = tiny_run(tmp_path, tiny_data)
+    out = tmp_path / "run"
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("test_accuracy", "test_loss", "val_accuracy", "epochs_run", "train_seconds", "params", "per_class"):
+        assert key in m, key
+    assert m["epochs_run"] == 2 and m["params"] == 110_474
+    assert set(m["per_class"]["3"]) == {"precision", "recall", "f1", "support"}
+    assert m["test_accuracy"] > 0.5  # the synthetic digits are easy: well above chance (0.1)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["train"]["model"] == "model1" and "torch" in cfg["environment"]
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert "precision" in (out / "classification_report.txt").read_text()
+    assert (out / "confusion_matrix.csv").read_text().count("\n") == 11
+    assert res.meta["normalisation"]["std"] > 0
+
+
+def test_resume_continues_exactly(tiny_data, tmp_path):
+    full = tiny_run(tmp_path, tiny_data, "full", epochs=3)
+    # same run stopped after 2 epochs, then resumed to 3
+    cfg = TrainConfig(data_dir=str(tiny_data), epochs=2, batch_size=64, val_size=100)
+    train(cfg, tmp_path / "part", quiet=True)
+    resumed = train(TrainConfig(epochs=3), tmp_path / "part", resume=True, quiet=True)
+    assert resumed.metrics["epochs_run"] == 3
+    wa, wb = _weights(tmp_path / "full" / "model.safetensors"), _weights(tmp_path / "part" / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert resumed.metrics["test_loss"] == full.metrics["test_loss"]
+    assert len(resumed.history) == 3
+
+
+def test_resume_without_checkpoint_and_existing_dir(tiny_data, tmp_path):
+    with pytest.raises(CheckpointError, match="resume"):
+        train(TrainConfig(data_dir=str(tiny_data)), tmp_path / "none", resume=True, quiet=True)
+    tiny_run(tmp_path, tiny_data, "x", epochs=1)
+    with pytest.raises(RunExistsError, match="--force"):
+        tiny_run(tmp_path, tiny_data, "x", epochs=1)
+    cfg = TrainConfig(data_dir=str(tiny_data), epochs=1, batch_size=64, val_size=100)
+    assert train(cfg, tmp_path / "x", force=True, quiet=True).metrics["epochs_run"] == 1
+
+
+def test_early_stopping_restores_best_epoch(tiny_data, tmp_path, monkeypatch):
+    # a learning rate this high makes validation loss rise after the first epochs
+    res = tiny_run(tmp_path, tiny_data, epochs=8, lr=0.05, early_stopping_patience=1)
+    hist = res.history
+    best = min(hist, key=lambda r: r["val_loss"])
+    assert res.metrics["best_epoch"] == best["epoch"]
+    assert res.metrics["epochs_run"] < 8 or hist[-1]["val_loss"] >= best["val_loss"]
+    assert res.metrics["val_loss"] == pytest.approx(best["val_loss"], rel=1e-5)
+
+
+def test_validation_split_is_disjoint_and_test_unused_for_selection(tiny_data, tmp_path, monkeypatch):
+    import mnist_cnn.training as tr
+
+    seen = []
+    real = tr.evaluate_model
+
+    def spy(model, images, labels, norm, *a, **k):
+        seen.append(len(labels))
+        return real(model, images, labels, norm, *a, **k)
+
+    monkeypatch.setattr(tr, "evaluate_model", spy)
+    res = tiny_run(tmp_path, tiny_data, epochs=3, early_stopping_patience=2)
+    # every per-epoch evaluation (the ones early stopping reads) is on the 100 validation images;
+    # the 200 test images are evaluated once, after training
+    assert seen[: res.metrics["epochs_run"]] == [100] * res.metrics["epochs_run"]
+    assert seen.count(200) == 1 and seen[-1] == 200
+
+
+def test_bad_config_values_are_rejected(tiny_data):
+    for bad in ({"epochs": 0}, {"batch_size": 0}, {"lr": -1.0}, {"optimizer": "rmsprop"}, {"val_size": -5}):
+        with pytest.raises(ConfigError):
+            TrainConfig(data_dir=str(tiny_data), **bad).validate()
+    with pytest.raises(ConfigError, match="val_size"):
+        train(TrainConfig(data_dir=str(tiny_data), val_size=600), None, quiet=True)
+
+
+def test_lr_schedules():
+    assert lr_factor(0, 100, "constant", 0) == 1.0
+    assert lr_factor(99, 100, "linear", 0) == pytest.approx(0.01)
+    assert lr_factor(0, 100, "cosine", 0) == pytest.approx(1.0)
+    assert lr_factor(50, 100, "cosine", 0) == pytest.approx(0.5)
+    oc = [lr_factor(s, 100, "onecycle", 0) for s in range(100)]
+    assert max(oc) == pytest.approx(1.0) and oc.index(max(oc)) == 24 and oc[-1] < 0.05
