@@ -46,6 +46,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     threads: int | None = None  # CPU threads (default: all cores)
     compile: bool = False
+    precision: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with native bf16) | fp32 | bf16
     channels_last: bool = True
     eval_batch_size: int = 2000
     recipe: str | None = None
@@ -74,6 +75,7 @@ class TrainConfig:
             (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
              "must be auto, cpu or cuda"),
             (self.threads is None or self.threads >= 1, "threads", "must be >= 1"),
+            (self.precision in ("auto", "fp32", "bf16"), "precision", "must be auto, fp32 or bf16"),
             (self.train_subset is None or self.train_subset >= 1, "train_subset", "must be >= 1"),
             (self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1"),
         ]

@@ -1,0 +1,71 @@
+"""Shared helpers for the benchmark scripts: machine description, FLOP counting, matmul ceiling."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5, device: str = "cpu", dtype=torch.float32) -> float:
+    """Measured dense matmul rate (the machine's practical compute ceiling), GFLOP/s."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        if device != "cpu":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        a @ b
+        if device != "cpu":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def train_flops_per_image(model: torch.nn.Module) -> float:
+    """FLOPs of one forward + backward pass per 28x28 image (torch's FlopCounterMode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = model.train()
+    x = torch.randn(8, 1, 28, 28)
+    with FlopCounterMode(display=False) as fc:
+        model(x).sum().backward()
+    model.zero_grad(set_to_none=True)
+    return fc.get_total_flops() / 8
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values), "max": max(values), "median": statistics.median(values), "n": len(values),
+    }
+
+
+def write_json(path: str | None, obj: Any) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(obj, indent=2) + "\n")
+        print(f"wrote {path}")
