@@ -173,9 +173,13 @@ def build_config(recipe: str | None, config_file: Path | None, flags: dict[str, 
 @click.option("--force", is_flag=True, help="Overwrite an existing run folder.")
 @click.option("--download", is_flag=True, help="Download the data set first if it is missing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or epoch lines.")
-def train_cmd(recipe, config_file, out, resume, force, download, quiet, **flags) -> None:
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train with N processes (DistributedDataParallel via torchrun; gloo on CPU, nccl on GPUs).")
+def train_cmd(recipe, config_file, out, resume, force, download, quiet, nproc, **flags) -> None:
     """Train a model and write a run folder (weights, metrics, report, plots)."""
     cfg = build_config(recipe, config_file, flags)
+    if nproc > 1:
+        _relaunch_with_torchrun(nproc)
     if download:
         from . import data as d
 
@@ -188,8 +192,23 @@ def train_cmd(recipe, config_file, out, resume, force, download, quiet, **flags)
     out = out or Path("runs") / f"{cfg.recipe or cfg.model}-seed{cfg.seed}"
     result = train(cfg, out, resume=resume, force=force, quiet=quiet)
     m = result.metrics
+    if "test_accuracy" not in m:  # a non-zero rank of a multi-process run: rank 0 reports
+        return
     click.echo(f"{out}: test accuracy {100 * m['test_accuracy']:.2f}%  test loss {m['test_loss']:.4f}  "
                f"val accuracy {100 * m.get('val_accuracy', float('nan')):.2f}%  train {m['train_seconds']:.1f}s")
+
+
+def _relaunch_with_torchrun(nproc: int) -> None:
+    """Re-run this very command under torchrun with N local processes (without --nproc)."""
+    import os
+    import subprocess
+
+    argv = sys.argv[1:]
+    drop = {i for i, a in enumerate(argv) if a == "--nproc"} | {i + 1 for i, a in enumerate(argv) if a == "--nproc"}
+    args = [a for i, a in enumerate(argv) if i not in drop and not a.startswith("--nproc=")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "mnist_cnn", *args]
+    sys.exit(subprocess.call(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}))
 
 
 # --------------------------------------------------------------------------- evaluate

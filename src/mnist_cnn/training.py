@@ -68,9 +68,40 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@dataclass(frozen=True)
+class Dist:
+    """Process-group facts; world 1 (no torch.distributed) for ordinary single-process runs."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str) -> Dist:
+    """Join the process group torchrun set up (env WORLD_SIZE/RANK/LOCAL_RANK): gloo on CPU,
+    nccl on GPUs, one GPU per local rank."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    d = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    cuda = device_name != "cpu" and torch.cuda.is_available()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        torch.cuda.set_device(d.local_rank)
+    return d
+
+
 def setup_threads(threads: int | None) -> None:
-    """Use every core for intra-op parallelism (small convs gain little from more)."""
-    n = threads or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (threads or os.cpu_count() or 1)
+    """Use every core for intra-op parallelism; several local ranks share the cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = threads or max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 
@@ -174,6 +205,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tensors.update(opt_t)
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.gen"] = state["gen"].get_state()
+    tensors["rng.aug"] = state["aug_gen"].get_state()
     meta = {k: state[k] for k in ("epoch", "step", "history", "best_epoch", "best_score", "bad_epochs",
                                   "train_seconds", "eval_seconds", "config")}
     meta["optimizer"] = opt_meta
@@ -292,18 +324,29 @@ def train(
     ``on_epoch(epoch, row)`` is called after each epoch's validation (search uses it to prune).
     """
     out = Path(out_dir) if out_dir is not None else None
+    dist_ = init_distributed(cfg.device)
     if resume and out is not None and (out / CHECKPOINT).exists():
         saved_cfg = load_checkpoint(out / CHECKPOINT)[1]["config"]
         cfg = TrainConfig.from_dict({**saved_cfg, "epochs": cfg.epochs}, source=str(out / CHECKPOINT))
     cfg.validate()
-    prepare_run_dir(out, resume, force)
+    if dist_.main:
+        prepare_run_dir(out, resume, force)
+    _barrier(dist_)
     device = resolve_device(cfg.device)
+    if dist_.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", dist_.local_rank)
     if device.type == "cpu":
         setup_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed + dist_.rank)  # dropout masks differ per rank, as with one big batch
+    # two generators: `gen` orders the data (identical on every rank, so the ranks split one
+    # global batch), `aug_gen` draws augmentations (per rank: each augments its own shard)
     gen = torch.Generator(device=device)
     gen.manual_seed(cfg.seed)
+    aug_gen = torch.Generator(device=device)
+    aug_gen.manual_seed(cfg.seed + 7919 * (dist_.rank + 1))
+    quiet = quiet or not dist_.main
     say = (lambda *a: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    writer = out if dist_.main else None  # only rank 0 writes artifacts
 
     t0 = time.perf_counter()
     dd = prepare_data(cfg, device, data)
@@ -313,6 +356,7 @@ def train(
     model = create_model(cfg.model, **cfg.model_kwargs).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    ddp_model = _wrap_ddp(model, dist_, device)  # broadcasts rank 0's initial weights to all ranks
     opt = make_optimizer(cfg, model)
     ema = None
     if cfg.ema:
@@ -323,20 +367,20 @@ def train(
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     state: dict[str, Any] = {
-        "model": model, "ema": ema, "optimizer": opt, "gen": gen, "epoch": 0, "step": 0, "history": [],
+        "model": model, "ema": ema, "optimizer": opt, "gen": gen, "aug_gen": aug_gen, "epoch": 0, "step": 0, "history": [],
         "best": None, "best_epoch": None, "best_score": None, "bad_epochs": 0,
         "train_seconds": 0.0, "eval_seconds": 0.0, "config": cfg.to_dict(),
     }
     if resume and out is not None:
         _restore(state, out / CHECKPOINT, device)
         say(f"resuming {out} after epoch {state['epoch']}")
-    elif out is not None:
-        atomic_write_json(out / "config.json", {"train": cfg.to_dict(), "environment": environment(),
+    elif writer is not None:
+        atomic_write_json(writer / "config.json", {"train": cfg.to_dict(), "environment": environment(),
                                                 "normalisation": {"mean": dd.mean, "std": dd.std}})
     say(f"training {cfg.model} ({count_params(model):,} params) on {cfg.dataset}: {n:,} train / "
         f"{len(dd.val_y):,} val images, {cfg.epochs} epochs, batch {cfg.batch_size}, device {device}")
 
-    step_fn, forward = _make_step(model, opt, cfg, device)
+    step_fn, forward = _make_step(ddp_model, opt, cfg, device)
     scale, shift = 1.0 / (255.0 * dd.std), dd.mean / dd.std
     compile_seconds = 0.0
     if cfg.compile:
@@ -355,10 +399,11 @@ def train(
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
             for i in range(steps_per_epoch):
-                idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+                # this rank's shard of the global batch: every world-th index
+                idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size][dist_.rank :: dist_.world]
                 # [B,1,28,28] uint8 -> normalised float, augmented as one batch
                 x = dd.train_x[idx].float().mul_(scale).sub_(shift)
-                x = augment_batch(x, aug, gen)
+                x = augment_batch(x, aug, aug_gen)
                 if cfg.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
                 y = dd.train_y[idx]
@@ -375,6 +420,7 @@ def train(
             progress.stop()
             state["train_seconds"] += ep_seconds
             t_ev = time.perf_counter()
+            loss_sum, correct = _all_reduce_sum(dist_, loss_sum, correct)
             row = {"epoch": epoch, "train_loss": float(loss_sum) / n, "train_accuracy": float(correct) / n}
             if len(dd.val_y):
                 vr = evaluate_model(eval_model, dd.val_x, dd.val_y, {"mean": dd.mean, "std": dd.std}, cfg.eval_batch_size)
@@ -384,9 +430,9 @@ def train(
             state["history"].append(row)
             state["epoch"] = epoch
             stop = _early_stopping(state, row, cfg, eval_model)
-            if out is not None:
-                save_checkpoint(out / CHECKPOINT, state)
-                write_history(out, state["history"])
+            if writer is not None:
+                save_checkpoint(writer / CHECKPOINT, state)
+                write_history(writer, state["history"])
             say(_epoch_line(row, cfg.epochs))
             if on_epoch is not None:
                 on_epoch(epoch, row)
@@ -401,7 +447,35 @@ def train(
 
     if state["best"] is not None:
         eval_model.load_state_dict(state["best"])
-    return _finish(cfg, out, eval_model, dd, state, data_seconds, compile_seconds, evaluate_test, say)
+    result = _finish(cfg, writer, eval_model, dd, state, data_seconds, compile_seconds,
+                     evaluate_test and dist_.main, say)
+    _barrier(dist_)
+    return result
+
+
+def _wrap_ddp(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:
+    """DistributedDataParallel averages gradients across ranks after each backward."""
+    if d.world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _all_reduce_sum(d: Dist, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    if d.world > 1:
+        import torch.distributed as dist
+
+        for t in tensors:
+            dist.all_reduce(t)
+    return tensors
+
+
+def _barrier(d: Dist) -> None:
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
@@ -476,6 +550,7 @@ def _restore(state: dict[str, Any], path: Path, device: torch.device) -> None:
     _optim_from_tensors(state["optimizer"], {k: v.to(device) for k, v in tensors.items()}, meta["optimizer"])
     torch.set_rng_state(tensors["rng.torch"])
     state["gen"].set_state(tensors["rng.gen"])
+    state["aug_gen"].set_state(tensors["rng.aug"])
     for k in ("epoch", "step", "history", "best_epoch", "best_score", "bad_epochs", "train_seconds", "eval_seconds"):
         state[k] = meta[k]
 
