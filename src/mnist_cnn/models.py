@@ -169,6 +169,14 @@ def model2(dropout: float = 0.3, num_classes: int = 10) -> nn.Module:
     return ConvNet((32, 64, 128), head=(128, 64, 32), dropout=dropout, num_classes=num_classes)
 
 
+
+@register_model
+def fastnet(width: int = 16, num_classes: int = 10) -> nn.Module:
+    """Speed recipe net: 3 BN conv blocks width/2w/4w (3x3 same, pool each) -> linear (29,178 params)."""
+    # [B,1,28,28] -> [B,16,14,14] -> [B,32,7,7] -> [B,64,3,3] -> 576 -> 10; ~1.9 MMAC per image
+    return ConvNet((width, 2 * width, 4 * width), padding="same", batchnorm=True, head=(), dropout=0.0,
+                   num_classes=num_classes)
+
 # --------------------------------------------------------------------------- model files
 
 FORMAT = "mnist-cnn/1"

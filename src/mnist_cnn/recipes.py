@@ -16,10 +16,21 @@ RECIPES: dict[str, dict[str, Any]] = {
     # The seed tutorial: model1, Adam 1e-3, batch 32, 20 epochs, no augmentation.
     "seed": {"model": "model1", "epochs": 20, "batch_size": 32, "lr": 1e-3, "optimizer": "adam",
              "schedule": "constant", "augment": "none"},
+    # Least time to >= 99.0% test accuracy (mean over 10 seeds): one epoch of a 29k-parameter
+    # BatchNorm net, large-ish batch, one-cycle Adam with low beta1, label smoothing.
+    "fast99": {"model": "fastnet", "model_kwargs": {"width": 16}, "epochs": 1, "batch_size": 128, "lr": 0.015,
+               "optimizer": "adam", "betas": [0.7, 0.9], "schedule": "onecycle", "label_smoothing": 0.2,
+               "augment": "none"},
+    # Least time to >= 99.5% (mean over 5 seeds): a wider fastnet, a few epochs, light affine augmentation.
+    "fast995": {"model": "fastnet", "model_kwargs": {"width": 32}, "epochs": 5, "batch_size": 128, "lr": 0.01,
+                "optimizer": "adam", "betas": [0.7, 0.9], "schedule": "onecycle", "label_smoothing": 0.1,
+                "augment": "light"},
 }
 
 RECIPE_DESCRIPTIONS: dict[str, str] = {
     "seed": "the seed tutorial's recipe: model1, Adam 1e-3, batch 32, 20 epochs",
+    "fast99": "least time to >= 99.0%: fastnet (29k params), 1 epoch, one-cycle Adam, batch 128",
+    "fast995": "least time to >= 99.5%: fastnet width 32, 5 epochs, light augmentation",
 }
 
 
