@@ -82,7 +82,9 @@ def _per_layer(value: Any, n: int, what: str) -> list[Any]:
 
 
 class ConvNet(nn.Module):
-    """Conv layers (each: conv -> [BatchNorm] -> ReLU -> [MaxPool2]) then a dense head.
+    """Conv layers (each: conv -> [BatchNorm] -> ReLU -> [MaxPool2] -> [Dropout2d]) then a dense head.
+
+    ``kernel_size``, ``stride``, ``padding``, ``pool`` and ``conv_dropout`` take one value or one per layer.
 
     Shapes for the seed's model1: [B,1,28,28] -conv3-> [B,32,26,26] -pool-> [B,32,13,13]
     -conv3-> [B,64,11,11] -pool-> [B,64,5,5] -conv3-> [B,128,3,3] -pool-> [B,128,1,1]
@@ -94,30 +96,36 @@ class ConvNet(nn.Module):
         channels: Sequence[int] = (32, 64, 128),
         kernel_size: int | Sequence[int] = 3,
         pool: bool | Sequence[bool] = True,
-        padding: str = "valid",
+        padding: str | Sequence[str] = "valid",
         batchnorm: bool = False,
         head: Sequence[int] = (128,),
         dropout: float = 0.3,
-        conv_dropout: float = 0.0,
+        conv_dropout: float | Sequence[float] = 0.0,
         global_pool: bool = False,
         num_classes: int = 10,
         in_channels: int = 1,
+        stride: int | Sequence[int] = 1,
     ):
         super().__init__()
         n = len(channels)
         if n == 0:
             raise ValueError("channels must list at least one conv layer")
-        if padding not in ("valid", "same"):
+        pads = _per_layer(padding, n, "padding")
+        strides = _per_layer(stride, n, "stride")
+        cdrops = _per_layer(conv_dropout, n, "conv_dropout")
+        if any(pd not in ("valid", "same") for pd in pads):
             raise ValueError("padding must be 'valid' or 'same'")
-        if not 0.0 <= dropout < 1.0 or not 0.0 <= conv_dropout < 1.0:
+        if not 0.0 <= dropout < 1.0 or not all(0.0 <= d < 1.0 for d in cdrops):
             raise ValueError("dropout must be in [0, 1)")
         kernels = _per_layer(kernel_size, n, "kernel_size")
         pools = _per_layer(pool, n, "pool")
         layers: list[nn.Module] = []
         c_in = in_channels
-        for c_out, k, p in zip(channels, kernels, pools):
+        for c_out, k, p, pd, s, conv_dropout in zip(channels, kernels, pools, pads, strides, cdrops):
+            # torch refuses padding="same" with stride > 1: pad k//2 (output ceil(in / s))
+            pad = k // 2 if pd == "same" and s > 1 else pd
             # bias is redundant before BatchNorm (its shift absorbs it)
-            layers.append(nn.Conv2d(c_in, c_out, k, padding=padding, bias=not batchnorm))
+            layers.append(nn.Conv2d(c_in, c_out, k, stride=s, padding=pad, bias=not batchnorm))
             if batchnorm:
                 layers.append(nn.BatchNorm2d(c_out))
             layers.append(nn.ReLU(inplace=True))
@@ -130,9 +138,9 @@ class ConvNet(nn.Module):
             layers.append(nn.AdaptiveAvgPool2d(1))
         layers.append(nn.Flatten())
         self.features = nn.Sequential(*layers)
-        try:  # infer the flattened size with a dry run on one 28x28 image
+        try:  # infer the flattened size with a dry run on two 28x28 images (BatchNorm needs >1 value)
             with torch.no_grad():
-                flat = self.features(torch.zeros(1, in_channels, 28, 28)).shape[1]
+                flat = self.features(torch.zeros(2, in_channels, 28, 28)).shape[1]
         except RuntimeError:
             flat = 0
         if flat == 0:
@@ -241,3 +249,18 @@ def load_model(path: Any, device: str | torch.device = "cpu") -> tuple[nn.Module
                               f"{'; '.join(problems[:3])}{more}")
     model.load_state_dict(tensors)
     return model.to(device).eval(), meta
+
+
+# --------------------------------------------------------------------------- accuracy models (issue 4)
+
+
+@register_model
+def bncnn(width: int = 32, dropout: float = 0.4, num_classes: int = 10) -> nn.Module:
+    """Kaggle-famous BatchNorm CNN (Deotte): conv3,conv3,conv5/2 at w then 2w, conv4 4w (325,994 params)."""
+    # learnable (strided) downsampling instead of max-pooling, dropout after each block:
+    # [B,1,28,28] -3-> 26 -3-> 24 -5/2-> [B,w,12,12] -3-> 10 -3-> 8 -5/2-> [B,2w,4,4] -4-> [B,4w,1,1] -> 10
+    w, d = width, dropout
+    return ConvNet((w, w, w, 2 * w, 2 * w, 2 * w, 4 * w), kernel_size=(3, 3, 5, 3, 3, 5, 4),
+                   stride=(1, 1, 2, 1, 1, 2, 1), padding=("valid", "valid", "same") * 2 + ("valid",),
+                   pool=False, batchnorm=True, conv_dropout=(0, 0, d, 0, 0, d, d), head=(), dropout=0.0,
+                   num_classes=num_classes)
