@@ -1,0 +1,276 @@
+"""`mnist-cnn search` / `search report` on tiny synthetic data with SQLite studies.
+
+Two worker processes share one study and finish exactly the trial count; a killed worker's trial
+is failed by its stale heartbeat and re-run with the same parameters on resume; Ctrl-C re-queues
+the running trial; pruning stops trials early; the report's best.json retrains via train --config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, write_dataset
+from tests.helpers import run_cli
+
+optuna = pytest.importorskip("optuna", reason="search needs optuna (pip install 'mnist-cnn[search]')")
+
+STUDY = "s"
+# tiny and cheap: 1 thread, 100 validation images, batch 64; heartbeat 1 s so dead trials go stale fast
+TINY = ["--space", "arch", "--val-size", "100", "--batch-size", "64", "--threads", "1", "--heartbeat", "1"]
+
+
+def search_args(storage: str, data: Path, *extra: str) -> list[str]:
+    return ["search", "--study", STUDY, "--storage", storage, *TINY, "--data-dir", str(data), *extra]
+
+
+def load_trials(storage: str, study: str = STUDY) -> list:
+    return optuna.load_study(study_name=study, storage=storage).get_trials()
+
+
+def check_two_workers_exact(storage: str, data: Path, n: int = 8) -> list:
+    """The shared two-worker test (also run against PostgreSQL): exactly n finished trials,
+    numbered 0..n-1 once each, run by two different worker processes."""
+    r = run_cli(*search_args(storage, data, "--trials", str(n), "--workers", "2", "--budget-epochs", "2"))
+    assert r.exit_code == 0, r.stderr
+    trials = load_trials(storage)
+    states = Counter(t.state.name for t in trials)
+    assert states == Counter({"COMPLETE": states["COMPLETE"], "PRUNED": states["PRUNED"]}), states
+    assert states["COMPLETE"] + states["PRUNED"] == n
+    assert sorted(t.number for t in trials) == list(range(n))  # none lost, none duplicated
+    assert len({t.user_attrs["worker"] for t in trials}) == 2, "both workers should have run trials"
+    assert all(t.user_attrs["config"]["model"] == "convnet" for t in trials)
+    assert f"{n} trials" in r.stdout
+    return trials
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """One two-worker search shared by the tests that read its study."""
+    tmp = tmp_path_factory.mktemp("search")
+    data = write_dataset(tmp / "data")
+    storage = f"sqlite:///{tmp / 'search.db'}"
+    check_two_workers_exact(storage, data)
+    return storage, data
+
+
+def test_two_workers_share_one_sqlite_study_and_finish_exactly_n(searched: tuple[str, Path]) -> None:
+    storage, _ = searched
+    trials = load_trials(storage)
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert done, "at least one trial should complete"
+    for t in done:  # the objective is the validation accuracy the engine measured
+        assert t.values[0] == t.user_attrs["val_accuracy"]
+        assert 0.0 <= t.values[0] <= 1.0
+        assert "test_accuracy" not in t.user_attrs
+
+
+def test_report_writes_figures_and_a_best_config_that_retrains(searched: tuple[str, Path], tmp_path: Path) -> None:
+    from mnist_cnn.config import load_config_file
+    from mnist_cnn.models import load_model
+
+    storage, data = searched
+    out = tmp_path / "report"
+    r = run_cli("search", "report", "--study", STUDY, "--storage", storage, "--out", str(out))
+    assert r.exit_code == 0, r.stderr
+    for name in ("best.json", "trials.csv", "summary.md", "report.html", "history.png", "parallel.png",
+                 "importances.png"):
+        assert (out / name).stat().st_size > 0, name
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3 and 'src="history.png"' not in html  # self-contained
+
+    best = json.loads((out / "best.json").read_text())
+    trials = {t.number: t for t in load_trials(storage)}
+    chosen = trials[best["search"]["trial"]]
+    assert chosen.values[0] == max(t.values[0] for t in trials.values() if t.state.name == "COMPLETE")
+    cfg = load_config_file(out / "best.json")
+    assert cfg.model == "convnet" and cfg.model_kwargs == chosen.user_attrs["config"]["model_kwargs"]
+    assert cfg.train_subset is None and cfg.data_dir is None  # retrains on the full split anywhere
+
+    run = tmp_path / "retrained"
+    r = run_cli("train", "--config", str(out / "best.json"), "--data-dir", str(data), "--epochs", "1",
+                "--out", str(run), "-q")
+    assert r.exit_code == 0, r.stderr
+    _, meta = load_model(run)
+    assert meta["arch"] == {"name": "convnet", "kwargs": cfg.model_kwargs}
+    assert "test accuracy" in r.stdout
+
+
+def _wait_for(pred, proc: subprocess.Popen, what: str, limit: float = 120.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if proc.poll() is not None:
+            pytest.fail(f"the search exited (code {proc.returncode}) before {what}")
+        value = pred()
+        if value is not None:
+            return value
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _running_after_one_done(storage: str):
+    try:
+        trials = load_trials(storage)
+    except KeyError:  # the study is not created yet
+        return None
+    done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    running = [t for t in trials if t.state.name == "RUNNING" and "config" in t.user_attrs]
+    return running[0].number if done and running else None
+
+
+def _interrupt_mid_trial(storage: str, data: Path, sig: int, trials: int) -> tuple[list[str], int, str]:
+    """Start a one-worker search in a subprocess, send ``sig`` once a trial is running after one
+    finished; return (its arguments, the interrupted trial's number, its stderr)."""
+    args = search_args(storage, data, "--trials", str(trials), "--budget-epochs", "2", "--pruner", "none",
+                       "--max-mmacs", "1000")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_cnn", *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    number = _wait_for(lambda: _running_after_one_done(storage), proc, "a trial was running")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == (130 if sig == signal.SIGINT else -sig), err
+    return args, number, err
+
+
+def test_killed_worker_trial_is_retried_on_resume(tiny_data: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'kill.db'}"
+    # SIGKILL: no chance to clean up, the trial stays RUNNING until its heartbeat goes stale
+    args, killed, _ = _interrupt_mid_trial(storage, tiny_data, signal.SIGKILL, trials=4)
+    assert load_trials(storage)[killed].state.name == "RUNNING"
+
+    r = run_cli(*args)  # the same command resumes
+    assert r.exit_code == 0, r.stderr
+    trials = load_trials(storage)
+    states = Counter(t.state.name for t in trials)
+    assert states["COMPLETE"] + states["PRUNED"] == 4 and states["FAIL"] == 1 and states["RUNNING"] == 0, states
+    assert trials[killed].state.name == "FAIL"
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert len(retries) == 1 and retries[0].params == trials[killed].params
+    assert retries[0].state.name in ("COMPLETE", "PRUNED")
+
+
+def test_ctrl_c_requeues_the_running_trial_and_the_study_resumes(tiny_data: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'int.db'}"
+    args, stopped, err = _interrupt_mid_trial(storage, tiny_data, signal.SIGINT, trials=3)
+    assert "run the same command to resume" in err and "Traceback" not in err
+    trials = load_trials(storage)
+    assert trials[stopped].state.name == "FAIL"
+    assert any(t.state.name == "WAITING" and t.params == trials[stopped].params for t in trials)
+
+    r = run_cli(*args)
+    assert r.exit_code == 0, r.stderr
+    states = Counter(t.state.name for t in load_trials(storage))
+    assert states["COMPLETE"] + states["PRUNED"] == 3 and states["WAITING"] == 0 and states["RUNNING"] == 0
+
+
+def test_threshold_pruning_stops_trials_after_their_first_epoch(tiny_data: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'prune.db'}"
+    # no accuracy reaches 1.01, so every trained trial is pruned at its first report (epoch 1 of 3)
+    r = run_cli(*search_args(storage, tiny_data, "--trials", "4", "--budget-epochs", "3", "--pruner", "none",
+                             "--prune-below", "1.01", "--max-mmacs", "1000"))
+    assert r.exit_code == 0, r.stderr
+    trials = load_trials(storage)
+    assert all(t.state.name == "PRUNED" for t in trials)
+    trained = [t for t in trials if "invalid" not in t.user_attrs]
+    assert trained, "expected at least one valid architecture among 4 trials"
+    assert all(list(t.intermediate_values) == [1] for t in trained)
+
+
+def test_median_pruner_prunes_below_median_trials(tiny_data: Path, tmp_path: Path) -> None:
+    """Five trials through the real objective, then a deliberately bad one (lr far too high)."""
+    from mnist_cnn.config import TrainConfig
+    from mnist_cnn.search import SearchSpec, open_study, run_worker
+
+    base = TrainConfig(model="fastnet", data_dir=str(tiny_data), val_size=100, batch_size=64, threads=1).to_dict()
+    spec = SearchSpec(study="med", storage=f"sqlite:///{tmp_path / 'med.db'}", trials=6, base=base,
+                      space="recipe", budget_epochs=2, heartbeat=2, pruner="median")
+    good = {"optimizer": "adam", "lr": 0.003, "batch_size": 64, "weight_decay": 1e-6, "label_smoothing": 0.0,
+            "augment": "none", "schedule": "constant", "epochs": 2}
+    study = open_study(spec)
+    for _ in range(5):
+        study.enqueue_trial(good, skip_if_exists=False)
+    study.enqueue_trial({**good, "optimizer": "nesterov", "lr": 1e-4, "batch_size": 256}, skip_if_exists=False)
+    run_worker(spec)
+    trials = study.get_trials()
+    assert [t.state.name for t in trials[:5]] == ["COMPLETE"] * 5
+    assert trials[5].state.name == "PRUNED" and list(trials[5].intermediate_values) == [1]
+
+
+def test_invalid_architecture_is_pruned_without_training(tiny_data: Path, tmp_path: Path) -> None:
+    from mnist_cnn.config import TrainConfig
+    from mnist_cnn.search import SearchSpec, open_study, run_worker
+
+    base = TrainConfig(data_dir=str(tiny_data), val_size=100, threads=1).to_dict()
+    spec = SearchSpec(study="inv", storage=f"sqlite:///{tmp_path / 'inv.db'}", trials=1, base=base,
+                      space="arch", budget_epochs=1, heartbeat=2)
+    # four valid-padded 5x5 blocks, each pooled: 28 -> 24 -> 12 -> 8 -> 4 -> 0
+    params = {"blocks": 4, "padding": "valid", "head_layers": 0, "batchnorm": False, "conv_dropout": 0.0,
+              "global_pool": False}
+    params |= {f"{k}_{i}": v for i in range(4) for k, v in (("channels", 8), ("kernel", 5), ("pool", True))}
+    open_study(spec).enqueue_trial(params)
+    run_worker(spec)
+    (t,) = load_trials(spec.storage, "inv")
+    assert t.state.name == "PRUNED"
+    assert "shrinks a 28x28 image to nothing" in t.user_attrs["invalid"]
+    assert "val_accuracy" not in t.user_attrs and not t.intermediate_values
+
+
+def test_two_objectives_give_a_pareto_front(tiny_data: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'mo.db'}"
+    r = run_cli(*search_args(storage, tiny_data, "--trials", "3", "--budget-epochs", "1",
+                             "--objective", "accuracy,params", "--max-mmacs", "1000"))
+    assert r.exit_code == 0, r.stderr
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    assert len(study.directions) == 2
+    done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert all(t.values[1] == t.user_attrs["params"] for t in done)
+    if not done:
+        pytest.skip("all three sampled architectures were invalid")
+    out = tmp_path / "rep"
+    r = run_cli("search", "report", "--study", STUDY, "--storage", storage, "--out", str(out))
+    assert r.exit_code == 0, r.stderr
+    assert (out / "pareto.png").stat().st_size > 0
+    best = json.loads((out / "best.json").read_text())
+    front = {t.number: t.values[0] for t in study.best_trials}
+    assert best["search"]["trial"] in front and best["search"]["val_accuracy"] == max(front.values())
+
+
+def test_count_macs_matches_model1_by_hand() -> None:
+    from mnist_cnn.models import create_model
+    from mnist_cnn.search import count_macs
+
+    # conv outputs 32x26x26, 64x11x11, 128x3x3 (3x3 kernels), then dense 128->128->10
+    by_hand = 32 * 26 * 26 * 1 * 9 + 64 * 11 * 11 * 32 * 9 + 128 * 3 * 3 * 64 * 9 + 128 * 128 + 128 * 10
+    assert count_macs(create_model("model1")) == by_hand
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--epochs", "3"], "--budget-epochs"),
+    (["--model", "model2"], "--model is searched by --space arch"),
+    (["--val-size", "0"], "--val-size must be > 0"),
+    (["--trials", "0"], "--trials must be >= 1"),
+])
+def test_bad_flags_are_one_line_errors(tiny_data: Path, tmp_path: Path, extra: list[str], message: str) -> None:
+    r = run_cli(*search_args(f"sqlite:///{tmp_path / 'x.db'}", tiny_data, *extra))
+    assert r.exit_code == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_joining_with_other_settings_or_a_missing_study_is_refused(tiny_data: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'j.db'}"
+    assert run_cli(*search_args(storage, tiny_data, "--trials", "1", "--budget-epochs", "1")).exit_code == 0
+    r = run_cli(*search_args(storage, tiny_data, "--trials", "2", "--budget-epochs", "2"))
+    assert r.exit_code == 2 and "was created with other settings (budget_epochs" in r.stderr, r.stderr
+    r = run_cli("search", "report", "--study", "nope", "--storage", storage)
+    assert r.exit_code == 2 and "study 'nope' not found" in r.stderr and "existing studies: s" in r.stderr
+    r = run_cli("search", "report", "--study", STUDY, "--storage", "nosuchdb://x")
+    assert r.exit_code == 2 and "cannot open" in r.stderr and "Traceback" not in r.stderr
