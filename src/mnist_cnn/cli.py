@@ -175,7 +175,9 @@ def build_config(recipe: str | None, config_file: Path | None, flags: dict[str, 
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or epoch lines.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Train with N processes (DistributedDataParallel via torchrun; gloo on CPU, nccl on GPUs).")
-def train_cmd(recipe, config_file, out, resume, force, download, quiet, nproc, **flags) -> None:
+@click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train N seeds (seed, seed+1, ...) into OUT/member-k and average them in OUT.")
+def train_cmd(recipe, config_file, out, resume, force, download, quiet, nproc, ensemble, **flags) -> None:
     """Train a model and write a run folder (weights, metrics, report, plots)."""
     cfg = build_config(recipe, config_file, flags)
     if nproc > 1:
@@ -190,6 +192,10 @@ def train_cmd(recipe, config_file, out, resume, force, download, quiet, nproc, *
     from .training import train
 
     out = out or Path("runs") / f"{cfg.recipe or cfg.model}-seed{cfg.seed}"
+    if ensemble > 1:
+        from .cli_accuracy import train_ensemble
+
+        return train_ensemble(cfg, out, ensemble, resume=resume, force=force, quiet=quiet)
     result = train(cfg, out, resume=resume, force=force, quiet=quiet)
     m = result.metrics
     if "test_accuracy" not in m:  # a non-zero rank of a multi-process run: rank 0 reports

@@ -26,6 +26,10 @@ def resolve_model_path(spec: str | Path) -> Path:
 def evaluate_run(run: str | Path, split: str = "test", tta: bool = False, data_dir: Any = None) -> dict[str, Any]:
     """Accuracy and loss of a saved model on the test split, or on the validation split it was
     trained with (rebuilt from the seed and size in its stored config)."""
+    from .ensemble import evaluate_ensemble, is_ensemble
+
+    if is_ensemble(run):  # a folder saved by `mnist-cnn ensemble` / `train --ensemble N`
+        return evaluate_ensemble(run, split, tta, data_dir)
     from .data import load_dataset, train_val_split
     from .evaluation import evaluate_model
     from .models import load_model
