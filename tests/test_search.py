@@ -33,7 +33,9 @@ def search_args(storage: str, data: Path, *extra: str) -> list[str]:
 
 
 def load_trials(storage: str, study: str = STUDY) -> list:
-    return optuna.load_study(study_name=study, storage=storage).get_trials()
+    from mnist_cnn.search import driver_url
+
+    return optuna.load_study(study_name=study, storage=driver_url(storage)).get_trials()
 
 
 def check_two_workers_exact(storage: str, data: Path, n: int = 8) -> list:

@@ -59,7 +59,7 @@ def postgres_url() -> Iterator[str]:
     data, port = root / "data", _free_port()
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*prefix, *args], capture_output=True, text=True, timeout=120)
+        return subprocess.run([*prefix, *args], check=False, capture_output=True, text=True, timeout=120)
 
     init = run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
     started = init.returncode == 0 and run(
@@ -70,7 +70,7 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
         pytest.skip(f"could not start a PostgreSQL server: {(log.strip().splitlines() or ['?'])[-1]}")
     try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
         shutil.rmtree(root, ignore_errors=True)

@@ -28,8 +28,8 @@ import time
 import warnings
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -123,9 +123,21 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(rest) if rest and rest != ":memory:" else None
 
 
+def driver_url(url: str) -> str:
+    """SQLAlchemy 2.1 maps postgresql:// to psycopg 3; use psycopg2 (our extra) when psycopg is absent."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgresql", "postgres"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            return f"postgresql+psycopg2://{rest}"
+    return url
+
+
 def open_storage(url: str, heartbeat: int | None = 30):
     """An Optuna RDBStorage with heartbeats: trials of dead workers go FAIL and are re-queued."""
     optuna = _optuna()
+    url = driver_url(url)
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     db = _sqlite_path(url)
     if db is not None:
@@ -135,8 +147,8 @@ def open_storage(url: str, heartbeat: int | None = 30):
         return optuna.storages.RDBStorage(
             url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=None if heartbeat is None else 3 * heartbeat,
             heartbeat_stale_trial_callback=_retry_callback() if heartbeat else None)
-    except ModuleNotFoundError as exc:
-        raise ConfigError(f"--storage {_safe_url(url)}: driver {exc.name!r} is missing; "
+    except ImportError:  # Optuna re-raises the driver's ModuleNotFoundError as a plain ImportError
+        raise ConfigError(f"--storage {_safe_url(url)}: its database driver is not installed; "
                           "pip install 'mnist-cnn[search]' (psycopg2-binary for PostgreSQL)") from None
     except Exception as exc:  # noqa: BLE001 - sqlalchemy/DB errors of many kinds: one line for the user
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -171,14 +183,12 @@ class _AnyPruner:
         return any(p.prune(study, trial) for p in self.pruners)
 
 
-def open_study(spec: SearchSpec, storage=None, create: bool = True):
+def open_study(spec: SearchSpec, storage=None):
     """Create the study, or join it (``load_if_exists``) after checking it was made with the same
     space/objective/budget/base config; a mismatch would mix incomparable trials."""
     optuna = _optuna()
     storage = storage or open_storage(spec.storage, spec.heartbeat)
     sampler = optuna.samplers.TPESampler(constant_liar=True)  # liar: parallel workers spread out
-    if not create:
-        return load_study(spec.study, storage, sampler=sampler, pruner=_pruner(spec))
     study = optuna.create_study(storage=storage, study_name=spec.study, directions=spec.directions,
                                 load_if_exists=True, sampler=sampler, pruner=_pruner(spec))
     mine, theirs = spec.study_attrs(), study.user_attrs
@@ -212,10 +222,10 @@ class AskLock:
         self.db = _sqlite_path(url)
         self.engine = None
         self.key = zlib.crc32(f"mnist-cnn-search/{study}".encode())
-        if self.db is None and url.startswith("postgresql"):
+        if self.db is None and url.startswith("postgres"):
             import sqlalchemy
 
-            self.engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+            self.engine = sqlalchemy.create_engine(driver_url(url), poolclass=sqlalchemy.pool.NullPool)
 
     @contextmanager
     def __call__(self) -> Iterator[None]:
@@ -355,10 +365,8 @@ def _heartbeat(storage, trial_id: int, interval: int) -> Iterator[None]:
 
     def beat() -> None:
         while True:
-            try:
+            with suppress(Exception):  # a missed beat (database busy) is retried next interval
                 storage.record_heartbeat(trial_id)
-            except Exception:  # noqa: BLE001 - a missed beat is retried next interval
-                pass
             if stop.wait(interval):
                 return
 
@@ -462,7 +470,7 @@ def run_search(spec: SearchSpec, workers: int = 1):
 
     if spec.base.get("threads") is None:  # share the cores instead of oversubscribing them
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        spec = SearchSpec(**{**spec.__dict__, "base": {**spec.base, "threads": max(1, cores // workers)}})
+        spec = replace(spec, base={**spec.base, "threads": max(1, cores // workers)})
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker_main, args=(spec, f"{host}:w{i}"), daemon=False) for i in range(workers)]
     for p in procs:
@@ -484,6 +492,8 @@ def run_search(spec: SearchSpec, workers: int = 1):
 def _stop_workers(procs: list[Any]) -> None:
     import signal
 
+    for p in procs:  # a terminal's Ctrl-C reached them too: let them re-queue their trials
+        p.join(10)
     for p in procs:
         if p.is_alive():
             os.kill(p.pid, signal.SIGINT)  # each worker re-queues its trial and exits
@@ -657,13 +667,13 @@ def _summary(study, best: dict[str, Any], importances: dict[str, float], files: 
     c = _counts(study)
     s = best["search"]
     head = [f"# Search report: study `{study.study_name}`", "",
-            f"Space `{study.user_attrs.get('space')}`, objective `{study.user_attrs.get('objective')}`, "
-            f"epoch budget {study.user_attrs.get('budget_epochs')}; trials: "
-            + ", ".join(f"{v} {k.lower()}" for k, v in sorted(c.items())) + ".", "",
-            f"Best trial **{s['trial']}**: validation accuracy **{100 * s['val_accuracy']:.2f}%**, "
-            f"{s['params'] or 0:,} parameters, {s['mmacs']} MMAC/image. Chosen on the validation split; "
-            "the test set was not used. Retrain it with `mnist-cnn train --config best.json` "
-            "(its test accuracy is that run's, reported separately).", ""]
+            (f"Space `{study.user_attrs.get('space')}`, objective `{study.user_attrs.get('objective')}`, "
+             f"epoch budget {study.user_attrs.get('budget_epochs')}; trials: "
+             + ", ".join(f"{v} {k.lower()}" for k, v in sorted(c.items())) + "."), "",
+            (f"Best trial **{s['trial']}**: validation accuracy **{100 * s['val_accuracy']:.2f}%**, "
+             f"{s['params'] or 0:,} parameters, {s['mmacs']} MMAC/image. Chosen on the validation split; "
+             "the test set was not used. Retrain it with `mnist-cnn train --config best.json` "
+             "(its test accuracy is that run's, reported separately)."), ""]
     cols = ["rank", "trial", "val acc", "params", "MMAC", "train s", "configuration"]
     rows = [[str(i + 1), str(r["trial"]), f"{100 * r['val_accuracy']:.2f}%", f"{r['params'] or 0:,}",
              f"{r['mmacs']}", f"{r['train_seconds'] or 0:.1f}", r["config"]] for i, r in enumerate(trial_rows(study, 10))]
