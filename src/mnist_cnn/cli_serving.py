@@ -77,14 +77,16 @@ def _bind(host: str, port: int):
 
     from .errors import MnistCnnError
 
+    sock = None
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        family, _, _, _, addr = infos[0]
+        family, _, _, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(addr)
         sock.listen(2048)
     except OSError as exc:
+        if sock is not None:
+            sock.close()
         raise MnistCnnError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
                             "choose another --port or --host") from None
     sock.set_inheritable(True)

@@ -1,0 +1,232 @@
+// Drawing pad -> POST /api/predict (multipart PNG) -> digit, probability bars, 28x28 preview.
+// Pointer Events cover mouse, pen and touch; predictions run live while drawing (debounced),
+// one request in flight at a time, and a stale answer never overwrites a newer drawing's.
+"use strict";
+
+(() => {
+  const SIZE = 280;          // logical canvas size (CSS px); the backing store scales with devicePixelRatio
+  const DEBOUNCE_MS = 150;   // pause in drawing before a live prediction is sent
+  const $ = (id) => document.getElementById(id);
+  const pad = $("pad"), ctx = pad.getContext("2d");
+  const ui = {
+    digit: $("digit"), confidence: $("confidence"), preview: $("preview"), status: $("status"),
+    bars: $("bars"), hint: $("hint"), model: $("model"), brush: $("brush"),
+  };
+
+  let classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+  let drawing = false, last = null, dirty = false, empty = true;
+  let timer = 0, inFlight = false, pending = false, seq = 0, shown = 0;
+
+  // ------------------------------------------------------------------ canvas
+  function resetCanvas() {
+    const dpr = Math.max(1, Math.min(3, window.devicePixelRatio || 1));
+    pad.width = SIZE * dpr;
+    pad.height = SIZE * dpr;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.fillStyle = "#000";                       // MNIST-like: white ink on black
+    ctx.fillRect(0, 0, SIZE, SIZE);
+    ctx.strokeStyle = ctx.fillStyle = "#fff";
+    ctx.lineCap = ctx.lineJoin = "round";
+    empty = true;
+    ui.hint.hidden = false;
+  }
+
+  function point(ev) {
+    const r = pad.getBoundingClientRect();
+    return { x: (ev.clientX - r.left) * SIZE / r.width, y: (ev.clientY - r.top) * SIZE / r.height };
+  }
+
+  function width(ev) {
+    const base = Number(ui.brush.value);
+    // pens report pressure; mouse reports 0.5 while pressed; touch often 0 or 1: keep those at base
+    return ev.pointerType === "pen" && ev.pressure > 0 ? base * (0.55 + 0.9 * ev.pressure) : base;
+  }
+
+  function dot(p, w) {
+    ctx.beginPath();
+    ctx.arc(p.x, p.y, w / 2, 0, Math.PI * 2);
+    ctx.fill();
+  }
+
+  pad.addEventListener("pointerdown", (ev) => {
+    if (ev.button !== 0 && ev.pointerType === "mouse") return;
+    ev.preventDefault();
+    if (pad.dataset.mode === "photo") { clearAll(); }
+    pad.setPointerCapture(ev.pointerId);
+    drawing = true;
+    last = point(ev);
+    dot(last, width(ev));
+    markDrawn();
+  });
+
+  pad.addEventListener("pointermove", (ev) => {
+    if (!drawing) return;
+    ev.preventDefault();
+    const events = ev.getCoalescedEvents ? ev.getCoalescedEvents() : [ev];
+    for (const e of (events.length ? events : [ev])) {
+      const p = point(e);
+      ctx.lineWidth = width(e);
+      ctx.beginPath();
+      ctx.moveTo(last.x, last.y);
+      ctx.lineTo(p.x, p.y);
+      ctx.stroke();
+      last = p;
+    }
+    markDrawn();
+  });
+
+  const endStroke = () => {
+    if (!drawing) return;
+    drawing = false;
+    last = null;
+    schedule(0);                                  // stroke finished: predict now
+  };
+  pad.addEventListener("pointerup", endStroke);
+  pad.addEventListener("pointercancel", endStroke);
+  pad.addEventListener("lostpointercapture", endStroke);
+
+  function markDrawn() {
+    empty = false;
+    dirty = true;
+    ui.hint.hidden = true;
+    schedule(DEBOUNCE_MS);
+  }
+
+  // ------------------------------------------------------------------ prediction requests
+  function schedule(delay) {
+    clearTimeout(timer);
+    timer = setTimeout(send, delay);
+  }
+
+  function canvasBlob() {
+    // send a 280x280 PNG whatever the screen density: small and the same for every device
+    const out = document.createElement("canvas");
+    out.width = out.height = SIZE;
+    out.getContext("2d").drawImage(pad, 0, 0, SIZE, SIZE);
+    return new Promise((resolve) => out.toBlob(resolve, "image/png"));
+  }
+
+  async function send() {
+    if (!dirty || empty) return;
+    if (inFlight) { pending = true; return; }     // resend once the current answer is back
+    dirty = false;
+    inFlight = true;
+    const id = ++seq;
+    try {
+      await post(await canvasBlob(), "drawing.png", id);
+    } finally {
+      inFlight = false;
+      if (pending) { pending = false; send(); }
+    }
+  }
+
+  async function post(blob, name, id) {
+    const body = new FormData();
+    body.append("file", blob, name);
+    let res, data;
+    try {
+      res = await fetch("/api/predict", { method: "POST", body });
+      data = await res.json();
+    } catch (err) {
+      if (id >= shown) setStatus("Cannot reach the server: " + err.message, true);
+      return;
+    }
+    if (id < shown || (pad.dataset.mode !== "photo" && empty)) return;  // stale or cleared meanwhile
+    shown = id;
+    if (!res.ok) {
+      showNothing();
+      setStatus(data.error || ("Request failed (" + res.status + ")"), true);
+      return;
+    }
+    showAnswer(data);
+  }
+
+  // ------------------------------------------------------------------ results
+  function buildBars() {
+    ui.bars.replaceChildren(...classes.map((c) => {
+      const li = document.createElement("li");
+      li.innerHTML = '<span class="lbl"></span><span class="track"><span class="fill"></span></span><span class="pct">0%</span>';
+      li.querySelector(".lbl").textContent = c;
+      return li;
+    }));
+  }
+
+  function showAnswer(a) {
+    ui.digit.textContent = a.label;
+    ui.confidence.textContent = (100 * a.probability).toFixed(1) + "% sure";
+    ui.preview.src = a.preprocessed;
+    ui.preview.classList.add("on");
+    a.probabilities.forEach((p, i) => {
+      const li = ui.bars.children[i];
+      if (!li) return;
+      li.querySelector(".fill").style.width = (100 * p).toFixed(1) + "%";
+      li.querySelector(".pct").textContent = (100 * p < 0.1 ? "<0.1" : (100 * p).toFixed(1)) + "%";
+      li.classList.toggle("best", i === a.digit);
+    });
+    setStatus(a.latency_ms.toFixed(1) + " ms on the server", false);
+  }
+
+  function showNothing() {
+    ui.digit.textContent = "–";
+    ui.confidence.innerHTML = "&nbsp;";
+    ui.preview.removeAttribute("src");
+    ui.preview.classList.remove("on");
+    for (const li of ui.bars.children) {
+      li.querySelector(".fill").style.width = "0";
+      li.querySelector(".pct").textContent = "0%";
+      li.classList.remove("best");
+    }
+  }
+
+  function setStatus(text, isError) {
+    ui.status.textContent = text;
+    ui.status.classList.toggle("error", !!isError);
+  }
+
+  function clearAll() {
+    clearTimeout(timer);
+    seq++; shown = seq;                           // answers still on the way are now stale
+    dirty = false;
+    pad.dataset.mode = "draw";
+    resetCanvas();
+    showNothing();
+    setStatus("", false);
+  }
+
+  // ------------------------------------------------------------------ upload a photo
+  $("upload").addEventListener("change", async (ev) => {
+    const file = ev.target.files[0];
+    ev.target.value = "";
+    if (!file) return;
+    clearAll();
+    pad.dataset.mode = "photo";
+    ui.hint.hidden = true;
+    try {                                         // show the photo on the pad (fit inside, centred)
+      const bmp = await createImageBitmap(file);
+      const s = Math.min(SIZE / bmp.width, SIZE / bmp.height);
+      const w = bmp.width * s, h = bmp.height * s;
+      ctx.drawImage(bmp, (SIZE - w) / 2, (SIZE - h) / 2, w, h);
+    } catch (_) { /* the browser cannot show it; the server may still read it */ }
+    setStatus("Reading " + file.name + "…", false);
+    await post(file, file.name, ++seq);
+  });
+
+  // ------------------------------------------------------------------ start
+  $("clear").addEventListener("click", clearAll);
+  document.addEventListener("keydown", (ev) => {
+    if ((ev.key === "Escape" || ev.key === "Delete") && !ev.target.closest("input")) clearAll();
+  });
+
+  fetch("/api/model").then((r) => r.json()).then((m) => {
+    if (Array.isArray(m.classes) && m.classes.length) { classes = m.classes; buildBars(); }
+    const acc = typeof m.accuracy === "number" ? ` · test accuracy ${(100 * m.accuracy).toFixed(2)}%` : "";
+    const params = typeof m.params === "number" ? ` · ${m.params.toLocaleString()} parameters` : "";
+    const name = m.name || (m.arch && m.arch.name) || m.arch || "?";
+    ui.model.textContent = `Model ${name}${params}${acc} · ${m.backend || ""}`;
+    ui.model.title = "model id " + m.model_id;
+  }).catch(() => { ui.model.textContent = "model info unavailable"; });
+
+  buildBars();
+  resetCanvas();
+  pad.dataset.mode = "draw";
+})();

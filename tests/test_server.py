@@ -1,0 +1,455 @@
+"""REST API and web app through FastAPI's TestClient: answers, every bad-request case, no event-loop blocking."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import subprocess
+import sys
+import threading
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("multipart", reason="python-multipart is needed for uploads")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from mnist_cnn.errors import ImageError  # noqa: E402
+from tests.conftest import synthetic_digits, write_dataset  # noqa: E402
+from tests.helpers import run_cli, tiny_run  # noqa: E402
+
+
+# --------------------------------------------------------------------------- the prediction API (or a stand-in)
+
+
+def real_prediction_api() -> bool:
+    """True once mnist_cnn.preprocessing and inference.load_predictor exist (built in parallel)."""
+    try:
+        import mnist_cnn.preprocessing  # noqa: F401
+        from mnist_cnn.inference import load_predictor  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+REAL_API = real_prediction_api()  # decided before any stand-in is installed
+
+
+@dataclass
+class _Pre:
+    image: np.ndarray
+
+
+def _standin_decode(data: bytes, max_pixels: int = 4096 * 4096) -> Any:
+    from PIL import UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        if img.width * img.height > max_pixels:
+            raise ImageError(f"image has {img.width * img.height:,} pixels; the limit is {max_pixels:,}")
+        img.load()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        raise ImageError("cannot decode the image; send a PNG or JPEG") from None
+    return img
+
+
+def _standin_preprocess(img: Any) -> _Pre:
+    a = np.asarray(img.convert("L").resize((28, 28)), dtype=np.uint8)
+    if np.median(a) > 127:
+        a = 255 - a
+    if int(a.max()) - int(np.median(a)) < 30:
+        raise ImageError("no digit found")
+    return _Pre(a)
+
+
+class _StandinPredictor:
+    def __init__(self, spec: Any):
+        from mnist_cnn.inference import resolve_model_path
+        from mnist_cnn.models import load_model
+
+        path = resolve_model_path(spec)
+        self.model, self.meta = load_model(path)
+        self.classes = list(self.meta["classes"])
+        self.info = {"name": self.meta["arch"]["name"], "params": self.meta["params"], "backend": "torch",
+                     "accuracy": (self.meta.get("metrics") or {}).get("test_accuracy"),
+                     "dataset": self.meta["dataset"], "model_id": f"standin-{path.parent.name}",
+                     "provenance": {"source": str(path)}}
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        from mnist_cnn.evaluation import predict_logits
+
+        n = self.meta["normalisation"]
+        return predict_logits(self.model, images, n["mean"], n["std"]).softmax(1).numpy()
+
+
+@pytest.fixture(scope="module")
+def prediction_api():
+    """Use the real preprocessing + Predictor; until they exist, a minimal stand-in with the same contract."""
+    if REAL_API:
+        yield "real"
+        return
+    import mnist_cnn.inference as inference
+
+    mod = types.ModuleType("mnist_cnn.preprocessing")
+    mod.decode_image, mod.preprocess = _standin_decode, _standin_preprocess
+    sys.modules["mnist_cnn.preprocessing"] = mod
+    inference.load_predictor = _StandinPredictor
+    yield "standin"
+    del sys.modules["mnist_cnn.preprocessing"]
+    del inference.load_predictor
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("serve")
+    return tiny_run(root, write_dataset(root / "data")).run_dir
+
+
+@pytest.fixture(scope="module")
+def app(prediction_api, run_dir: Path):
+    from mnist_cnn.server import Limits, load_app
+
+    return load_app(str(run_dir), Limits(max_body_bytes=200_000, max_pixels=500 * 500, max_batch=4))
+
+
+@pytest.fixture(scope="module")
+def client(app) -> TestClient:
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def digit_image(i: int = 0, size: int = 112, invert: bool = False) -> Image.Image:
+    """A synthetic digit-like image (bright strokes on dark), upscaled; ``invert``: dark on light paper."""
+    x, _ = synthetic_digits(8, seed=3)
+    a = np.kron(x[i], np.ones((size // 28, size // 28), dtype=np.uint8))
+    return Image.fromarray(255 - a if invert else a, mode="L")
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def local(prediction_api, run_dir: Path):
+    """The same model loaded directly (no HTTP): what the server's answers must equal."""
+    from mnist_cnn.inference import load_predictor
+
+    return load_predictor(str(run_dir))
+
+
+def expected(local, img: Image.Image) -> np.ndarray:
+    from mnist_cnn.preprocessing import preprocess
+
+    return local.predict_proba(preprocess(img).image[None])[0]  # [C]
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def test_health_and_model(client: TestClient) -> None:
+    h = client.get("/api/health").json()
+    assert h["status"] == "ok" and h["model_id"]
+    m = client.get("/api/model").json()
+    assert m["classes"] == [str(i) for i in range(10)]
+    assert m["model_id"] == h["model_id"]
+    for key in ("params", "accuracy", "provenance"):
+        assert key in m, key
+
+
+def check_answer(a: dict[str, Any], img: Image.Image, local) -> None:
+    want = expected(local, img)
+    assert a["digit"] == int(np.argmax(want)) and a["label"] == str(a["digit"])
+    assert len(a["probabilities"]) == 10 and abs(sum(a["probabilities"]) - 1) < 1e-3
+    np.testing.assert_allclose(a["probabilities"], want, atol=2e-6)
+    assert a["probability"] == pytest.approx(max(a["probabilities"]), abs=1e-6)
+    assert a["model_id"] and a["latency_ms"] >= 0
+    head, _, b64 = a["preprocessed"].partition(",")
+    assert head == "data:image/png;base64"
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))))
+    assert seen.shape == (28, 28) and seen.dtype == np.uint8
+
+
+@pytest.mark.parametrize("how", ["multipart", "raw", "json-base64", "json-data-url", "json-pixels"])
+def test_predict_every_input_form(client: TestClient, local, how: str) -> None:
+    img = digit_image(1, size=28) if how == "json-pixels" else digit_image(1, invert=True)
+    png = png_bytes(img)
+    b64 = base64.b64encode(png).decode()
+    kwargs = {
+        "multipart": {"files": {"file": ("digit.png", png, "image/png")}},
+        "raw": {"content": png, "headers": {"content-type": "image/png"}},
+        "json-base64": {"json": {"image": b64}},
+        "json-data-url": {"json": {"image": "data:image/png;base64," + b64}},
+        "json-pixels": {"json": {"pixels": np.asarray(img).tolist()}},
+    }[how]
+    r = client.post("/api/predict", **kwargs)
+    assert r.status_code == 200, r.text
+    check_answer(r.json(), img, local)
+
+
+def test_batch_multipart_and_json_with_a_bad_item(client: TestClient, local) -> None:
+    imgs = [digit_image(i, invert=i % 2 == 1) for i in range(3)]
+    files = [("file", (f"{i}.png", png_bytes(im), "image/png")) for i, im in enumerate(imgs)]
+    r = client.post("/api/predict/batch", files=files + [("file", ("bad.png", b"\x89PNG broken", "image/png"))])
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    assert len(res) == 4 and res[3]["status"] == 422 and "error" in res[3]
+    for a, im in zip(res[:3], imgs):
+        check_answer({**a, "latency_ms": 0}, im, local)
+    items = [{"image": base64.b64encode(png_bytes(imgs[0])).decode()}, {"pixels": [[0] * 27] * 28}]
+    r = client.post("/api/predict/batch", json={"items": items})
+    assert r.status_code == 200 and r.json()["results"][1]["status"] == 400
+    assert "items[1].pixels" in r.json()["results"][1]["error"]
+    check_answer({**r.json()["results"][0], "latency_ms": 0}, imgs[0], local)
+
+
+# --------------------------------------------------------------------------- every bad request: 4xx JSON, one line
+
+
+def _bomb_png() -> bytes:
+    """A tiny file that decodes to 2000x2000 pixels: more than the test app's 500x500 cap."""
+    return png_bytes(Image.new("L", (2000, 2000)))
+
+
+def _chunks(data: bytes):
+    for i in range(0, len(data), 65536):
+        yield data[i : i + 65536]
+
+
+BAD_REQUESTS = {
+    # name: (request kwargs, expected status, a piece of the message)
+    "body over the cap": ({"content": b"\0" * 300_000, "headers": {"content-type": "image/png"}}, 413, "limit"),
+    "streamed body over the cap": ({"content": _chunks(b"\0" * 300_000), "headers": {"content-type": "image/png"}},
+                                   413, "limit"),
+    "no content type": ({"content": b"abc"}, 415, "not supported"),
+    "text body": ({"content": b"seven", "headers": {"content-type": "text/plain"}}, 415, "text/plain"),
+    "upload is not an image": ({"files": {"file": ("a.txt", b"hello", "text/plain")}}, 415, "a.txt"),
+    "multipart without file": ({"files": {"other": ("a.png", b"x", "image/png")}}, 400, "field 'file'"),
+    "malformed multipart": ({"content": b"--zz\r\nnonsense", "headers": {
+        "content-type": "multipart/form-data; boundary=zz"}}, 400, "file"),
+    "invalid JSON": ({"content": b"{pixels:", "headers": {"content-type": "application/json"}}, 400, "JSON"),
+    "JSON not an object": ({"json": [1, 2, 3]}, 400, "exactly one of"),
+    "JSON with neither field": ({"json": {"digit": 7}}, 400, "exactly one of"),
+    "JSON with both fields": ({"json": {"pixels": [], "image": ""}}, 400, "exactly one of"),
+    "pixels wrong shape": ({"json": {"pixels": [[0] * 28] * 27}}, 400, "28x28"),
+    "pixels ragged": ({"json": {"pixels": [[0] * 28] * 27 + [[0] * 3]}}, 400, "28x28"),
+    "pixels out of range": ({"json": {"pixels": [[300] * 28] * 28}}, 400, "0..255"),
+    "pixels not numbers": ({"json": {"pixels": [["a"] * 28] * 28}}, 400, "28x28"),
+    "pixels NaN": ({"content": json.dumps({"pixels": [[float("nan")] * 28] * 28}).encode(),
+                    "headers": {"content-type": "application/json"}}, 400, "finite"),
+    "image not base64": ({"json": {"image": "***not base64***"}}, 400, "base64"),
+    "image not a string": ({"json": {"image": 42}}, 400, "base64"),
+    "undecodable image": ({"files": {"file": ("x.png", b"\x89PNG\r\n\x1a\n garbage", "image/png")}}, 422, ""),
+    "empty file": ({"files": {"file": ("x.png", b"", "image/png")}}, 422, "empty"),
+    "decompression bomb": ({"files": {"file": ("bomb.png", _bomb_png(), "image/png")}}, 422, ""),
+    "blank image, no digit": ({"files": {"file": ("blank.png", png_bytes(Image.new("L", (64, 64), 255)),
+                                                  "image/png")}}, 422, "digit"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_REQUESTS))
+def test_bad_request_is_4xx_json(client: TestClient, name: str) -> None:
+    kwargs, status, piece = BAD_REQUESTS[name]
+    r = client.post("/api/predict", **kwargs)
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/json")
+    msg = r.json()["error"]
+    assert isinstance(msg, str) and msg and "\n" not in msg and piece.lower() in msg.lower()
+
+
+@pytest.mark.parametrize("method, path, kwargs, status", [
+    ("post", "/api/predict/batch", {"json": {"items": [{"pixels": [[0] * 28] * 28}] * 5}}, 413),  # over max_batch 4
+    ("post", "/api/predict/batch", {"files": [("file", (f"{i}.png", b"x", "image/png")) for i in range(5)]}, 413),
+    ("post", "/api/predict/batch", {"json": {"items": []}}, 400),
+    ("post", "/api/predict/batch", {"json": {"pixels": [[0] * 28] * 28}}, 400),
+    ("post", "/api/predict/batch", {"content": b"x", "headers": {"content-type": "image/png"}}, 415),
+    ("get", "/api/predict", {}, 405),
+    ("get", "/api/nothing-here", {}, 404),
+])
+def test_bad_requests_elsewhere(client: TestClient, method: str, path: str, kwargs: dict, status: int) -> None:
+    r = getattr(client, method)(path, **kwargs)
+    assert r.status_code == status, r.text
+    assert isinstance(r.json()["error"], str)
+
+
+# --------------------------------------------------------------------------- page, docs, static files
+
+
+def test_page_and_static_files_are_local(client: TestClient) -> None:
+    from mnist_cnn.server import STATIC_DIR
+
+    page = client.get("/")
+    assert page.status_code == 200 and "<canvas" in page.text and "default-src 'self'" in page.headers[
+        "content-security-policy"]
+    for name in ("index.html", "app.js", "style.css"):
+        text = (STATIC_DIR / name).read_text()
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
+        assert client.get(f"/static/{name}").status_code == 200
+
+
+def test_openapi_documents_the_api(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert {"/api/predict", "/api/predict/batch", "/api/health", "/api/model"} <= set(spec["paths"])
+    body = spec["paths"]["/api/predict"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "application/json"} <= set(body)
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+# --------------------------------------------------------------------------- concurrency: loaded once, loop never blocked
+
+
+def test_model_loaded_once(prediction_api, run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mnist_cnn.inference as inference
+    from mnist_cnn.server import load_app
+
+    calls = []
+    real = inference.load_predictor
+    monkeypatch.setattr(inference, "load_predictor", lambda spec: calls.append(spec) or real(spec))
+    c = TestClient(load_app(str(run_dir)))
+    for i in range(3):
+        assert c.post("/api/predict", files={"file": ("d.png", png_bytes(digit_image(i)), "image/png")}).status_code == 200
+    assert calls == [str(run_dir)]
+
+
+class _BlockingPredictor:
+    """Holds every prediction until released: if inference ran on the event loop, nothing else could answer."""
+
+    classes = [str(i) for i in range(10)]
+    info = {"name": "blocking", "model_id": "blocking"}
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        self.entered.set()
+        assert self.release.wait(30), "never released"
+        return np.full((len(images), 10), 0.1, dtype=np.float32)
+
+
+def test_inference_does_not_block_the_event_loop(prediction_api) -> None:
+    import httpx
+
+    from mnist_cnn.server import create_app
+
+    predictor = _BlockingPredictor()
+    app = create_app(predictor)
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            png = png_bytes(digit_image(0))
+            slow = asyncio.create_task(c.post("/api/predict", files={"file": ("d.png", png, "image/png")}))
+            while not predictor.entered.is_set():
+                await asyncio.sleep(0.01)
+            # the prediction is stuck inside the model; the loop must still answer health checks
+            health = await asyncio.wait_for(c.get("/api/health"), timeout=20)
+            assert health.status_code == 200 and not slow.done()
+            predictor.release.set()
+            assert (await slow).status_code == 200
+
+    asyncio.run(scenario())
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_serve_reports_a_busy_port(prediction_api, run_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        res = run_cli("serve", "--model", str(run_dir), "--port", str(s.getsockname()[1]))
+    assert res.exit_code != 0 and "cannot listen" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_serve_reports_a_missing_model(tmp_path: Path) -> None:
+    res = run_cli("serve", "--model", str(tmp_path / "nothing"), "--port", "0")
+    assert res.exit_code != 0 and res.stderr.startswith("error:") and "Traceback" not in res.stderr
+
+
+def test_serves_onnx_without_importing_torch(run_dir: Path, local, tmp_path: Path) -> None:
+    """`serve --model x.onnx` runs on ONNX Runtime: the server process never imports torch."""
+    pytest.importorskip("onnxscript")
+    if not REAL_API:
+        pytest.skip("mnist_cnn.inference.load_predictor (ONNX backend) is not in this checkout yet")
+    from mnist_cnn.export import export_onnx
+
+    onnx_path = export_onnx(run_dir, tmp_path / "m.onnx", verify=False).path
+    png = png_bytes(digit_image(2, invert=True))
+    code = (
+        "import sys, json\n"
+        "from fastapi.testclient import TestClient\n"
+        "from mnist_cnn.server import load_app\n"
+        f"c = TestClient(load_app({str(onnx_path)!r}))\n"
+        f"r = c.post('/api/predict', files={{'file': ('d.png', {png!r}, 'image/png')}})\n"
+        "print(json.dumps({'status': r.status_code, 'probs': r.json()['probabilities'], "
+        "'torch': 'torch' in sys.modules, 'backend': c.get('/api/health').json()['backend']}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["status"] == 200 and got["torch"] is False
+    np.testing.assert_allclose(got["probs"], expected(local, Image.open(io.BytesIO(png))), atol=1e-4)
+
+
+# --------------------------------------------------------------------------- odd but legal images, random bytes
+
+
+def _odd_images() -> dict[str, tuple[bytes, str]]:
+    digit = digit_image(4, invert=True)
+    out: dict[str, tuple[bytes, str]] = {}
+
+    def save(name: str, img: Image.Image, fmt: str, ctype: str, **kw: Any) -> None:
+        buf = io.BytesIO()
+        img.save(buf, format=fmt, **kw)
+        out[name] = (buf.getvalue(), ctype)
+
+    save("1x1", Image.new("L", (1, 1), 0), "PNG", "image/png")
+    save("1x400 line", Image.new("L", (1, 400), 200), "PNG", "image/png")
+    save("rgba", digit.convert("RGBA"), "PNG", "image/png")
+    save("16-bit", digit.convert("I;16"), "PNG", "image/png")
+    save("palette gif", digit.convert("P"), "GIF", "image/gif")
+    save("cmyk jpeg", digit.convert("CMYK"), "JPEG", "image/jpeg")
+    save("bmp", digit.convert("RGB"), "BMP", "image/bmp")
+    save("two-frame gif", digit.convert("P"), "GIF", "image/gif", save_all=True,
+         append_images=[Image.new("P", digit.size)])
+    save("truncated jpeg", digit.convert("RGB"), "JPEG", "image/jpeg")
+    out["truncated jpeg"] = (out["truncated jpeg"][0][:200], "image/jpeg")
+    return out
+
+
+@pytest.mark.parametrize("name", list(_odd_images()))
+def test_odd_images_never_500(client: TestClient, name: str) -> None:
+    data, ctype = _odd_images()[name]
+    r = client.post("/api/predict", files={"file": (name, data, ctype)})
+    assert r.status_code in (200, 422), r.text
+    assert ("digit" in r.json()) if r.status_code == 200 else r.json()["error"]
+
+
+def test_random_bytes_never_500(client: TestClient) -> None:
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    @hypothesis.settings(max_examples=60, deadline=None, derandomize=True)
+    @hypothesis.given(st.binary(max_size=400), st.sampled_from(["image/png", "application/json",
+                                                                "multipart/form-data; boundary=b", "image/jpeg"]))
+    def check(data: bytes, ctype: str) -> None:
+        r = client.post("/api/predict", content=b"\x89PNG\r\n\x1a\n" + data if ctype == "image/png" else data,
+                        headers={"content-type": ctype})
+        assert 400 <= r.status_code < 500, (r.status_code, r.text)
+        assert r.json()["error"]
+
+    check()
