@@ -1,0 +1,126 @@
+"""The drawing page in a real browser: Playwright driving Debian's chromium against a live uvicorn server.
+
+Skips with a reason when the playwright package or /usr/bin/chromium (apt-get install chromium) is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+CHROMIUM = os.environ.get("MNIST_CNN_CHROMIUM", "/usr/bin/chromium")
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install -y chromium, or set MNIST_CNN_CHROMIUM)",
+                allow_module_level=True)
+
+from tests.test_server import digit_image, prediction_api, run_dir  # noqa: E402,F401 - shared fixtures
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--disable-dev-shm-usage"]
+DIGIT = re.compile(r"^\d$")
+
+
+@pytest.fixture(scope="module")
+def server_url(prediction_api, run_dir: Path):  # noqa: F811
+    """uvicorn serving the app on a free 127.0.0.1 port, in a thread of this process."""
+    import uvicorn
+
+    from mnist_cnn.server import load_app
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(load_app(str(run_dir)), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def open_page(browser, url: str, **context):
+    ctx = browser.new_context(**context)
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(url)
+    playwright_api.expect(page.locator("#bars li")).to_have_count(10)
+    return page, errors
+
+
+def stroke_points(box: dict) -> list[tuple[float, float]]:
+    """A '7': a top bar then a diagonal, in page coordinates of the canvas ``box``."""
+    corners = [(0.3, 0.25), (0.72, 0.25), (0.5, 0.8)]
+    pts = []
+    for (x0, y0), (x1, y1) in zip(corners, corners[1:]):
+        pts += [(x0 + (x1 - x0) * t / 15, y0 + (y1 - y0) * t / 15) for t in range(16)]
+    return [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in pts]
+
+
+def test_draw_with_the_mouse_shows_a_prediction(browser, server_url: str) -> None:
+    page, errors = open_page(browser, server_url, viewport={"width": 1100, "height": 760})
+    expect = playwright_api.expect
+    expect(page.locator("#digit")).to_have_text("–")
+    pts = stroke_points(page.locator("#pad").bounding_box())
+    page.mouse.move(*pts[0])
+    page.mouse.down()
+    for p in pts[1:]:
+        page.mouse.move(*p)
+    page.mouse.up()
+    expect(page.locator("#digit")).to_have_text(DIGIT, timeout=15_000)
+    expect(page.locator("#bars li.best")).to_have_count(1)
+    expect(page.locator("#preview")).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
+    expect(page.locator("#model")).to_contain_text("model1")
+    page.click("#clear")
+    expect(page.locator("#digit")).to_have_text("–")
+    expect(page.locator("#bars li.best")).to_have_count(0)
+    assert errors == []
+
+
+def test_draw_with_a_finger_on_a_phone(browser, server_url: str) -> None:
+    """Touch input (Pointer Events from a touchscreen) on a phone-sized viewport."""
+    page, errors = open_page(browser, server_url, viewport={"width": 390, "height": 844}, is_mobile=True,
+                             has_touch=True, device_scale_factor=2)
+    cdp = page.context.new_cdp_session(page)
+    pts = stroke_points(page.locator("#pad").bounding_box())
+
+    def touch(kind: str, p: tuple[float, float] | None) -> None:
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [] if p is None else
+                                              [{"x": p[0], "y": p[1], "id": 1, "radiusX": 4, "radiusY": 4}]})
+
+    touch("touchStart", pts[0])
+    for p in pts[1:]:
+        touch("touchMove", p)
+    touch("touchEnd", None)
+    playwright_api.expect(page.locator("#digit")).to_have_text(DIGIT, timeout=15_000)
+    assert page.evaluate("window.scrollY") == 0  # the finger drew instead of scrolling the page
+    assert errors == []
+
+
+def test_upload_a_photo(browser, server_url: str, tmp_path: Path) -> None:
+    page, errors = open_page(browser, server_url)
+    photo = tmp_path / "digit.png"
+    digit_image(3, invert=True).convert("RGB").save(photo)
+    page.set_input_files("#upload", str(photo))
+    playwright_api.expect(page.locator("#digit")).to_have_text(DIGIT, timeout=15_000)
+    assert errors == []
