@@ -653,7 +653,8 @@ def _figures(study, importances: dict[str, float], out: Path) -> dict[str, Path]
     files = {}
     for name, make in plots.items():
         fig = make()
-        fig.set_size_inches(max(fig.get_size_inches()[0], 9), max(fig.get_size_inches()[1], 4.5))
+        width = 13 if name == "parallel" else 9  # parallel coordinates: room for 9 axes' tick labels
+        fig.set_size_inches(max(fig.get_size_inches()[0], width), max(fig.get_size_inches()[1], 4.5))
         save_figure(fig, out / f"{name}.png")
         files[name] = out / f"{name}.png"
     return files
