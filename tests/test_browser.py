@@ -34,7 +34,7 @@ def server_url(prediction_api, run_dir: Path):  # noqa: F811
 
     from mnist_cnn.server import load_app
 
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY by asyncio
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(load_app(str(run_dir)), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

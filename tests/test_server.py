@@ -362,7 +362,81 @@ def test_inference_does_not_block_the_event_loop(prediction_api) -> None:
     asyncio.run(scenario())
 
 
+class _EchoPredictor:
+    """Probabilities that identify each image (its first pixel), and a record of the batch sizes."""
+
+    classes = [str(i) for i in range(10)]
+    info = {"name": "echo", "model_id": "echo"}
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        self.entered.set()
+        self.gate.wait(30)  # the first call holds the model thread so the others queue up
+        self.batches.append(len(images))
+        out = np.zeros((len(images), 10), dtype=np.float32)
+        out[np.arange(len(images)), images[:, 0, 0] % 10] = 1.0
+        return out
+
+
+def test_batcher_merges_waiting_requests_and_routes_answers() -> None:
+    from mnist_cnn.server import Batcher
+
+    predictor = _EchoPredictor()
+    batcher = Batcher(predictor.predict_proba)
+
+    async def scenario() -> list[np.ndarray]:
+        images = [np.full((1 + k % 3, 28, 28), k, dtype=np.uint8) for k in range(10)]
+        tasks = [asyncio.ensure_future(batcher.predict(images[0]))]
+        while not predictor.entered.is_set():  # the model is now busy with the first request
+            await asyncio.sleep(0.01)
+        tasks += [asyncio.ensure_future(batcher.predict(im)) for im in images[1:]]
+        await asyncio.sleep(0.2)  # the other nine queue up behind it
+        predictor.gate.set()
+        return await asyncio.gather(*tasks)
+
+    results = asyncio.run(scenario())
+    batcher.close()
+    for k, probs in enumerate(results):  # each request got its own rows back, in order
+        assert probs.shape == (1 + k % 3, 10) and (probs.argmax(1) == k % 10).all()
+    # the nine that waited went through the model together, not one by one
+    assert predictor.batches == [1, sum(1 + k % 3 for k in range(1, 10))]
+
+
+def test_batcher_hands_a_model_failure_to_every_request() -> None:
+    from mnist_cnn.server import Batcher
+
+    def broken(images: np.ndarray) -> np.ndarray:
+        raise RuntimeError("model exploded")
+
+    batcher = Batcher(broken)
+
+    async def scenario() -> None:
+        for _ in range(2):
+            with pytest.raises(RuntimeError, match="exploded"):
+                await batcher.predict(np.zeros((2, 28, 28), dtype=np.uint8))
+
+    asyncio.run(scenario())
+    batcher.close()
+
+
 # --------------------------------------------------------------------------- the CLI
+
+
+def test_listening_socket_is_tcp() -> None:
+    """proto IPPROTO_TCP, so asyncio turns Nagle off (else keep-alive answers wait ~40 ms for an ACK)."""
+    import socket
+
+    from mnist_cnn.cli_serving import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP and sock.getsockname()[1] > 0
+    finally:
+        sock.close()
+
 
 
 def test_serve_reports_a_busy_port(prediction_api, run_dir: Path) -> None:

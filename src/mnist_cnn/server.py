@@ -8,19 +8,26 @@
 * ``GET /api/health``, ``GET /api/model``, ``GET /docs`` (OpenAPI, served offline when
   ``fastapi-offline`` is installed).
 
-The model is loaded once (in :func:`create_app`); decoding, preprocessing and inference run in
-the threadpool so the event loop keeps serving other clients. Every bad request is a 4xx JSON
+The model is loaded once (in :func:`create_app`); decoding and preprocessing run in the
+threadpool and the model in one thread of its own that batches concurrent requests
+(:class:`Batcher`), so the event loop keeps serving other clients. Every bad request is a 4xx JSON
 ``{"error": "<one line>"}``: a :class:`~mnist_cnn.errors.MnistCnnError` carries its own status.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
 import json
 import logging
+import queue
+import threading
 import time
+from collections.abc import AsyncIterator
+from concurrent.futures import Future
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,12 +84,63 @@ def status_of(exc: MnistCnnError) -> int:
 # --------------------------------------------------------------------------- prediction core
 
 
+class Batcher:
+    """The model runs in one thread of its own; images of requests that arrive while it is busy go
+    through it together in the next call (no waiting when idle, so no added latency).
+
+    One thread means no oversubscription of the model's own threads by many concurrent requests,
+    and batch-N inference costs far less per image than N batch-1 calls."""
+
+    def __init__(self, predict: Any, max_images: int = 256):
+        self.predict_fn, self.max_images = predict, max_images
+        self.queue: queue.SimpleQueue[tuple[np.ndarray, Future] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="mnist-cnn-batcher", daemon=True)
+        self.thread.start()
+
+    async def predict(self, images: np.ndarray) -> np.ndarray:
+        """uint8 ``[n, 28, 28]`` -> probabilities ``[n, C]``, awaited without blocking the event loop."""
+        fut: Future = Future()
+        self.queue.put((images, fut))
+        return await asyncio.wrap_future(fut)
+
+    def close(self) -> None:
+        self.queue.put(None)
+
+    def _run(self) -> None:
+        while (first := self.queue.get()) is not None:
+            jobs, n = [first], len(first[0])
+            while n < self.max_images:  # take whatever else is already waiting
+                try:
+                    job = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self.queue.put(None)  # close after this batch
+                    break
+                jobs.append(job)
+                n += len(job[0])
+            self._run_batch(jobs)
+
+    def _run_batch(self, jobs: list[tuple[np.ndarray, Future]]) -> None:
+        try:
+            probs = self.predict_fn(np.concatenate([images for images, _ in jobs]))  # [sum n, C]
+        except BaseException as exc:  # noqa: BLE001 - hand the failure to every waiting request
+            for _, fut in jobs:
+                fut.set_exception(exc)
+            return
+        start = 0
+        for images, fut in jobs:
+            fut.set_result(probs[start : start + len(images)])
+            start += len(images)
+
+
 class Service:
     """The loaded model plus the request -> answer logic (no HTTP here: easy to test and reuse)."""
 
     def __init__(self, predictor: Any, limits: Limits = Limits()):
         self.predictor = predictor
         self.limits = limits
+        self.batcher = Batcher(predictor.predict_proba)
         self.classes = [str(c) for c in predictor.classes]
         self.model_id = str(predictor.info.get("model_id", "unknown"))
 
@@ -107,24 +165,28 @@ class Service:
             return Image.fromarray(pixels_array(item["pixels"], f"{where}.pixels"), mode="L")
         return self.image_from_bytes(b64_bytes(item["image"], f"{where}.image"))
 
-    def predict_images(self, images: list[Any]) -> list[dict[str, Any]]:
-        """PIL images (or exceptions standing for items that failed to decode) -> one answer each.
-
-        Images that preprocess are predicted together in one batch ``[N, 28, 28]``."""
+    def prepare(self, images: list[Any]) -> tuple[list[dict[str, Any] | None], list[tuple[int, np.ndarray]]]:
+        """PIL images (or errors standing for items that failed to decode) -> (an error answer per
+        failed slot, ``(slot, uint8 [28, 28])`` per image ready for the model). Runs in the threadpool."""
         from .preprocessing import preprocess
 
         answers: list[dict[str, Any] | None] = [None] * len(images)
-        ok: list[tuple[int, np.ndarray]] = []
+        ready: list[tuple[int, np.ndarray]] = []
         for i, img in enumerate(images):
             try:
                 if isinstance(img, MnistCnnError):
                     raise img
-                ok.append((i, untrusted(preprocess, img).image))
+                ready.append((i, untrusted(preprocess, img).image))
             except MnistCnnError as exc:
                 answers[i] = {"error": str(exc), "status": status_of(exc)}
-        if ok:
-            probs = self.predictor.predict_proba(np.stack([im for _, im in ok]))  # [n, C] float32
-            for (i, im), p in zip(ok, probs):
+        return answers, ready
+
+    async def predict_images(self, images: list[Any]) -> list[dict[str, Any]]:
+        """One answer per image: preprocessing in the threadpool, the model in the batcher's thread."""
+        answers, ready = await run_in_threadpool(self.prepare, images)
+        if ready:
+            probs = await self.batcher.predict(np.stack([im for _, im in ready]))  # [n, C] float32
+            for (i, im), p in zip(ready, probs):
                 answers[i] = self.answer(p, im)
         return answers  # type: ignore[return-value]
 
@@ -326,7 +388,12 @@ _ERRORS = {code: {"description": text, "content": {"application/json": {"example
 def create_app(predictor: Any, limits: Limits = Limits()) -> Any:
     """The FastAPI app serving ``predictor`` (an object with ``predict_proba``, ``classes``, ``info``)."""
     service = Service(predictor, limits)
-    app = _fastapi_class()(title="mnist-cnn", version=_version(),
+    @asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        yield
+        service.batcher.close()  # the model thread ends with the server
+
+    app = _fastapi_class()(title="mnist-cnn", version=_version(), lifespan=lifespan,
                            description="Handwritten digit recognition: draw or upload a digit, get its class.")
     app.state.service = service
 
@@ -360,7 +427,7 @@ def create_app(predictor: Any, limits: Limits = Limits()) -> Any:
         """Predict one image: its digit, the probabilities of all classes and the 28x28 it became."""
         t0 = time.perf_counter()
         images = await parse_images(request, service, batch=False)
-        answer = (await run_in_threadpool(service.predict_images, images))[0]
+        answer = (await service.predict_images(images))[0]
         if "error" in answer:
             return JSONResponse({"error": answer["error"]}, status_code=answer["status"])  # type: ignore[return-value]
         return {**answer, "latency_ms": _ms_since(t0)}
@@ -370,7 +437,7 @@ def create_app(predictor: Any, limits: Limits = Limits()) -> Any:
         """Predict several images in one model call; an image that fails gets an ``error`` in its slot."""
         t0 = time.perf_counter()
         images = await parse_images(request, service, batch=True)
-        results = await run_in_threadpool(service.predict_images, images)
+        results = await service.predict_images(images)
         return {"results": results, "model_id": service.model_id, "latency_ms": _ms_since(t0)}
 
     @app.get("/api/health", tags=["meta"])

@@ -1,0 +1,338 @@
+"""Bounded load test of `mnist-cnn serve` on 127.0.0.1: throughput, latency percentiles, errors, RSS.
+
+Starts the server itself (a subprocess on a free 127.0.0.1 port), warms it up, then runs
+``--clients`` concurrent keep-alive clients for ``--seconds``, each posting one MNIST test digit
+(PNG, multipart field ``file``) after another. Reports requests/s, p50/p90/p99/max client-side
+latency, errors, and the server's resident memory (VmRSS) after warm-up and at the end.
+
+``--soak`` mixes in bad requests (garbage bytes, wrong content type, oversized body, bad JSON,
+blank image, wrong pixel shape: about 30%) and checks that every bad one gets its 4xx and every
+good one gets exactly the answer the idle server gave for that image beforehand (0 wrong answers).
+
+    python benchmarks/serve_load.py --model /tmp/serve-model --data-dir ../shared/data/mnist \
+        --clients 32 --seconds 60 --out results/serve-load.json
+    python benchmarks/serve_load.py --model /tmp/serve-model --soak --seconds 60
+
+Only 127.0.0.1 is ever contacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class Request:
+    kind: str  # "good" or the name of a bad case
+    kwargs: dict[str, Any]
+    expect_status: int
+    index: int = -1  # which good image (for the reference answer)
+
+
+@dataclass
+class Tally:
+    latencies: list[float] = field(default_factory=list)  # seconds, good requests answered 200
+    ok: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # unexpected outcomes by description
+    bad_ok: int = 0  # bad requests that got their expected 4xx
+    wrong: int = 0  # good requests whose answer differs from the reference
+    max_prob_diff: float = 0.0
+    correct_label: int = 0  # good answers equal to the data set's label (the model's accuracy)
+
+    def error(self, what: str) -> None:
+        self.errors[what] = self.errors.get(what, 0) + 1
+
+
+# --------------------------------------------------------------------------- payloads
+
+
+def test_digits(data_dir: str | None, n: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """uint8 [n,28,28] MNIST test digits and labels (synthetic bars when the data is not found)."""
+    from mnist_cnn.errors import MnistCnnError
+
+    try:
+        from mnist_cnn.data import load_dataset
+
+        ds = load_dataset("mnist", data_dir)
+        return ds.test_images[:n], ds.test_labels[:n], "MNIST test digits"
+    except MnistCnnError:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.conftest import synthetic_digits
+
+        x, y = synthetic_digits(n, seed=1)
+        return x, y, "synthetic digits (MNIST not found)"
+
+
+def png(a: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(a, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+PAYLOADS = {  # how a good request carries its 28x28 digit
+    "multipart": lambda i, im: {"files": {"file": (f"{i}.png", png(im), "image/png")}},
+    "raw": lambda i, im: {"content": png(im), "headers": {"content-type": "image/png"}},
+    "pixels": lambda i, im: {"json": {"pixels": im.tolist()}},
+}
+
+
+def good_requests(images: np.ndarray, payload: str) -> list[Request]:
+    return [Request("good", PAYLOADS[payload](i, im), 200, i) for i, im in enumerate(images)]
+
+
+def bad_requests(max_body: int) -> list[Request]:
+    blank = png(np.zeros((64, 64), dtype=np.uint8))
+    return [
+        Request("garbage bytes", {"files": {"file": ("x.png", os.urandom(300), "image/png")}}, 422),
+        Request("text/plain body", {"content": b"seven", "headers": {"content-type": "text/plain"}}, 415),
+        Request("oversized body", {"content": b"\0" * (max_body + 1), "headers": {"content-type": "image/png"}}, 413),
+        Request("bad JSON", {"content": b"{\"pixels\": [", "headers": {"content-type": "application/json"}}, 400),
+        Request("blank image", {"files": {"file": ("blank.png", blank, "image/png")}}, 422),
+        Request("wrong pixel shape", {"json": {"pixels": [[0] * 28] * 27}}, 400),
+    ]
+
+
+# --------------------------------------------------------------------------- server process
+
+
+def start_server(model: str, port: int, extra: list[str]) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "mnist_cnn", "serve", "--model", model, "--host", HOST, "--port", str(port),
+           "--log-level", "warning", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(f"http://{HOST}:{port}/api/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("server did not become healthy in 120 s")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- load
+
+
+def raw_request(host: str, port: int, path: str, kwargs: dict[str, Any]) -> bytes:
+    """The exact bytes of one HTTP/1.1 keep-alive request (built once by httpx, replayed many times)."""
+    import httpx
+
+    req = httpx.Request("POST", f"http://{host}:{port}{path}", **kwargs)
+    body = req.read()
+    head = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}"]
+    head += [f"{k}: {v}" for k, v in req.headers.items() if k.lower() not in ("host", "transfer-encoding")]
+    if "content-length" not in req.headers:
+        head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+class Connection:
+    """A minimal keep-alive HTTP/1.1 client on asyncio streams: a load generator that spends far less
+    CPU per request than a full client library, so the machine's cores go to the server under test."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def send(self, raw: bytes) -> tuple[int, bytes]:
+        if self.writer is None:  # asyncio sets TCP_NODELAY on TCP connections
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            self.writer.write(raw)
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            status = int(lines[0].split()[1])
+            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+            body = await self.reader.readexactly(int(headers.get("content-length", "0")))
+            if headers.get("connection", "").lower() == "close":
+                await self.close()
+            return status, body
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+async def reference_answers(conn: Connection, raws: list[bytes]) -> list[dict[str, Any]]:
+    """The idle server's answer for every good image, one at a time: what it must say under load."""
+    out = []
+    for raw in raws:
+        status, body = await conn.send(raw)
+        if status != 200:
+            raise SystemExit(f"reference request failed: HTTP {status} {body[:200]!r}")
+        out.append(json.loads(body))
+    return out
+
+
+async def client_loop(conn: Connection, goods: list[bytes], bads: list[tuple[Request, bytes]],
+                      refs: list[dict[str, Any]] | None, labels: np.ndarray, stop_at: float, tally: Tally,
+                      rng: random.Random, bad_share: float) -> None:
+    while time.monotonic() < stop_at:
+        if bads and rng.random() < bad_share:
+            req, raw = rng.choice(bads)
+        else:
+            i = rng.randrange(len(goods))
+            req, raw = Request("good", {}, 200, i), goods[i]
+        t0 = time.perf_counter()
+        try:
+            status, body = await conn.send(raw)
+        except Exception as exc:  # noqa: BLE001 - any transport failure is an error to count
+            tally.error(f"{req.kind}: {type(exc).__name__}")
+            continue
+        dt = time.perf_counter() - t0
+        if status != req.expect_status:
+            tally.error(f"{req.kind}: HTTP {status} (expected {req.expect_status})")
+            continue
+        answer = json.loads(body)
+        if req.kind != "good":
+            tally.bad_ok += 1
+            if "error" not in answer:
+                tally.error(f"{req.kind}: 4xx without a JSON error")
+            continue
+        tally.ok += 1
+        tally.latencies.append(dt)
+        tally.correct_label += int(answer["digit"] == int(labels[req.index]))
+        if refs is not None:
+            ref = refs[req.index]
+            diff = float(np.abs(np.subtract(answer["probabilities"], ref["probabilities"])).max())
+            tally.max_prob_diff = max(tally.max_prob_diff, diff)
+            if answer["digit"] != ref["digit"] or diff > 1e-4:
+                tally.wrong += 1
+
+
+async def run_load(host: str, port: int, args: argparse.Namespace, goods: list[Request], labels: np.ndarray,
+                   bads: list[Request]) -> tuple[Tally, float]:
+    good_raw = [raw_request(host, port, "/api/predict", r.kwargs) for r in goods]
+    bad_raw = [(r, raw_request(host, port, "/api/predict", r.kwargs)) for r in bads]
+    conns = [Connection(host, port) for _ in range(args.clients)]
+    refs = await reference_answers(conns[0], good_raw) if args.soak else None
+    for raw in good_raw[:50]:  # warm-up: the first requests pay lazy initialisation
+        await conns[0].send(raw)
+    tally = Tally()
+    t0 = time.monotonic()
+    await asyncio.gather(*[
+        client_loop(c, good_raw, bad_raw, refs, labels, t0 + args.seconds, tally, random.Random(i),
+                    args.bad_share if args.soak else 0.0)
+        for i, c in enumerate(conns)
+    ])
+    elapsed = time.monotonic() - t0
+    for c in conns:
+        await c.close()
+    return tally, elapsed
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default", help="what `serve --model` gets (run folder, .onnx, default)")
+    ap.add_argument("--data-dir", help="MNIST folder for the test digits (synthetic digits if absent)")
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--images", type=int, default=500, help="distinct test digits cycled through")
+    ap.add_argument("--payload", choices=list(PAYLOADS), default="multipart",
+                    help="multipart PNG upload (what the page sends), raw image/png body, or JSON pixels")
+    ap.add_argument("--soak", action="store_true", help="mix in bad requests; check every good answer")
+    ap.add_argument("--bad-share", type=float, default=0.3, help="fraction of bad requests in --soak")
+    ap.add_argument("--max-upload-mb", type=float, default=5.0)
+    ap.add_argument("--url", help="use a server already running at http://127.0.0.1:PORT instead of starting one")
+    ap.add_argument("--pid", type=int, help="with --url: the server's process id, for its RSS")
+    ap.add_argument("--out", help="write the figures as JSON here")
+    args = ap.parse_args()
+    if args.url and urlsplit(args.url).hostname not in (HOST, "localhost"):
+        ap.error("--url must point at 127.0.0.1: this load test never leaves the machine")
+
+    images, labels, source = test_digits(args.data_dir, args.images)
+    goods = good_requests(images, args.payload)
+    max_body = int(args.max_upload_mb * 1024 * 1024)
+    bads = bad_requests(max_body) if args.soak else []
+    proc = None
+    if args.url:
+        host, port, pid = HOST, urlsplit(args.url).port or 80, args.pid
+    else:
+        host, port = HOST, free_port()
+        proc = start_server(args.model, port, ["--max-upload-mb", str(args.max_upload_mb)])
+        pid = proc.pid
+    try:
+        model_info = __import__("httpx").get(f"http://{host}:{port}/api/model").json()
+        rss_start = rss_mib(pid) if pid else float("nan")
+        tally, elapsed = asyncio.run(run_load(host, port, args, goods, labels, bads))
+        rss_end = rss_mib(pid) if pid else float("nan")
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    lat_ms = [1000 * x for x in tally.latencies]
+    result = {
+        "mode": "soak" if args.soak else "load", "model": args.url or args.model, "model_id": model_info.get("model_id"),
+        "backend": model_info.get("backend"), "clients": args.clients, "seconds": round(elapsed, 1),
+        "payload": f"{args.payload}, {len(goods)} {source}",
+        "good_requests_ok": tally.ok, "throughput_rps": round(tally.ok / elapsed, 1),
+        "latency_ms": {"p50": round(percentile(lat_ms, 50), 2), "p90": round(percentile(lat_ms, 90), 2),
+                       "p99": round(percentile(lat_ms, 99), 2), "max": round(max(lat_ms, default=float("nan")), 2),
+                       "mean": round(statistics.fmean(lat_ms), 2) if lat_ms else None},
+        "errors": sum(tally.errors.values()), "error_kinds": tally.errors,
+        "served_accuracy_vs_labels": round(tally.correct_label / tally.ok, 4) if tally.ok else None,
+        "rss_mib": {"after_warmup": round(rss_start, 1), "end": round(rss_end, 1)},
+        "cpu_cores": os.cpu_count(),
+    }
+    if args.soak:
+        result.update(bad_requests_answered_4xx=tally.bad_ok, wrong_answers=tally.wrong,
+                      max_prob_diff_vs_idle=tally.max_prob_diff)
+    print(json.dumps(result, indent=2))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    if result["errors"] or (args.soak and tally.wrong):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
