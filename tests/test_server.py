@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -527,3 +528,24 @@ def test_random_bytes_never_500(client: TestClient) -> None:
         assert r.json()["error"]
 
     check()
+
+
+def test_serve_command_end_to_end(run_dir: Path) -> None:
+    """`mnist-cnn serve --port 0` in its own process: announces its URL, answers, stops on SIGTERM."""
+    import httpx
+
+    if not REAL_API:
+        pytest.skip("mnist_cnn.preprocessing / inference.load_predictor are not in this checkout yet")
+    proc = subprocess.Popen([sys.executable, "-m", "mnist_cnn", "serve", "--model", str(run_dir), "--port", "0",
+                             "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # "serving <model id> on http://127.0.0.1:PORT/ ..."
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert url, (line, proc.stderr.read() if proc.poll() is not None else "")
+        assert httpx.get(url.group(0) + "api/health", timeout=30).json()["status"] == "ok"
+        png = png_bytes(digit_image(5, invert=True))
+        r = httpx.post(url.group(0) + "api/predict", files={"file": ("d.png", png, "image/png")}, timeout=30)
+        assert r.status_code == 200 and r.json()["label"] in [str(i) for i in range(10)]
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
