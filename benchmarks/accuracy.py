@@ -44,6 +44,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "augment light": {"augment": "light"},
     "augment strong (+elastic)": {"augment": "strong"},
     "no EMA": {"ema": 0.0},
+    "EMA 0.999 (horizon rescaled)": {"ema": 0.999},
     "no label smoothing": {"label_smoothing": 0.0},
     "cosine schedule": {"schedule": "cosine"},
     "lr 0.001": {"lr": 0.001},
@@ -107,7 +108,9 @@ def benchmark(args: argparse.Namespace, ds: Any) -> dict[str, Any]:
     from mnist_cnn.recipes import recipe_config
 
     cfg = recipe_config(args.recipe).merged({"data_dir": args.data_dir, "threads": args.threads,
-                                              "epochs": args.epochs})
+                                              "epochs": args.epochs, "train_subset": args.train_subset})
+    if args.train_subset:
+        print(f"note: --train-subset {args.train_subset}: a smoke test, not the benchmark", flush=True)
     runs = Path(args.runs)
     t0 = time.perf_counter()
     ens = train_members(cfg, runs, args.seeds, resume=not args.fresh, force=args.fresh, quiet=args.quiet, data=ds)
@@ -162,7 +165,7 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true", help="Retrain every member even if already finished.")
     ap.add_argument("--quiet", action="store_true", help="No per-epoch lines.")
     ap.add_argument("--ablations", action="store_true", help="Run the ablation table (validation split only).")
-    ap.add_argument("--train-subset", type=int, default=None, help="Ablations: first N training images.")
+    ap.add_argument("--train-subset", type=int, default=None, help="First N training images (ablations; a smoke test of the benchmark).")
     ap.add_argument("--only", default=None, help="Ablations: comma-separated variant names.")
     ap.add_argument("--out", default=None, help="Write the results as JSON here.")
     args = ap.parse_args()
