@@ -121,6 +121,7 @@ TRAIN_FLAGS = {
     "data_dir": "data_dir", "device": "device", "optimizer": "optimizer", "schedule": "schedule",
     "weight_decay": "weight_decay", "label_smoothing": "label_smoothing", "augment": "augment", "ema": "ema",
     "threads": "threads", "train_subset": "train_subset", "early_stopping_monitor": "early_stopping_monitor",
+    "tensorboard": "tensorboard",
 }
 
 
@@ -146,6 +147,7 @@ def train_options(f):
         click.option("--ema", type=float, help="EMA decay of weights, e.g. 0.999 (0: off)."),
         click.option("--threads", type=int, help="CPU threads (default: all cores)."),
         click.option("--train-subset", type=int, help="Train on only the first N training images."),
+        click.option("--tensorboard", help="Log training curves to this TensorBoard folder (pip install tensorboard)."),
     ]
     for opt in reversed(opts):
         f = opt(f)

@@ -50,6 +50,7 @@ class TrainConfig:
     channels_last: bool = True
     eval_batch_size: int = 2000
     recipe: str | None = None
+    tensorboard: str | None = None  # log per-epoch scalars to this folder (needs the tensorboard package)
 
     # ------------------------------------------------------------------ validation
 

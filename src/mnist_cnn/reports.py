@@ -1,10 +1,15 @@
-"""Reports: run artifacts (metrics, classification report, confusion matrix, learning curves).
+"""Reports: run artifacts (metrics, classification report, confusion matrix, learning curves),
+the self-contained HTML/Markdown report builder and each run's ``report.html``.
 
-Plots use matplotlib's Agg backend (no display needed) and are written atomically.
+Plots use matplotlib's Agg backend (no display needed) and are written atomically. An HTML report
+is one file: figures are embedded as base64 data URIs, the CSS is inline, there is no script and
+nothing is fetched from the network, so it opens offline, on a phone and prints cleanly. The same
+content is written as ``summary.md`` (figures linked) for pasting into issues and pull requests.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +69,7 @@ def plot_history(path: Path, history: list[dict[str, float]], title: str = "") -
             ax.plot(ep, [r[f"val_{key}"] for r in history], "s--", color=PALETTE[1], label="validation", ms=3)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
+        ax.xaxis.get_major_locator().set_params(integer=True)  # whole epochs only
         ax.grid(alpha=0.3)
         ax.legend()
     a1.set_title("loss")
@@ -89,3 +95,305 @@ def write_eval_artifacts(out: Path, result: EvalResult, classes: list[str] | tup
                    f"confusion matrix, {split} set (accuracy {100 * result.accuracy:.2f}%)")
     atomic_write_text(out / f"classification_report{suffix}.txt", result.report(classes))
     atomic_write_json(out / f"metrics{suffix}.json", metrics)
+
+
+# --------------------------------------------------------------------------- HTML + Markdown builder
+
+_CSS = """
+:root{--fg:#1d232a;--muted:#5b6670;--line:#d8dee4;--accent:#1f77b4;--bg:#fff;--soft:#f5f7f9}
+*{box-sizing:border-box}
+body{font:16px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg);
+ max-width:1100px;margin:0 auto;padding:1rem 1.2rem 3rem}
+h1{font-size:1.7rem;margin:.6rem 0 .2rem}h2{font-size:1.3rem;margin:2rem 0 .6rem;padding-top:.4rem;
+ border-top:1px solid var(--line)}h3{font-size:1.05rem;margin:1.2rem 0 .4rem}
+.sub{color:var(--muted);margin:0 0 1rem}
+nav{font-size:.9rem;margin:.6rem 0 1rem;display:flex;flex-wrap:wrap;gap:.2rem 1rem}nav a{color:var(--accent)}
+.verdict{border-left:5px solid var(--accent);background:var(--soft);padding:.7rem 1rem;margin:1rem 0;
+ font-size:1.05rem}
+.verdict.sig{border-color:#2ca02c}.verdict.nosig{border-color:#888}.verdict.warn{border-color:#ff7f0e}
+.scroll{overflow-x:auto;margin:.5rem 0 1rem}
+table{border-collapse:collapse;font-size:.92rem;min-width:50%}
+th,td{border-bottom:1px solid var(--line);padding:.3rem .7rem;text-align:left;vertical-align:top}
+th{background:var(--soft);font-weight:600}td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}td.num{white-space:nowrap}
+caption{caption-side:bottom;text-align:left;color:var(--muted);font-size:.85rem;padding-top:.3rem}
+figure{margin:1rem 0}figure img{max-width:100%;height:auto;display:block}
+figcaption{color:var(--muted);font-size:.88rem;margin-top:.3rem}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(118px,1fr));gap:.6rem;margin:.6rem 0 1rem}
+.card{margin:0;border:1px solid var(--line);border-radius:6px;padding:.4rem;background:var(--bg)}
+.card img{width:100%;image-rendering:pixelated;border-radius:3px}
+.card figcaption{font-size:.78rem;line-height:1.3;color:var(--fg)}
+.card .bad{color:#d62728;font-weight:600}.card .ok{color:#2ca02c;font-weight:600}
+pre{background:var(--soft);padding:.7rem;overflow:auto;font-size:.82rem;max-height:28rem}
+code{font-size:.9em;background:var(--soft);padding:0 .2em;border-radius:3px}
+footer{margin-top:2.5rem;color:var(--muted);font-size:.8rem}
+@media (max-width:600px){body{font-size:15px;padding:.6rem}h1{font-size:1.35rem}
+ .gallery{grid-template-columns:repeat(auto-fill,minmax(92px,1fr))}th,td{padding:.25rem .4rem}}
+@media print{body{max-width:none;padding:0;font-size:11pt}nav{display:none}
+ h2{break-after:avoid;border:none}figure,table,.card,.verdict{break-inside:avoid}
+ pre{max-height:none;white-space:pre-wrap}*{-webkit-print-color-adjust:exact;print-color-adjust:exact}
+ a{color:inherit;text-decoration:none}}
+"""
+
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+_CODE = re.compile(r"`([^`]+)`")
+
+
+def inline_html(text: str) -> str:
+    """Escape ``text`` and turn the two bits of Markdown we use, **bold** and `code`, into HTML."""
+    import html
+
+    return _CODE.sub(r"<code>\1</code>", _BOLD.sub(r"<strong>\1</strong>", html.escape(text)))
+
+
+def png_data_uri(png: bytes) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def digit_png(image: np.ndarray, scale: int = 3) -> bytes:
+    """A uint8 ``[28, 28]`` digit as a PNG, upscaled ``scale`` times (nearest neighbour)."""
+    import io
+
+    from PIL import Image
+
+    img = Image.fromarray(np.asarray(image, dtype=np.uint8), mode="L")
+    buf = io.BytesIO()
+    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+_NUM = r"[-+−]?[\d,]*\.?\d+(e[-+]?\d+)?\s*(%|pp|s)?"
+_NUMERIC = re.compile(rf"^{_NUM}(\s*(±|to)\s*{_NUM}|\s*\({_NUM}\))?$")
+
+
+def _is_num(v: str) -> bool:
+    """Cells like 1,234 / 98.76% / 0.12 pp / 97.1 ± 0.3 / -0.1 to 0.4 pp are right-aligned."""
+    return bool(_NUMERIC.match(v.strip()))
+
+
+class Report:
+    """Collects sections once and renders them twice: self-contained HTML and Markdown.
+
+    Text takes **bold** and `code` in both outputs. Figures are PNG files in the report's folder:
+    embedded in the HTML, linked by relative name in the Markdown.
+    """
+
+    def __init__(self, title: str, subtitle: str = ""):
+        self.title, self.subtitle = title, subtitle
+        self.html: list[str] = []
+        self.md: list[str] = []
+        self.sections: list[tuple[str, str]] = []  # (anchor, heading) for the navigation bar
+
+    def section(self, heading: str) -> Report:
+        anchor = "s" + str(len(self.sections) + 1)
+        self.sections.append((anchor, heading))
+        self.html.append(f'<h2 id="{anchor}">{inline_html(heading)}</h2>')
+        self.md += [f"## {heading}", ""]
+        return self
+
+    def heading(self, text: str) -> Report:
+        self.html.append(f"<h3>{inline_html(text)}</h3>")
+        self.md += [f"### {text}", ""]
+        return self
+
+    def text(self, text: str) -> Report:
+        self.html.append(f"<p>{inline_html(text)}</p>")
+        self.md += [text, ""]
+        return self
+
+    def verdict(self, text: str, kind: str = "") -> Report:
+        """A highlighted conclusion; ``kind``: sig (green), nosig (grey), warn (orange)."""
+        self.html.append(f'<div class="verdict {kind}">{inline_html(text)}</div>')
+        self.md += ["> " + text, ""]
+        return self
+
+    def table(self, cols: list[str], rows: list[list[Any]], caption: str = "") -> Report:
+        """A table; cells are shown with str(); numeric-looking columns are right-aligned."""
+        cells = [[str(v) for v in r] for r in rows]
+        num = [bool(cells) and all(_is_num(r[j]) or r[j] in ("", "–") for r in cells) for j in range(len(cols))]
+
+        def cls(j: int) -> str:
+            return ' class="num"' if num[j] else ""
+
+        head = "".join(f"<th{cls(j)}>{inline_html(c)}</th>" for j, c in enumerate(cols))
+        body = "".join("<tr>" + "".join(f"<td{cls(j)}>{inline_html(v)}</td>" for j, v in enumerate(r)) + "</tr>"
+                       for r in cells)
+        cap = f"<caption>{inline_html(caption)}</caption>" if caption else ""
+        self.html.append(f'<div class="scroll"><table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
+        self.md += ["| " + " | ".join(cols) + " |", "|" + "|".join("---:" if n else "---" for n in num) + "|"]
+        self.md += ["| " + " | ".join(v.replace("|", "\\|") for v in r) + " |" for r in cells]
+        self.md += ["", f"*{caption}*", ""] if caption else [""]
+        return self
+
+    def figure(self, path: Path, caption: str) -> Report:
+        """Embed the PNG at ``path`` (the Markdown links its file name)."""
+        uri = png_data_uri(Path(path).read_bytes())
+        alt = inline_html(caption).replace('"', "&quot;")
+        self.html.append(f'<figure><img src="{uri}" alt="{alt}" loading="lazy"><figcaption>{inline_html(caption)}'
+                         "</figcaption></figure>")
+        self.md += [f"![{caption}]({Path(path).name})", ""]
+        return self
+
+    def gallery(self, cards: list[tuple[bytes, str]], md_note: str = "") -> Report:
+        """Image cards: (PNG bytes, caption HTML already escaped). Markdown gets ``md_note`` only."""
+        items = "".join(f'<figure class="card"><img src="{png_data_uri(png)}" alt="digit"><figcaption>{cap}'
+                        "</figcaption></figure>" for png, cap in cards)
+        self.html.append(f'<div class="gallery">{items}</div>')
+        if md_note:
+            self.md += [md_note, ""]
+        return self
+
+    def pre(self, text: str, lang: str = "") -> Report:
+        import html
+
+        self.html.append(f"<pre>{html.escape(text)}</pre>")
+        self.md += [f"```{lang}", text.rstrip("\n"), "```", ""]
+        return self
+
+    def render_html(self) -> str:
+        import html
+        import time
+
+        nav = " ".join(f'<a href="#{a}">{inline_html(h)}</a>' for a, h in self.sections)
+        sub = f'<p class="sub">{inline_html(self.subtitle)}</p>' if self.subtitle else ""
+        stamp = time.strftime("%Y-%m-%d %H:%M")
+        return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                '<meta name="viewport" content="width=device-width, initial-scale=1">'
+                # no scripts, no network: forbid any fetch so a report can never phone home
+                "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; "
+                "style-src 'unsafe-inline'\">"
+                f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head><body>"
+                f"<h1>{inline_html(self.title)}</h1>{sub}<nav>{nav}</nav>{''.join(self.html)}"
+                f"<footer>Generated by mnist-cnn on {stamp}.</footer></body></html>\n")
+
+    def render_md(self) -> str:
+        head = [f"# {self.title}", ""] + ([self.subtitle, ""] if self.subtitle else [])
+        return "\n".join(head + self.md).rstrip("\n") + "\n"
+
+    def write(self, out: Path, html_name: str = "report.html", md_name: str | None = "summary.md") -> Path:
+        """Write ``out/html_name`` (and ``out/md_name`` unless None); returns the HTML path."""
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / html_name, self.render_html())
+        if md_name:
+            atomic_write_text(out / md_name, self.render_md())
+        return out / html_name
+
+
+def pct(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None or x != x else f"{100 * x:.{digits}f}%"
+
+
+def fmt(x: float | None, digits: int = 4) -> str:
+    return "–" if x is None or x != x else f"{x:.{digits}f}"
+
+
+# --------------------------------------------------------------------------- one run's report.html
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    """history.csv (written by training.write_history) back into rows of floats."""
+    import csv
+
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
+
+
+def _run_test_result(out: Path, config: dict[str, Any], result: EvalResult | None, data: Any):
+    """The test-set result and images for the mistakes gallery; re-evaluates the saved model
+    when ``result`` is not given. Returns (result, images) or (None, None) without data."""
+    from .errors import MnistCnnError
+
+    try:
+        if data is None:
+            from .data import load_dataset
+
+            data = load_dataset(config.get("dataset", "mnist"), config.get("data_dir"))
+        if result is None:
+            from .evaluation import evaluate_model
+            from .models import load_model
+
+            model, meta = load_model(out)
+            result = evaluate_model(model, data.test_images, data.test_labels, meta["normalisation"])
+    except MnistCnnError:
+        return None, None
+    return result, data.test_images
+
+
+def write_run_report(out: Path, result: EvalResult | None = None, data: Any = None) -> Path:
+    """``out/report.html`` for a finished run folder: metrics, learning curves, confusion matrix,
+    per-class table, classification report, the most confident mistakes and the configuration.
+
+    ``result``/``data`` (the test-set EvalResult and Dataset) avoid re-running the model when the
+    caller has them (training does); otherwise the saved model is evaluated again.
+    """
+    from .explain import confused_pairs, most_confident_mistakes, prediction_cards
+    from .files import read_json
+
+    out = Path(out)
+    metrics = read_json(out / "metrics.json", "metrics file")
+    config = (read_json(out / "config.json", "config file") if (out / "config.json").exists() else {}).get("train", {})
+    rep = Report(f"Run report: {out.name}",
+                 f"{metrics.get('model')} on {metrics.get('dataset')}, seed {metrics.get('seed')}, "
+                 f"{metrics.get('epochs_run')} epochs")
+    rows = [["test accuracy", pct(metrics.get("test_accuracy"))], ["test loss", fmt(metrics.get("test_loss"))],
+            ["validation accuracy", pct(metrics.get("val_accuracy"))], ["validation loss", fmt(metrics.get("val_loss"))],
+            ["parameters", f"{metrics.get('params', 0):,}"], ["epochs run", str(metrics.get("epochs_run"))],
+            ["train time", f"{metrics.get('train_seconds', 0):.1f} s"]]
+    rep.section("Metrics").table(["metric", "value"], rows)
+    if (out / "history.png").exists():
+        rep.section("Learning curves").figure(out / "history.png", "loss and accuracy per epoch, train and validation")
+    classes = list(metrics.get("per_class") or [])
+    if (out / "confusion_matrix.png").exists():
+        rep.section("Confusion matrix").figure(out / "confusion_matrix.png", "test set, rows normalised by true class")
+    result, images = _run_test_result(out, config, result, data) if classes else (None, None)
+    if result is not None:
+        pairs = confused_pairs(result.confusion(len(classes)), classes, 5)
+        rep.table(["classes", "confusions", "breakdown"], [[p["pair"], p["total"], p["breakdown"]] for p in pairs],
+                  "most-confused class pairs (both directions)")
+    if classes:
+        pc = metrics["per_class"]
+        rep.section("Per class").table(["class", "precision", "recall", "F1", "support"],
+                                       [[c, fmt(v["precision"]), fmt(v["recall"]), fmt(v["f1"]), v["support"]]
+                                        for c, v in pc.items()])
+        rep.text("The same numbers with averages: `classification_report.txt`.")
+    if result is not None:
+        idx = most_confident_mistakes(result.probs, result.labels, 12)
+        rep.section("Most confident mistakes")
+        if len(idx):
+            rep.text(f"The {len(idx)} test images the model got wrong with the highest confidence "
+                     f"({int((result.preds != result.labels).sum())} mistakes in all).")
+            rep.gallery(prediction_cards(images, result, classes, idx))
+        else:
+            rep.text("No mistakes on the test set.")
+    if config:
+        import json
+
+        rep.section("Configuration").pre(json.dumps(config, indent=2), "json")
+    return rep.write(out, "report.html", md_name=None)
+
+
+# --------------------------------------------------------------------------- TensorBoard
+
+
+def tensorboard_writer(logdir: str):
+    """A ``torch.utils.tensorboard.SummaryWriter`` for ``train --tensorboard DIR``."""
+    from .errors import ConfigError
+
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("--tensorboard needs the tensorboard package; install it with "
+                          "`pip install 'mnist-cnn[tensorboard]'` or drop --tensorboard") from None
+    return SummaryWriter(log_dir=logdir)
+
+
+def log_scalars(tb: Any, row: dict[str, float]) -> None:
+    """One epoch's history row as TensorBoard scalars (train/loss, val/accuracy, lr, ...), flushed
+    so the curves are on disk even if the run is killed."""
+    for k, v in row.items():
+        if k != "epoch":
+            tb.add_scalar(k.replace("_", "/", 1), v, int(row["epoch"]))
+    tb.flush()

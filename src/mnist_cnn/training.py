@@ -390,6 +390,9 @@ def train(
     timer = _Timer(device)
     progress = _Progress(not quiet)
     eval_model = ema if ema is not None else model
+    from .reports import log_scalars, tensorboard_writer
+
+    tb = tensorboard_writer(cfg.tensorboard) if cfg.tensorboard and writer is not None else None
     try:
         for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
             model.train()
@@ -429,6 +432,8 @@ def train(
             row.update(lr=opt.param_groups[0]["lr"], seconds=ep_seconds)
             state["history"].append(row)
             state["epoch"] = epoch
+            if tb is not None:
+                log_scalars(tb, row)
             stop = _early_stopping(state, row, cfg, eval_model)
             if writer is not None:
                 save_checkpoint(writer / CHECKPOINT, state)
@@ -622,6 +627,9 @@ def _finish(cfg, out, model, dd, state, data_seconds, compile_seconds, evaluate_
         from .reports import plot_history
 
         plot_history(out / "history.png", state["history"], title=f"{cfg.model} ({cfg.dataset})")
+        from .reports import write_run_report
+
+        write_run_report(out, test, ds)
     if test is not None:
         say(f"test accuracy {100 * test.accuracy:.2f}%  test loss {test.loss:.4f}  "
             f"(train {state['train_seconds']:.1f}s)" + (f"  -> {out}" if out else ""))
