@@ -7,8 +7,10 @@ and the fix.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
+import math
 import os
 import struct
 import sys
@@ -166,7 +168,7 @@ def read_idx(path: str | os.PathLike[str], ndim: int | None = None) -> np.ndarra
         if ndim is not None and nd != ndim:
             raise DataError(f"{p}: has {nd} dimensions, expected {ndim}; is this the right file?")
         dims = struct.unpack(f">{nd}I", _read_exact(fh, p, 4 * nd, "header"))
-        expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+        expected = math.prod(dims) * dtype.itemsize  # Python ints: np.prod would wrap at 2^64
         bound = (size * _MAX_DEFLATE_RATIO) if compressed else size - 4 - 4 * nd
         if expected > bound:
             raise DataError(
@@ -189,13 +191,25 @@ class _open_checked:
         try:
             self.raw = open(p, "rb")  # noqa: SIM115 - closed in __exit__
         except FileNotFoundError:
-            raise DataError(f"{p}: file not found") from None
+            if p.is_symlink():
+                raise DataError(f"{p}: broken symbolic link to {os.readlink(p)}; fix the link or put the real "
+                                "file there") from None
+            raise DataError(f"{p}: file not found; check the path") from None
         except IsADirectoryError:
             raise DataError(f"{p}: is a folder, expected an IDX file; remove it or point elsewhere") from None
         except PermissionError:
             raise DataError(f"{p}: permission denied; make the file readable (chmod a+r)") from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise DataError(f"{p}: symbolic link loop; replace the link with the real file") from None
             raise DataError(f"{p}: cannot open ({exc.strerror}); check the path") from None
+        try:
+            return self._stream(p)
+        except BaseException:
+            self.raw.close()  # __exit__ does not run when __enter__ raises
+            raise
+
+    def _stream(self, p: Path):
         size = os.fstat(self.raw.fileno()).st_size
         start = self.raw.read(16)
         self.raw.seek(0)
@@ -240,7 +254,7 @@ def _read_body(fh, p: Path, expected: int, dims: tuple[int, ...]) -> bytearray:
             )
         body += chunk
     if _guarded_read(fh, p, 1):
-        raise DataError(f"{p}: has trailing bytes after the {expected:,} declared by its header; the file is corrupt")
+        raise DataError(f"{p}: has trailing bytes after the {expected:,} declared by its header; the file is corrupt, re-download it")
     return body
 
 
@@ -256,8 +270,11 @@ def _find_file(folder: Path, spec: FileSpec) -> Path | None:
     """The file for ``spec`` in ``folder``: the .gz name or the uncompressed name."""
     for name in (spec.name, spec.name[: -len(".gz")]):
         candidate = folder / name
-        if candidate.exists() or candidate.is_symlink():
-            return candidate
+        try:
+            if candidate.exists() or candidate.is_symlink():
+                return candidate
+        except PermissionError:  # the folder is not searchable: stat() fails with EACCES
+            raise DataError(f"{folder}: permission denied; make the folder readable (chmod a+rx)") from None
     return None
 
 
@@ -351,15 +368,16 @@ def _load_pair(folder: Path, pair: tuple[FileSpec, FileSpec], n_classes: int) ->
     labels = read_idx(lbl_path, ndim=1)
     if images.dtype != np.uint8 or labels.dtype != np.uint8:
         bad = img_path if images.dtype != np.uint8 else lbl_path
-        raise DataError(f"{bad}: IDX type must be unsigned byte (0x08); the file is not MNIST-format")
+        raise DataError(f"{bad}: IDX type must be unsigned byte (0x08); the file is not MNIST-format, replace it")
     if images.shape[1:] != (28, 28):
-        raise DataError(f"{img_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
+        raise DataError(f"{img_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28; the file is not MNIST-format, replace it")
     if len(images) != len(labels):
         raise DataError(f"{img_path}: has {len(images):,} images but {lbl_path.name} has {len(labels):,} labels; "
-                        "the two files do not belong together")
+                        "the two files do not belong together, re-download both")
     if len(labels) and int(labels.max()) >= n_classes:
         bad_i = int(np.argmax(labels >= n_classes))
-        raise DataError(f"{lbl_path}: label {int(labels[bad_i])} at index {bad_i} is out of range 0..{n_classes - 1}")
+        raise DataError(f"{lbl_path}: label {int(labels[bad_i])} at index {bad_i} is out of range 0..{n_classes - 1}; "
+                        "the file is corrupt, re-download it")
     sums = {}
     for path, spec in ((img_path, img_spec), (lbl_path, lbl_spec)):
         if path.name == spec.name:  # compressed file: compare against the official checksum
@@ -497,4 +515,5 @@ def train_val_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.nd
 def normalisation(images: np.ndarray) -> tuple[float, float]:
     """Mean and std of pixels scaled to [0, 1] (the training split's, stored with the model)."""
     x = images.astype(np.float64) / 255.0
-    return float(x.mean()), float(x.std() or 1.0)
+    std = float(x.std())  # blank images give ~1e-17, not 0: dividing by it would blow inputs up
+    return float(x.mean()), std if std > 1e-6 else 1.0
