@@ -10,10 +10,12 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
+import http.client
 import math
 import os
 import struct
 import sys
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -455,8 +457,22 @@ def download(
         target = folder / f.name
         if target.is_file() and sha256_file(target) == f.sha256:
             continue
+        _remove_stale_partials(target, timeout)
         _download_one(f, target, mirrors or spec.mirrors, timeout, progress)
     return folder
+
+
+def _remove_stale_partials(target: Path, timeout: float) -> None:
+    """Delete temporary files a killed download of ``target`` left behind (atomic_path names them
+    ``.NAME.*.tmp``). One nobody has written to for longer than the read timeout is abandoned: a
+    live download writes at least that often or fails."""
+    now = time.time()
+    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > timeout:
+                tmp.unlink()
+        except OSError:
+            pass  # gone already, or not ours to delete: the new download uses its own name
 
 
 def _download_one(f: FileSpec, target: Path, mirrors: tuple[str, ...], timeout: float, progress: bool) -> None:
@@ -467,29 +483,46 @@ def _download_one(f: FileSpec, target: Path, mirrors: tuple[str, ...], timeout: 
             with atomic_path(target) as tmp:
                 actual = _fetch(url, tmp, timeout)
                 if actual != f.sha256:
-                    raise _ChecksumMismatch(actual)
+                    raise _MirrorFailed(f"sha256 {actual[:12]}… != official {f.sha256[:12]}…")
             if progress:
                 print(f"downloaded {url} -> {target}", file=sys.stderr)
             return
-        except _ChecksumMismatch as exc:
-            failures.append(f"{url}: sha256 {exc.args[0][:12]}… != official {f.sha256[:12]}…")
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            failures.append(f"{url}: {getattr(exc, 'reason', None) or exc}")
+        except _MirrorFailed as exc:  # try the next mirror; atomic_path has removed the partial file
+            failures.append(f"{url}: {exc}")
     raise DownloadError(f"{f.name}: every mirror failed ({'; '.join(failures)}); "
                         f"check your connection or put the file in {target.parent} by hand")
 
 
-class _ChecksumMismatch(Exception):
-    pass
+class _MirrorFailed(Exception):
+    """This mirror did not deliver the file (not an OSError, so atomic_path does not report it as
+    a failure to write: a full disk stops the download, a 404 moves on to the next mirror)."""
+
+
+_NET_ERRORS = (urllib.error.URLError, http.client.HTTPException, OSError, ValueError)
+
+
+def _net(call, *args):
+    """``call(*args)`` with network failures turned into :class:`_MirrorFailed`."""
+    try:
+        return call(*args)
+    except _NET_ERRORS as exc:
+        raise _MirrorFailed(str(getattr(exc, "reason", None) or exc)) from None
 
 
 def _fetch(url: str, dest: Path, timeout: float) -> str:
+    """Stream ``url`` into ``dest`` (blocks as they arrive); return the sha256 of what came."""
     digest = hashlib.sha256()
-    req = urllib.request.Request(url, headers={"User-Agent": "mnist-cnn"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp, open(dest, "wb") as out:  # noqa: S310
-        for block in iter(lambda: resp.read(_CHUNK), b""):
+    got = 0
+    req = _net(urllib.request.Request, url, None, {"User-Agent": "mnist-cnn"})  # ValueError: not a URL
+    with open(dest, "wb") as out, _net(urllib.request.urlopen, req, None, timeout) as resp:  # noqa: S310
+        length = resp.headers.get("Content-Length", "")
+        while block := _net(resp.read1, _CHUNK):
             digest.update(block)
-            out.write(block)
+            out.write(block)  # a full disk raises OSError here: atomic_path reports it
+            got += len(block)
+    # http.client ends a body cut short by the server like a complete one: compare with the header
+    if length.isdigit() and got != int(length):
+        raise _MirrorFailed(f"transfer interrupted after {got:,} of {int(length):,} bytes")
     return digest.hexdigest()
 
 
