@@ -230,7 +230,7 @@ class Report:
         """Embed the PNG at ``path`` (the Markdown links its file name)."""
         uri = png_data_uri(Path(path).read_bytes())
         alt = inline_html(caption).replace('"', "&quot;")
-        self.html.append(f'<figure><img src="{uri}" alt="{alt}" loading="lazy"><figcaption>{inline_html(caption)}'
+        self.html.append(f'<figure><img src="{uri}" alt="{alt}"><figcaption>{inline_html(caption)}'
                          "</figcaption></figure>")
         self.md += [f"![{caption}]({Path(path).name})", ""]
         return self
