@@ -203,12 +203,13 @@ class Analysis:
     """The image, its background model and the ink mask at analysis resolution."""
 
     pixels: np.ndarray  # float32 [H, W, C] full resolution, 0..255 (C = 1 or 3)
-    scale: float  # full-res px per analysis px
+    scale: float  # full-res px per analysis px (the integer reduction factor)
     bg: np.ndarray  # float32 [h, w, C] background estimate at analysis resolution
     sign: float  # +1: ink brighter than background; -1: darker (inverted)
     ink: np.ndarray  # float32 [h, w] ink strength (>= 0 is towards the ink side), grey levels
     noise: float
-    threshold: float
+    threshold: float  # strong ink: a component needs some pixel above it
+    low: float  # weak ink: components extend down to it (hysteresis)
     level: float  # typical ink level (median of ink over the mask)
     labels: np.ndarray  # int32 [h, w] connected components of ink > threshold (0 = background)
     comps: list[dict[str, Any]] = field(default_factory=list)  # per label: area, mass, bbox (analysis px)
@@ -232,10 +233,11 @@ def analyse(img: Image.Image) -> Analysis:
         raise ImageError(f"no digit found: the image is blank or too faint (ink {peak:.0f} grey levels above a "
                          f"background with noise {noise:.1f}); use a darker pen or more light")
     threshold = max(otsu(ink[ink > 0], peak), NOISE_K * noise, MIN_CONTRAST / 2)
-    labels, comps = components(ink, threshold)
-    mask = labels > 0
-    level = float(np.median(ink[mask])) if mask.any() else peak
-    return Analysis(full, img.size[0] / small.shape[1], bg, sign, ink, noise, threshold, level, labels, comps)
+    low = max(0.5 * threshold, 0.75 * NOISE_K * noise, MIN_CONTRAST / 4)  # hysteresis: faint parts of strokes
+    labels, comps = components(ink, low, threshold)
+    strong = ink > threshold
+    level = float(np.median(ink[strong])) if strong.any() else peak
+    return Analysis(full, float(factor), bg, sign, ink, noise, threshold, low, level, labels, comps)
 
 
 def background(a: np.ndarray, percentile: float) -> np.ndarray:
@@ -249,11 +251,9 @@ def background(a: np.ndarray, percentile: float) -> np.ndarray:
         return np.broadcast_to(np.median(border(a), axis=0), a.shape).astype(np.float32)
     step = max(6, -(-max(h, w) // 8))
     gy, gx = -(-h // step), -(-w // step)
-    grid = np.empty((gy, gx, c), np.float32)
-    for i in range(gy):
-        for j in range(gx):
-            block = a[i * step : (i + 1) * step, j * step : (j + 1) * step].reshape(-1, c)
-            grid[i, j] = np.percentile(block, percentile, axis=0)
+    padded = np.pad(a, ((0, gy * step - h), (0, gx * step - w), (0, 0)), mode="symmetric")
+    blocks = padded.reshape(gy, step, gx, step, c).transpose(0, 2, 1, 3, 4).reshape(gy, gx, step * step, c)
+    grid = np.percentile(blocks, percentile, axis=2).astype(np.float32)  # [gy, gx, C]
     out = np.empty_like(a)
     for k in range(c):
         g = ndi.median_filter(grid[..., k], size=3, mode="nearest")
@@ -310,19 +310,22 @@ def otsu(values: np.ndarray, top: float, bins: int = 128) -> float:
     return float(edges[1:][int(np.argmax(between))])
 
 
-def components(ink: np.ndarray, threshold: float) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """8-connected components of ``ink > threshold`` with their area, ink mass and bbox."""
+def components(ink: np.ndarray, low: float, high: float) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """8-connected components of ``ink > low`` that reach ``ink > high`` somewhere (hysteresis
+    thresholding: a faint stretch of a stroke stays attached), with their area, ink mass and bbox."""
     from scipy import ndimage as ndi
 
-    labels, n = ndi.label(ink > threshold, structure=np.ones((3, 3), bool))
+    labels, n = ndi.label(ink > low, structure=np.ones((3, 3), bool))
     comps = []
     if n:
         idx = np.arange(1, n + 1)
+        peaks = ndi.maximum(ink, labels, idx)
         areas = ndi.sum_labels(np.ones_like(ink), labels, idx)
         masses = ndi.sum_labels(ink, labels, idx)
-        for k, (sl, area, mass) in enumerate(zip(ndi.find_objects(labels), areas, masses), start=1):
-            comps.append({"label": k, "area": int(area), "mass": float(mass),
-                          "bbox": (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)})  # l, t, r, b
+        for k, sl in enumerate(ndi.find_objects(labels), start=1):
+            if peaks[k - 1] > high:
+                comps.append({"label": k, "area": int(areas[k - 1]), "mass": float(masses[k - 1]),
+                              "bbox": (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)})  # l, t, r, b
     return labels.astype(np.int32), comps
 
 
@@ -347,15 +350,26 @@ def _near(a: tuple[int, int, int, int], b: tuple[int, int, int, int], margin: fl
 
 
 def digit_components(an: Analysis) -> list[dict[str, Any]]:
-    """The main component plus pieces of the same digit: near its box and not negligible (broken strokes)."""
+    """The main component plus the pieces of the same digit: grown from the main one, adding any
+    component within a quarter of the digit's size of the box so far (broken or dotted strokes
+    chain in; specks elsewhere in the picture stay out)."""
     main = _main_component(an)
-    l, t, r, b = main["bbox"]
-    margin = 0.25 * max(r - l, b - t)
-    keep = [main]
-    for c in an.comps:
-        if c is not main and c["mass"] >= 0.05 * main["mass"] and _near(main["bbox"], c["bbox"], margin):
+    keep, rest = [main], [c for c in an.comps if c is not main]
+    box = main["bbox"]
+    grew = True
+    while grew and rest:
+        margin = 0.25 * max(box[2] - box[0], box[3] - box[1]) + 1
+        near = [c for c in rest if _near(box, c["bbox"], margin)]
+        grew = bool(near)
+        for c in near:
             keep.append(c)
+            rest.remove(c)
+            box = _union(box, c["bbox"])
     return keep
+
+
+def _union(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
 def segment_digits(an: Analysis) -> list[list[dict[str, Any]]]:
@@ -406,7 +420,9 @@ def render(an: Analysis, comps: list[dict[str, Any]]) -> PreprocessResult:
         v = np.asarray(Image.fromarray(v, mode="F").reduce(f))
         work_scale = float(f)
     v = _tight(v)
-    width = stroke_width(v) * BOX / max(v.shape)  # at the 28x28 scale
+    # MNIST's widths were measured at half its ink level: the same cut here, in v's 0..1 units
+    cut = float(np.clip((0.5 * an.level - an.low) / max(an.level - an.low, 1.0), 0.05, 0.95))
+    width = stroke_width(v, cut) * BOX / max(v.shape)  # at the 28x28 scale
     v, filt = _fix_stroke(v, width)
     small = _scale_to_box(_tight(v))
     image, shift = _paste_centred(small)
@@ -425,12 +441,13 @@ def _soft_ink(an: Analysis, box: tuple[int, int, int, int], keep: np.ndarray) ->
     crop = an.pixels[y0:y1, x0:x1]  # [bh, bw, C]
     bh, bw = crop.shape[:2]
     s = an.scale
-    src = (x0 / s, y0 / s, x1 / s, y1 / s)  # the same box in analysis coordinates
+    h, w = an.ink.shape
+    src = (x0 / s, y0 / s, min(w, x1 / s), min(h, y1 / s))  # the same box in analysis coordinates
     bg = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(an.bg[..., k]), mode="F")
                               .resize((bw, bh), Image.BILINEAR, box=src)) for k in range(crop.shape[2])], axis=2)
     ink = (an.sign * (crop - bg)).max(axis=2)  # [bh, bw]
     m = np.asarray(Image.fromarray(keep.astype(np.uint8) * 255).resize((bw, bh), Image.NEAREST, box=src)) > 0
-    lo, hi = an.threshold, max(an.level, an.threshold + 1.0)
+    lo, hi = an.low, max(an.level, an.low + 1.0)
     return (np.clip((ink - lo) / (hi - lo), 0.0, 1.0) * m).astype(np.float32)
 
 
@@ -441,12 +458,12 @@ def _tight(v: np.ndarray, floor: float = 0.05) -> np.ndarray:
     return v[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
-def stroke_width(v: np.ndarray) -> float:
-    """Mean stroke width in pixels of ``v``'s mask (>= 0.5): 2 * area / boundary length, exact for
+def stroke_width(v: np.ndarray, cut: float = 0.5) -> float:
+    """Mean stroke width in pixels of ``v``'s mask (>= cut): 2 * area / boundary length, exact for
     long strokes of width >= 2 (a 1-px line reads as 2)."""
     from scipy import ndimage as ndi
 
-    m = v >= 0.5
+    m = v >= cut
     area = int(m.sum())
     if area == 0:
         return 0.0
