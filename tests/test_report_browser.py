@@ -12,17 +12,12 @@ from pathlib import Path
 
 import pytest
 
-playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-CHROMIUM = os.environ.get("MNIST_CNN_CHROMIUM", "/usr/bin/chromium")
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install -y chromium, or set MNIST_CNN_CHROMIUM)",
-                allow_module_level=True)
+from tests.conftest import write_dataset
+from tests.helpers import run_cli
 
-from tests.conftest import write_dataset  # noqa: E402
-from tests.helpers import run_cli  # noqa: E402
-
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+# chromium flags: no GPU, no background traffic (updates, sync, first-run pages), no sandbox in containers
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +34,14 @@ def reports(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    with playwright_api.sync_playwright() as p:
-        # a fresh profile folder: nothing from another session leaks in
-        ctx = p.chromium.launch_persistent_context(str(tmp_path_factory.mktemp("profile")),
-                                                   executable_path=CHROMIUM, args=ARGS, headless=True)
+    """A headless chromium context on a fresh profile folder; skips when either piece is missing."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+    chromium = Path(os.environ.get("MNIST_CNN_CHROMIUM", "/usr/bin/chromium"))
+    if not chromium.exists():
+        pytest.skip(f"chromium not found at {chromium} (apt-get install -y chromium, or set MNIST_CNN_CHROMIUM)")
+    with sync_api.sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(str(tmp_path_factory.mktemp("profile")), headless=True,
+                                                   executable_path=str(chromium), args=FLAGS)
         yield ctx
         ctx.close()
 
@@ -56,7 +55,9 @@ def open_report(ctx, path: Path, width: int = 1200, height: int = 900):
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("request", lambda req: requests.append(req.url))
     page.goto(path.as_uri(), wait_until="load")
-    page.evaluate("() => Promise.all([...document.images].map(i => i.decode()))")
+    # wait for every image to decode, at most 10 s (a broken image then fails the width check)
+    page.evaluate("() => Promise.race([Promise.all([...document.images].map(i => i.decode().catch(() => 0))),"
+                  " new Promise(done => setTimeout(done, 10000))])")
     return page, errors, requests
 
 

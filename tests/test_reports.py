@@ -141,7 +141,9 @@ def test_compare_trains_missing_runs_and_writes_the_report(compare_dir: Path) ->
     assert pair["paired_seeds"] is True
     assert pair["verdict"].replace("**", "") in page.text
     assert pair["verdict"] in (compare_dir / "summary.md").read_text()
-    assert f"{pair['mcnemar']['p_exact']:.3g}" in page.text
+    from mnist_cnn.stats import format_p
+
+    assert format_p(pair["mcnemar"]["p_exact"]) in page.text
 
 
 def test_compare_numbers_match_the_runs(compare_dir: Path) -> None:

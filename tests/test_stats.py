@@ -86,6 +86,12 @@ def test_mcnemar_symmetric_and_degenerate_cases() -> None:
         mcnemar(np.ones(3, bool), np.ones(4, bool))
 
 
+def test_format_p_never_prints_zero() -> None:
+    from mnist_cnn.stats import format_p
+
+    assert format_p(0.0386) == "0.0386" and format_p(0.0) == "< 1e-300" and format_p(2.4e-150) == "2.4e-150"
+
+
 def test_majority_vote_counts_votes_and_breaks_ties_by_mean_probability() -> None:
     # 3 models, 2 images, 3 classes
     probs = np.array([

@@ -185,6 +185,8 @@ def _pp(x: float) -> str:
 
 def verdict(name_a: str, name_b: str, diff: Any, mc: Any, alpha: float, n_a: int, n_b: int) -> tuple[str, str]:
     """A plain-language conclusion that follows from the numbers, and its kind (sig/nosig/warn)."""
+    from .stats import format_p
+
     sign = 1 if diff.mean >= 0 else -1
     hi, lo = (name_a, name_b) if sign > 0 else (name_b, name_a)
     gap = abs(diff.mean)
@@ -193,7 +195,7 @@ def verdict(name_a: str, name_b: str, diff: Any, mc: Any, alpha: float, n_a: int
         a, b = sorted((sign * diff.ci_low, sign * diff.ci_high))
         how = f"{min(n_a, n_b)} paired seeds" if diff.method == "paired t" else f"{n_a} and {n_b} seeds, Welch"
         ci = f" (95% CI {_pp(a)} to {_pp(b)} over {how})"
-    p = f"McNemar p = {mc.p_value:.3g}"
+    p = f"McNemar p {'' if mc.p_value < 1e-300 else '= '}{format_p(mc.p_value)}"
     level = f"{100 * alpha:.3g}%"
     significant = mc.p_value < alpha
     one_seed = math.isnan(diff.ci_low)
@@ -241,7 +243,9 @@ def plot_learning_curves(path: Path, groups: dict[str, list[Run]]) -> None:
                         label=f"{label} {'train' if split == 'train' else 'validation'}")
                 if len(runs) > 1:
                     ax.fill_between(ep, y.min(0), y.max(0), color=_colour(i), alpha=0.15, linewidth=0)
+    last = max((len(r.history) for runs in groups.values() for r in runs), default=1)
     for ax, key in zip(axes, ("loss", "accuracy")):
+        ax.set_xlim(0.5, last + 0.5)
         ax.xaxis.get_major_locator().set_params(integer=True)  # whole epochs only
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
@@ -319,7 +323,7 @@ def build_report(groups: dict[str, list[Run]], out: Path, command: str = "") -> 
     the figures into ``out``; returns the raw numbers."""
     from .files import atomic_write_json, atomic_write_text
     from .reports import plot_confusion
-    from .stats import summarise
+    from .stats import format_p, summarise
 
     out.mkdir(parents=True, exist_ok=True)
     classes = next(iter(groups.values()))[0].metrics["classes"]
@@ -364,10 +368,10 @@ def build_report(groups: dict[str, list[Run]], out: Path, command: str = "") -> 
         ["A vs B", "A − B", "95% CI", "CI method", "A right, B wrong", "A wrong, B right", "McNemar p (exact)",
          "p (χ², corrected)"],
         [[f"{p['a']} vs {p['b']}", _pp(p["difference"]["mean"]), _ci_pp(p["difference"]), p["difference"]["method"],
-          p["mcnemar"]["b"], p["mcnemar"]["c"], f"{p['mcnemar']['p_exact']:.3g}", f"{p['mcnemar']['p_chi2']:.3g}"]
+          p["mcnemar"]["b"], p["mcnemar"]["c"], format_p(p["mcnemar"]["p_exact"]), format_p(p["mcnemar"]["p_chi2"])]
          for p in pairs],
         "McNemar counts are of the majority-vote predictions over each model's seeds")
-    per_seed = [[f"{p['a']} vs {p['b']}", s["seed"], s["b"], s["c"], f"{s['p_exact']:.3g}"]
+    per_seed = [[f"{p['a']} vs {p['b']}", s["seed"], s["b"], s["c"], format_p(s["p_exact"])]
                 for p in pairs for s in p["mcnemar_per_seed"]]
     if per_seed:
         rep.heading("McNemar per seed pair")

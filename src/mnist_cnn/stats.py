@@ -157,6 +157,11 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray, method: str = "exact")
                    p_exact, float(stat), p_chi, method)
 
 
+def format_p(p: float) -> str:
+    """A p-value for people: 3 significant digits; below double precision, '< 1e-300' (not 0)."""
+    return "< 1e-300" if p < 1e-300 else f"{p:.3g}"
+
+
 def majority_vote(probs: np.ndarray) -> np.ndarray:
     """Per-image majority vote of several models' predictions: ``probs [S, N, C]`` -> labels ``[N]``.
 
