@@ -7,6 +7,7 @@ A config can come from defaults (the seed's recipe), a named recipe, a JSON file
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -58,7 +59,9 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, "epochs", "must be >= 1"),
             (self.batch_size >= 1, "batch_size", "must be >= 1"),
-            (self.lr > 0, "lr", "must be > 0"),
+            (self.lr > 0 and math.isfinite(self.lr), "lr", "must be a finite number > 0"),
+            (math.isfinite(self.weight_decay), "weight_decay", "must be a finite number"),
+            (math.isfinite(self.momentum), "momentum", "must be a finite number"),
             (self.val_size >= 0, "val_size", "must be >= 0"),
             (self.weight_decay >= 0, "weight_decay", "must be >= 0"),
             (0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)"),

@@ -215,7 +215,12 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not path.exists():
         raise CheckpointError(f"{path}: no checkpoint to resume from; start the run without --resume")
-    return load_tensors(path)
+    tensors, meta = load_tensors(path)
+    missing = [k for k in ("epoch", "step", "history", "config", "optimizer") if k not in meta]
+    if missing or "rng.torch" not in tensors:
+        raise CheckpointError(f"{path}: not a training checkpoint (no {', '.join(missing) or 'RNG state'}); "
+                              "start the run again with --force")
+    return tensors, meta
 
 
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -372,7 +377,12 @@ def train(
         "train_seconds": 0.0, "eval_seconds": 0.0, "config": cfg.to_dict(),
     }
     if resume and out is not None:
-        _restore(state, out / CHECKPOINT, device)
+        try:
+            _restore(state, out / CHECKPOINT, device)
+        except (RuntimeError, KeyError, ValueError, TypeError) as exc:  # weights/optimiser of another model
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise CheckpointError(f"{out / CHECKPOINT}: does not fit this run ({first}); "
+                                  "start the run again with --force") from None
         say(f"resuming {out} after epoch {state['epoch']}")
     elif writer is not None:
         atomic_write_json(writer / "config.json", {"train": cfg.to_dict(), "environment": environment(),
