@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, write_json  # noqa: E402
+from common import machine, write_json
 
 
 def time_calls(fn, calls: int) -> list[float]:

@@ -5,6 +5,7 @@ Skips with a reason when the playwright package or /usr/bin/chromium (apt-get in
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import socket
@@ -20,7 +21,7 @@ if not Path(CHROMIUM).exists():
     pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install -y chromium, or set MNIST_CNN_CHROMIUM)",
                 allow_module_level=True)
 
-from tests.test_server import digit_image, prediction_api, run_dir  # noqa: E402,F401 - shared fixtures
+from tests.test_server import digit_image, run_dir  # noqa: F401 - shared fixtures
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--disable-dev-shm-usage"]
@@ -28,7 +29,7 @@ DIGIT = re.compile(r"^\d$")
 
 
 @pytest.fixture(scope="module")
-def server_url(prediction_api, run_dir: Path):  # noqa: F811
+def server_url(run_dir: Path):  # noqa: F811
     """uvicorn serving the app on a free 127.0.0.1 port, in a thread of this process."""
     import uvicorn
 
@@ -72,7 +73,7 @@ def stroke_points(box: dict) -> list[tuple[float, float]]:
     """A '7': a top bar then a diagonal, in page coordinates of the canvas ``box``."""
     corners = [(0.3, 0.25), (0.72, 0.25), (0.5, 0.8)]
     pts = []
-    for (x0, y0), (x1, y1) in zip(corners, corners[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(corners):
         pts += [(x0 + (x1 - x0) * t / 15, y0 + (y1 - y0) * t / 15) for t in range(16)]
     return [(box["x"] + x * box["width"], box["y"] + y * box["height"]) for x, y in pts]
 

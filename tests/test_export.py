@@ -12,9 +12,9 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript (pip install 'mnist-cnn[export]')")
 
-from mnist_cnn import export as ex  # noqa: E402
-from tests.conftest import write_dataset  # noqa: E402
-from tests.helpers import run_cli, tiny_run  # noqa: E402
+from mnist_cnn import export as ex
+from tests.conftest import write_dataset
+from tests.helpers import run_cli, tiny_run
 
 
 @pytest.fixture(scope="module")
