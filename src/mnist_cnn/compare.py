@@ -204,15 +204,15 @@ def verdict(name_a: str, name_b: str, diff: Any, mc: Any, alpha: float, n_a: int
         return (f"**{hi}** is more accurate than **{lo}** by {_pp(gap)}{ci}; {p}: significant at {level}{caveat}.",
                 "warn" if one_seed else "sig")
     if significant:
-        return (f"**{hi}** scores {_pp(gap)} higher than **{lo}**{ci}. {p} is significant at {level} on this test "
-                "set, but the confidence interval over seeds includes 0: the gap does not hold up across training "
-                "seeds, so it is not an established difference.", "warn")
+        return ((f"**{hi}** scores {_pp(gap)} higher than **{lo}**{ci}. {p} is significant at {level} on this test "
+                 "set, but the confidence interval over seeds includes 0: the gap does not hold up across training "
+                 "seeds, so it is not an established difference."), "warn")
     if diff.excludes_zero:
-        return (f"No significant difference on the test set between **{name_a}** and **{name_b}**: {p} ≥ {alpha:.3g}. "
-                f"{hi} is ahead by {_pp(gap)}{ci} consistently across seeds, but the gap is too small for the "
-                "test set to confirm.", "warn")
-    return (f"No significant difference between **{name_a}** and **{name_b}**: {hi} − {lo} = {_pp(gap)}{ci}; "
-            f"{p} ≥ {alpha:.3g}.", "nosig")
+        return ((f"No significant difference on the test set between **{name_a}** and **{name_b}**: {p} ≥ "
+                 f"{alpha:.3g}. {hi} is ahead by {_pp(gap)}{ci} consistently across seeds, but the gap is too small "
+                 "for the test set to confirm."), "warn")
+    return ((f"No significant difference between **{name_a}** and **{name_b}**: {hi} − {lo} = {_pp(gap)}{ci}; "
+             f"{p} ≥ {alpha:.3g}."), "nosig")
 
 
 # --------------------------------------------------------------------------- figures

@@ -154,7 +154,7 @@ def explore(dataset: str, out: Path, data_dir: Any = None, val_size: int = 5000,
     _pixel_hist(out / "pixel_histogram.png", ds.train_images, ds.test_images)
     _split_figure(out / "train_vs_test.png", ds.train_images, ds.test_images)
     shift = compare_splits(ds.train_images, ds.train_labels, ds.test_images, ds.test_labels, n)
-    raw = {"dataset": dataset, "source": ds.source, "classes": classes, "val_size": int(len(va)), "seed": seed,
+    raw = {"dataset": dataset, "source": ds.source, "classes": classes, "val_size": len(va), "seed": seed,
            "counts": {k: v.tolist() for k, v in counts.items()},
            "pixels": {k: pixel_stats(x) for k, (x, _) in splits.items() if len(x)},
            "train_vs_test": shift}

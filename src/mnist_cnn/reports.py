@@ -281,11 +281,12 @@ class Report:
 
 
 def pct(x: float | None, digits: int = 2) -> str:
-    return "–" if x is None or x != x else f"{100 * x:.{digits}f}%"
+    """0.9876 -> '98.76%'; None or NaN -> '–'."""
+    return "–" if x is None or np.isnan(x) else f"{100 * x:.{digits}f}%"
 
 
 def fmt(x: float | None, digits: int = 4) -> str:
-    return "–" if x is None or x != x else f"{x:.{digits}f}"
+    return "–" if x is None or np.isnan(x) else f"{x:.{digits}f}"
 
 
 # --------------------------------------------------------------------------- one run's report.html
