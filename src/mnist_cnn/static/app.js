@@ -5,6 +5,7 @@
 
 (() => {
   const SIZE = 280;          // logical canvas size (CSS px); the backing store scales with devicePixelRatio
+  const SEND = 140;          // side of the PNG sent to the server
   const DEBOUNCE_MS = 150;   // pause in drawing before a live prediction is sent
   const $ = (id) => document.getElementById(id);
   const pad = $("pad"), ctx = pad.getContext("2d");
@@ -99,10 +100,11 @@
   }
 
   function canvasBlob() {
-    // send a 280x280 PNG whatever the screen density: small and the same for every device
+    // send a 140x140 PNG whatever the screen density: the same for every device, plenty for a
+    // 20-px digit, and preprocessing it costs a quarter of a 280x280 (faster live answers)
     const out = document.createElement("canvas");
-    out.width = out.height = SIZE;
-    out.getContext("2d").drawImage(pad, 0, 0, SIZE, SIZE);
+    out.width = out.height = SEND;
+    out.getContext("2d").drawImage(pad, 0, 0, SEND, SEND);
     return new Promise((resolve) => out.toBlob(resolve, "image/png"));
   }
 
