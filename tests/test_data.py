@@ -234,8 +234,15 @@ def test_gzip_header_within_deflate_bound_but_short_body_reads_only_what_exists(
 def test_dimension_product_overflowing_int64_is_rejected(tmp_path):
     # 65536^4 = 2^64 wraps to 0 in int64 arithmetic: the declared size must not
     (tmp_path / "x.idx").write_bytes(bytes([0, 0, 8, 4]) + struct.pack(">4I", *[65536] * 4))
-    with pytest.raises(DataError, match="header declares"):
+    with pytest.raises(DataError, match="impossible shape"):
         read_idx(tmp_path / "x.idx")
+    # found by benchmarks/fuzz.py: an empty array (a 0 dimension) whose other dimensions numpy
+    # cannot represent made reshape raise ValueError
+    (tmp_path / "y.idx").write_bytes(bytes([0, 0, 8, 4]) + struct.pack(">4I", 0, 2, 2**31, 2**31))
+    with pytest.raises(DataError, match=r"impossible shape \(0, 2, 2147483648, 2147483648\)"):
+        read_idx(tmp_path / "y.idx")
+    (tmp_path / "z.idx").write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 0, 2**31, 28))
+    assert read_idx(tmp_path / "z.idx").shape == (0, 2**31, 28)  # empty and representable: fine
 
 
 def _without_root_file_powers() -> list[str]:

@@ -171,6 +171,8 @@ def read_idx(path: str | os.PathLike[str], ndim: int | None = None) -> np.ndarra
             raise DataError(f"{p}: has {nd} dimensions, expected {ndim}; is this the right file?")
         dims = struct.unpack(f">{nd}I", _read_exact(fh, p, 4 * nd, "header"))
         expected = math.prod(dims) * dtype.itemsize  # Python ints: np.prod would wrap at 2^64
+        if math.prod(d for d in dims if d) * dtype.itemsize > sys.maxsize:  # even when a 0 makes it empty
+            raise DataError(f"{p}: header declares an impossible shape {dims}; the file is corrupt, re-download it")
         bound = (size * _MAX_DEFLATE_RATIO) if compressed else size - 4 - 4 * nd
         if expected > bound:
             raise DataError(
