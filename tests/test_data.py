@@ -466,4 +466,4 @@ def _message(case: str) -> str:
 if __name__ == "__main__":
     print("| bad data file | message (`mnist-cnn data verify`, exit 2) |\n| --- | --- |")
     for name in BAD_FOLDERS:
-        print(f"| {name} | `error: {_message(name)}` |")
+        print(f"| {name} | `` error: {_message(name)} `` |")  # double backticks: messages quote commands

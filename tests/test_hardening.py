@@ -405,7 +405,7 @@ def test_disk_full_during_training(tiny_data, tmp_path, tmpfs):
     r = _train(tiny_data, out, "--epochs", "2")
     assert r.exit_code == 2
     assert _one_error_line(r.stderr) == (f"error: {out / 'checkpoint.safetensors'}: no space left on device; "
-                                         "free some space or choose another --out")
+                                         "free some space or write to another folder")
     assert sorted(os.listdir(out)) == ["config.json"]  # no partial checkpoint, no temporary file
     json.loads((out / "config.json").read_text())  # complete
 
@@ -447,7 +447,7 @@ def test_disk_full_when_writing_metrics_then_resume_finishes(tiny_data, tmp_path
     r = _train(tiny_data, out)
     assert r.exit_code == 2
     assert _one_error_line(r.stderr) == (f"error: {out / 'metrics.json'}: no space left on device; "
-                                         "free some space or choose another --out")
+                                         "free some space or write to another folder")
     assert not (out / "metrics.json").exists() and not list(out.glob(".*.tmp"))
     monkeypatch.undo()
     r = _train(tiny_data, out, "--resume")
@@ -492,13 +492,13 @@ if __name__ == "__main__":
         for i, (name, (make, _)) in enumerate(BAD_CHECKPOINTS.items()):
             (root / f"c{i}").mkdir()
             path = make(root / f"c{i}" / "model.safetensors")
-            print(f"| {name} | `{_first_error(['evaluate', str(path), '--data-dir', str(data)]).replace(tmp, '$TMP')}` |")
+            print(f"| {name} | `` {_first_error(['evaluate', str(path), '--data-dir', str(data)]).replace(tmp, '$TMP')} `` |")
         print("\n| bad flag | message (`mnist-cnn train ...`, exit 2) |\n| --- | --- |")
         for name, (args, _) in BAD_FLAGS.items():
             argv = _train_argv(data, root / "flags", *args)
-            print(f"| {name}: `{' '.join(args)}` | `{_first_error(argv).replace(tmp, '$TMP')}` |")
+            print(f"| {name}: `{' '.join(args)}` | `` {_first_error(argv).replace(tmp, '$TMP')} `` |")
         print("\n| bad config file | message (`mnist-cnn train --config FILE`, exit 2) |\n| --- | --- |")
         for name, (content, _) in BAD_CONFIGS.items():
             cfg = _config_file(root, content)
             argv = _train_argv(data, root / "cfg", "--config", str(cfg))
-            print(f"| {name} | `{_first_error(argv).replace(tmp, '$TMP')}` |")
+            print(f"| {name} | `` {_first_error(argv).replace(tmp, '$TMP')} `` |")

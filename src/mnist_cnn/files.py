@@ -48,9 +48,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 def _os_message(target: Path, exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
-        return f"{target}: no space left on device; free some space or choose another --out"
+        return f"{target}: no space left on device; free some space or write to another folder"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"{target}: cannot write here ({exc.strerror}); choose a writable --out folder"
+        return f"{target}: cannot write here ({exc.strerror}); choose a writable folder"
     return f"{target}: cannot write ({exc.strerror or exc}); check the path"
 
 
