@@ -14,7 +14,7 @@ every change at random at once:
 * ``placement``: anywhere in a canvas 1.5-6x the digit, digit 24-400 px tall
 * ``white_on_black``: bright chalk on a dark (board/screen) background
 * ``colour_ink``: blue/red/green/purple ink on tinted paper (kept as RGB)
-* ``blur``: Gaussian blur with sigma 2-5% of the digit's height (out of focus)
+* ``blur``: Gaussian blur with sigma 15-50% of the stroke width (out of focus, still legible)
 * ``thin_pen``: a ballpoint on a large photo: strokes thinned to ~2-5 px on a 200-400 px digit
 * ``all``: all of the above drawn at random
 
@@ -52,15 +52,15 @@ def upscale(digit: np.ndarray, height: int) -> np.ndarray:
     return np.asarray(Image.fromarray(digit).resize((side, side), Image.BICUBIC), dtype=np.float32).clip(0, 255) / 255
 
 
-def thin(alpha: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def thin(alpha: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """Redraw the strokes 2-5 px wide (a ballpoint pen on a big photo): the skeleton of the
-    digit's mask widened to the pen's radius, edges anti-aliased."""
+    digit's mask widened to the pen's radius, edges anti-aliased. Returns (coverage, stroke width)."""
     from scipy import ndimage as ndi
 
     skeleton = zhang_suen(alpha >= 0.5)
     radius = rng.uniform(1.0, 2.5)
     to_line = ndi.distance_transform_edt(~skeleton)
-    return np.clip(radius + 0.5 - to_line, 0, 1).astype(np.float32)
+    return np.clip(radius + 0.5 - to_line, 0, 1).astype(np.float32), 2 * radius + 1
 
 
 def _zs_tables() -> tuple[np.ndarray, np.ndarray]:
@@ -148,15 +148,16 @@ def render(digit: np.ndarray, cond: str, rng: np.random.Generator) -> bytes:
     opts = pick(cond, rng)
     height = opts["height"]
     alpha = upscale(digit, height)
+    stroke = 2.6 * height / 20  # MNIST's median stroke width at this size
     if opts["thin"]:
-        alpha = thin(alpha, rng)
+        alpha, stroke = thin(alpha, rng)
     s = alpha.shape[0]
     ratio = opts["canvas"]
     canvas = (int(s * ratio * rng.uniform(0.8, 1.2)), int(s * ratio * rng.uniform(0.8, 1.2)))
     canvas = (max(canvas[0], s // 2), max(canvas[1], s // 2))
     a = place(alpha, canvas, rng, centred=not opts["offcentre"])  # [h, w] ink coverage
     if opts["blur"]:
-        sigma = rng.uniform(0.02, 0.05) * height
+        sigma = rng.uniform(0.15, 0.5) * stroke  # out of focus, but still legible
         from scipy.ndimage import gaussian_filter
 
         a = gaussian_filter(a, sigma)

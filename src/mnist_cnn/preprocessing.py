@@ -216,19 +216,45 @@ class Analysis:
 
 
 def analyse(img: Image.Image) -> Analysis:
-    """Background, polarity, threshold and components of a decoded ``L``/``RGB`` image."""
+    """Background, polarity, threshold and components of a decoded ``L``/``RGB`` image.
+
+    Two passes: a coarse block background finds the digit well enough to measure its stroke
+    width; then a morphological background (closing for dark ink, opening for bright ink) with
+    a window ~3 stroke widths removes everything wider than a stroke (shadows, gradients, paper
+    edges) while keeping the strokes, and the ink is found again on it."""
     full = np.asarray(img, dtype=np.float32)
     full = full[..., None] if full.ndim == 2 else full  # [H, W, C]
-    factor = max(1, -(-max(img.size) // ANALYSIS_SIDE))  # ceil: integer box reduction
+    factor = max(1, -(-max(img.size) // ANALYSIS_SIDE))  # ceil: integer reduction
     small = np.asarray(img.reduce(factor) if factor > 1 else img, dtype=np.float32)
-    small = small[..., None] if small.ndim == 2 else small  # [h, w, C]
-    bg = background(small, percentile=50.0)
-    sign = polarity(small, bg)
-    # refine: a percentile towards the paper side ignores ink that covers up to ~3/4 of a block
-    bg = background(small, percentile=25.0 if sign > 0 else 75.0)
+    small = small[..., None] if small.ndim == 2 else small  # [h, w, C] box-reduced
+    sign = polarity(small, background(small, percentile=50.0))
+    if factor > 1:  # reduce towards the ink instead: a thin pen line keeps its full contrast
+        small = pool(full, factor, np.max if sign > 0 else np.min)
+    # a percentile towards the paper side ignores ink that covers up to ~3/4 of a block
+    first = find_ink(full, small, factor, background(small, percentile=25.0 if sign > 0 else 75.0), sign)
+    digit = digit_components(first)
+    width = stroke_width(np.isin(first.labels, [c["label"] for c in digit]) & (first.ink > first.threshold))
+    size = int(max(5, 3 * width)) | 1  # odd window, comfortably wider than a stroke
+    if size >= min(small.shape[:2]) // 2:
+        return first  # strokes as wide as the picture: the block background is the better model
+    return find_ink(full, small, factor, morph_background(small, sign, size), sign)
+
+
+def pool(a: np.ndarray, f: int, fn: Any) -> np.ndarray:
+    """``fn`` (np.min / np.max) over ``f`` x ``f`` blocks of ``a`` [H, W, C] -> [ceil(H/f), ceil(W/f), C]."""
+    H, W, C = a.shape
+    h, w = -(-H // f), -(-W // f)
+    padded = np.pad(a, ((0, h * f - H), (0, w * f - W), (0, 0)), mode="edge")
+    return fn(padded.reshape(h, f, w, f, C), axis=(1, 3))
+
+
+def find_ink(full: np.ndarray, small: np.ndarray, factor: int, bg: np.ndarray, sign: float) -> Analysis:
+    """Ink map, noise, hysteresis thresholds and components against background ``bg``."""
     ink = ink_map(small, bg, sign)
+    ink -= np.median(ink)  # the typical background pixel is 0 ink
     noise = robust_sigma(ink)
-    peak = float(np.percentile(ink, 99.9)) if ink.size > 1000 else float(ink.max())
+    flat = ink.ravel()
+    peak = float(np.partition(flat, -20)[-20]) if flat.size > 20 else float(flat.max())  # 20th strongest pixel
     if peak < max(MIN_CONTRAST, 2 * NOISE_K * noise):
         raise ImageError(f"no digit found: the image is blank or too faint (ink {peak:.0f} grey levels above a "
                          f"background with noise {noise:.1f}); use a darker pen or more light")
@@ -238,6 +264,18 @@ def analyse(img: Image.Image) -> Analysis:
     strong = ink > threshold
     level = float(np.median(ink[strong])) if strong.any() else peak
     return Analysis(full, float(factor), bg, sign, ink, noise, threshold, low, level, labels, comps)
+
+
+def morph_background(a: np.ndarray, sign: float, size: int) -> np.ndarray:
+    """Per channel: grey closing (dark ink) or opening (bright ink) with a ``size`` square removes
+    strokes narrower than ``size`` and keeps the rest, shadow edges included; then smoothed."""
+    from scipy import ndimage as ndi
+
+    morph = ndi.grey_opening if sign > 0 else ndi.grey_closing
+    out = np.empty_like(a)
+    for k in range(a.shape[2]):
+        out[..., k] = ndi.uniform_filter(morph(a[..., k], size=(size, size), mode="nearest"), size, mode="nearest")
+    return out
 
 
 def background(a: np.ndarray, percentile: float) -> np.ndarray:
@@ -272,14 +310,20 @@ def border(a: np.ndarray) -> np.ndarray:
 
 
 def polarity(a: np.ndarray, bg: np.ndarray) -> float:
-    """+1 if the ink is brighter than the background, -1 if darker: the border's median says
-    which side the paper is on; ties (mid-grey paper) go to the residual tail with more mass."""
-    lum = a.mean(axis=2)
+    """+1 if the ink is brighter than the background, -1 if darker.
+
+    The strokes are the strongest departures from the local (block-median) background, in any
+    channel. If the k-th strongest bright departure and the k-th strongest dark one differ
+    clearly, the larger wins (a gradient or shadow departs only moderately, both ways); else (a
+    thick digit filling the frame departs both ways) the border decides: light border = dark ink."""
+    bright = (a - bg).max(axis=2).ravel()
+    dark = (bg - a).max(axis=2).ravel()
+    k = max(10, bright.size // 5000)
+    if bright.size > 2 * k:
+        hi, lo = float(np.partition(bright, -k)[-k]), float(np.partition(dark, -k)[-k])
+        if abs(hi - lo) > 0.5 * max(hi, lo, 1e-6):
+            return 1.0 if hi > lo else -1.0
     paper = float(np.median(border(a).mean(axis=1)))
-    r = (lum - bg.mean(axis=2)).ravel()
-    hi, lo = np.percentile(r, 99.5), -np.percentile(r, 0.5)
-    if abs(hi - lo) > 0.5 * max(hi, lo, 1e-6):  # one tail clearly dominates: trust it
-        return 1.0 if hi > lo else -1.0
     return -1.0 if paper >= 128 else 1.0
 
 
