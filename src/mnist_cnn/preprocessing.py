@@ -45,8 +45,9 @@ WORK_SIDE = 1000  # the full-resolution crop is box-reduced to at most this (sti
 OUT_SIZE, BOX = 28, 20  # MNIST: 28x28 frame, digit's longer side 20 px
 COM_TARGET = (14.0, 14.0)  # mean centre of mass (row, col) of MNIST test digits, in pixel indices
 # stroke width (2*area/perimeter of the >=128 mask) of MNIST test digits at the 28x28 scale:
-# 5th percentile 2.05, median 2.66, 95th percentile 4.1. Outside [THIN, THICK] we correct towards the median.
-STROKE_THIN, STROKE_TARGET, STROKE_THICK = 2.0, 2.6, 4.5
+# 5th percentile 2.05, median 2.66, 95th percentile 4.1. Thinner than THIN: thickened to the
+# median; thicker than THICK (a bold marker, beyond MNIST's range): thinned to THICK_TARGET.
+STROKE_THIN, STROKE_TARGET, STROKE_THICK, THICK_TARGET = 2.0, 2.6, 6.0, 4.5
 MIN_CONTRAST = 20.0  # grey levels (of 255) of ink above the background needed to call it a digit
 NOISE_K = 4.0  # threshold >= NOISE_K robust sigmas of the background
 
@@ -465,7 +466,8 @@ def render(an: Analysis, comps: list[dict[str, Any]]) -> PreprocessResult:
         work_scale = float(f)
     v = _tight(v)
     # MNIST's widths were measured at half its ink level: the same cut here, in v's 0..1 units
-    cut = float(np.clip((0.5 * an.level - an.low) / max(an.level - an.low, 1.0), 0.05, 0.95))
+    lo = ink_floor(an)
+    cut = float(np.clip((0.5 * an.level - lo) / max(an.level - lo, 1.0), 0.05, 0.95))
     width = stroke_width(v, cut) * BOX / max(v.shape)  # at the 28x28 scale
     v, filt = _fix_stroke(v, width)
     small = _scale_to_box(_tight(v))
@@ -480,7 +482,7 @@ def render(an: Analysis, comps: list[dict[str, Any]]) -> PreprocessResult:
 
 def _soft_ink(an: Analysis, box: tuple[int, int, int, int], keep: np.ndarray) -> np.ndarray:
     """Ink 0..1 of the full-resolution crop ``box``: background (upsampled from the analysis copy)
-    removed, 0 at the threshold, 1 at the typical stroke level; outside the digit's mask 0."""
+    removed, 0 at the noise floor, 1 at the typical stroke level; outside the digit's mask 0."""
     x0, y0, x1, y1 = box
     crop = an.pixels[y0:y1, x0:x1]  # [bh, bw, C]
     bh, bw = crop.shape[:2]
@@ -491,8 +493,15 @@ def _soft_ink(an: Analysis, box: tuple[int, int, int, int], keep: np.ndarray) ->
                               .resize((bw, bh), Image.BILINEAR, box=src)) for k in range(crop.shape[2])], axis=2)
     ink = (an.sign * (crop - bg)).max(axis=2)  # [bh, bw]
     m = np.asarray(Image.fromarray(keep.astype(np.uint8) * 255).resize((bw, bh), Image.NEAREST, box=src)) > 0
-    lo, hi = an.low, max(an.level, an.low + 1.0)
+    lo = ink_floor(an)
+    hi = max(an.level, lo + 1.0)
     return (np.clip((ink - lo) / (hi - lo), 0.0, 1.0) * m).astype(np.float32)
+
+
+def ink_floor(an: Analysis) -> float:
+    """Ink below this is background (0) in the output: just above the noise, so the strokes keep
+    their anti-aliased edges like MNIST's (the digit's mask already excludes the rest)."""
+    return min(an.low, max(3.0 * an.noise, MIN_CONTRAST / 4))
 
 
 def _tight(v: np.ndarray, floor: float = 0.05) -> np.ndarray:
@@ -516,14 +525,15 @@ def stroke_width(v: np.ndarray, cut: float = 0.5) -> float:
 
 
 def _fix_stroke(v: np.ndarray, width: float) -> tuple[np.ndarray, int]:
-    """Thicken (max filter) strokes thinner than MNIST's 5th percentile, thin (min filter) those
-    thicker than its ~97th, both towards the MNIST median, in work pixels. Returns (v, filter size)."""
+    """Thicken (max filter) strokes thinner than MNIST's 5th percentile to its median; thin (min
+    filter) strokes far bolder than any in MNIST to its ~95th percentile. Returns (v, filter size)."""
     from scipy import ndimage as ndi
 
     if width <= 0 or STROKE_THIN <= width <= STROKE_THICK:
         return v, 0
     px_per_out = max(v.shape) / BOX  # work px per output px
-    k = int(round(abs(STROKE_TARGET - width) * px_per_out)) + 1
+    target = STROKE_TARGET if width < STROKE_THIN else THICK_TARGET
+    k = int(round(abs(target - width) * px_per_out)) + 1  # a k-wide filter changes widths by k - 1
     if k < 2:
         return v, 0
     if width < STROKE_THIN:

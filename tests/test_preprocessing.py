@@ -1,0 +1,373 @@
+"""Preprocessing of user images: each step on synthetic images, and every bad-image case."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from mnist_cnn.errors import ImageError
+from mnist_cnn.preprocessing import (
+    COM_TARGET,
+    decode_image,
+    polarity,
+    preprocess,
+    preprocess_multi,
+)
+
+# --------------------------------------------------------------------------- synthetic images
+
+
+def draw_seven(size: tuple[int, int] = (300, 260), at: tuple[int, int] = (100, 60), height: int = 150,
+               width: int = 10, ink: object = 0, paper: object = 255, mode: str = "L") -> Image.Image:
+    """A '7' (top bar + diagonal) ``height`` px tall with its top-left corner at ``at``."""
+    img = Image.new(mode, size, paper)
+    d = ImageDraw.Draw(img)
+    x, y = at
+    w = int(height * 0.6)
+    d.line([(x, y), (x + w, y), (x + w // 3, y + height)], fill=ink, width=width, joint="curve")
+    return img
+
+
+def draw_bar(size: tuple[int, int], box: tuple[int, int, int, int], ink: int = 0, paper: int = 255) -> Image.Image:
+    img = Image.new("L", size, paper)
+    ImageDraw.Draw(img).rectangle(box, fill=ink)
+    return img
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def ink_box(a: np.ndarray, floor: int = 30) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the pixels above ``floor`` in a 28x28 result."""
+    rows, cols = np.flatnonzero((a > floor).any(1)), np.flatnonzero((a > floor).any(0))
+    return rows[0], cols[0], rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+
+
+def centre_of_mass(a: np.ndarray) -> tuple[float, float]:
+    a = a.astype(np.float64)
+    ys, xs = np.mgrid[: a.shape[0], : a.shape[1]]
+    return float((a * ys).sum() / a.sum()), float((a * xs).sum() / a.sum())
+
+
+def similar(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of two 28x28 results (1 = the same picture)."""
+    return float(np.corrcoef(a.ravel().astype(float), b.ravel().astype(float))[0, 1])
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    """The plain case: a black '7' on white paper."""
+    return preprocess(draw_seven()).image
+
+
+# --------------------------------------------------------------------------- output format and the steps
+
+
+def test_output_is_mnist_like(reference: np.ndarray) -> None:
+    r = preprocess(draw_seven())
+    assert r.image.shape == (28, 28) and r.image.dtype == np.uint8
+    assert r.image.max() == 255  # strokes saturate like MNIST's
+    assert r.image[:, :2].max() == 0 and r.image[:2].max() == 0  # empty border, dark background
+    assert (r.image == 0).mean() > 0.6  # bright digit on black: mostly background
+
+
+def test_polarity_dark_on_light_and_light_on_dark_agree(reference: np.ndarray) -> None:
+    dark_ink = preprocess(draw_seven(ink=0, paper=255))
+    bright_ink = preprocess(draw_seven(ink=255, paper=0))
+    assert dark_ink.inverted is True and bright_ink.inverted is False
+    assert similar(dark_ink.image, bright_ink.image) > 0.98
+
+
+def test_polarity_on_mid_grey_and_from_the_border() -> None:
+    grey = preprocess(draw_seven(ink=40, paper=150))
+    assert grey.inverted is True and similar(grey.image, preprocess(draw_seven()).image) > 0.95
+    # a thick digit filling the frame departs both ways from a block background: the border decides
+    big = np.full((60, 60, 1), 255.0, np.float32)
+    big[5:55, 10:50] = 0.0
+    big[20:40, 25:35] = 255.0
+    assert polarity(big, np.full_like(big, 128.0)) == -1.0
+
+
+def test_colour_ink_on_colour_paper(reference: np.ndarray) -> None:
+    yellow_on_white = draw_seven(ink=(240, 200, 0), paper=(255, 255, 250), mode="RGB")  # faint in luminance
+    red_on_green = draw_seven(ink=(200, 20, 20), paper=(120, 200, 120), mode="RGB")
+    for img in (yellow_on_white, red_on_green):
+        assert similar(preprocess(img).image, reference) > 0.95
+
+
+def test_crop_follows_the_digit_wherever_it_is(reference: np.ndarray) -> None:
+    moved = draw_seven(size=(900, 700), at=(650, 480), height=150)  # far off-centre, near a corner
+    r = preprocess(moved)
+    assert similar(r.image, reference) > 0.97
+    left, top, right, bottom = r.bbox
+    assert 630 <= left <= 655 and 460 <= top <= 485 and 735 <= right <= 760 and 630 <= bottom <= 660
+    assert r.size == (900, 700)
+
+
+def test_size_does_not_matter(reference: np.ndarray) -> None:
+    small = draw_seven(size=(60, 52), at=(20, 12), height=30, width=3)
+    huge = draw_seven(size=(2400, 2000), at=(800, 500), height=1200, width=80)
+    assert similar(preprocess(small).image, reference) > 0.9
+    assert similar(preprocess(huge).image, reference) > 0.97
+
+
+@pytest.mark.parametrize("box, tall", [((140, 50, 159, 249), True), ((50, 140, 249, 159), False)])
+def test_aspect_is_kept_longer_side_20(box: tuple[int, int, int, int], tall: bool) -> None:
+    a = preprocess(draw_bar((300, 300), box)).image
+    _, _, h, w = ink_box(a)
+    long, short = (h, w) if tall else (w, h)
+    assert 19 <= long <= 21  # longer side scaled to 20 px
+    assert 2 <= short <= 5  # a 10:1 bar stays thin (thickened at most to an MNIST stroke)
+
+
+def test_square_blob_fills_20_by_20() -> None:
+    img = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(img).ellipse((40, 40, 160, 160), outline=0, width=14)  # a '0'
+    _, _, h, w = ink_box(preprocess(img).image)
+    assert 19 <= h <= 21 and 19 <= w <= 21
+
+
+@pytest.mark.parametrize("shape", ["L", "seven", "dot-top"])
+def test_centre_of_mass_lands_at_mnist_centre(shape: str) -> None:
+    img = Image.new("L", (240, 240), 255)
+    d = ImageDraw.Draw(img)
+    if shape == "L":  # mass low and left: the box is not centred, the mass is
+        d.rectangle((60, 40, 80, 200), fill=0)
+        d.rectangle((60, 180, 170, 200), fill=0)
+    elif shape == "seven":
+        img = draw_seven()
+    else:
+        d.rectangle((100, 40, 180, 120), fill=0)
+        d.rectangle((100, 120, 110, 200), fill=0)
+    r = preprocess(img)
+    cy, cx = centre_of_mass(r.image)
+    assert abs(cy - COM_TARGET[0]) <= 0.6 and abs(cx - COM_TARGET[1]) <= 0.6
+    _, _, h, w = ink_box(r.image, floor=0)
+    assert h <= 28 and w <= 28
+
+
+def test_mnist_digit_is_nearly_unchanged(real_data) -> None:
+    """A real MNIST test digit already is MNIST-like: preprocessing must (almost) keep it."""
+    from mnist_cnn.data import load_dataset
+
+    images = load_dataset("mnist", real_data).test_images[:50]
+    scores = [similar(preprocess(Image.fromarray(x)).image, x) for x in images]
+    assert np.median(scores) > 0.9 and min(scores) > 0.6
+
+
+# --------------------------------------------------------------------------- background suppression
+
+
+def photo_like(img: Image.Image, seed: int = 0, shadow: bool = True, jpeg: int | None = 30) -> bytes:
+    """Paper texture, a lighting gradient, a cast shadow, sensor noise and JPEG compression."""
+    rng = np.random.default_rng(seed)
+    a = np.asarray(img.convert("RGB"), dtype=np.float32)
+    h, w = a.shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    light = 1.0 - 0.45 * xx / w  # darker to the right
+    if shadow:
+        light = light * np.where(yy + 0.5 * xx > 0.8 * h, 0.65, 1.0)  # a hard-edged shadow
+    coarse = rng.normal(0, 1, (h // 16 + 2, w // 16 + 2)).astype(np.float32)
+    texture = np.asarray(Image.fromarray(coarse, mode="F").resize((w, h), Image.BICUBIC))
+    a = a * (1 + 0.04 * texture)[..., None] * light[..., None] + rng.normal(0, 4, a.shape)
+    out = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    return encode(out, "JPEG", quality=jpeg) if jpeg else encode(out)
+
+
+def test_paper_texture_gradient_shadow_and_jpeg_are_removed(reference: np.ndarray) -> None:
+    r = preprocess(photo_like(draw_seven(size=(400, 360), at=(120, 100))))
+    assert similar(r.image, reference) > 0.95
+    assert (r.image[:, :3] == 0).all() and (r.image[:, -3:] == 0).all()  # no residue at the sides
+    assert r.noise > 0
+
+
+def test_specks_away_from_the_digit_are_ignored(reference: np.ndarray) -> None:
+    img = draw_seven(size=(500, 400), at=(150, 120))
+    d = ImageDraw.Draw(img)
+    for x, y in ((20, 20), (470, 30), (30, 370), (480, 380)):
+        d.ellipse((x, y, x + 5, y + 5), fill=0)  # dust / pencil dots near the corners
+    r = preprocess(img)
+    assert similar(r.image, reference) > 0.97
+    assert r.bbox[0] > 100 and r.bbox[2] < 300
+
+
+def test_thin_pen_on_big_image_is_thickened(reference: np.ndarray) -> None:
+    r = preprocess(draw_seven(size=(1600, 1400), at=(500, 300), height=800, width=3))
+    assert r.stroke_filter > 0
+    assert similar(r.image, reference) > 0.9
+    assert (r.image > 128).sum() >= 0.6 * (reference > 128).sum()  # strokes about as heavy as MNIST's
+
+
+def test_broken_strokes_stay_one_digit(reference: np.ndarray) -> None:
+    img = draw_seven()
+    d = ImageDraw.Draw(img)
+    for y in range(100, 210, 22):  # white gaps cut the diagonal into pieces
+        d.rectangle((0, y, 300, y + 4), fill=255)
+    r = preprocess(img)
+    assert r.components > 1
+    assert 55 <= r.bbox[1] <= 62 and r.bbox[3] >= 205  # the whole 7, not its largest piece
+
+
+def test_blank_and_textured_blank_images_are_no_digit() -> None:
+    rng = np.random.default_rng(0)
+    for img in (Image.new("L", (200, 200), 255), Image.new("L", (200, 200), 0), Image.new("RGB", (50, 80), (90, 140, 30)),
+                Image.fromarray(np.clip(rng.normal(200, 5, (300, 300)), 0, 255).astype(np.uint8)),
+                Image.open(io.BytesIO(photo_like(Image.new("L", (300, 300), 255), shadow=False)))):
+        with pytest.raises(ImageError, match="no digit found"):
+            preprocess(img)
+
+
+def test_inputs_path_bytes_array(tmp_path, reference: np.ndarray) -> None:
+    path = tmp_path / "seven.png"
+    draw_seven().save(path)
+    for src in (path, str(path), path.read_bytes(), np.asarray(draw_seven())):
+        assert similar(preprocess(src).image, reference) > 0.99
+    with pytest.raises(ImageError, match="no such file"):
+        preprocess(tmp_path / "missing.png")
+    with pytest.raises(ImageError):
+        preprocess(12345)
+
+
+def test_multi_reads_digits_left_to_right() -> None:
+    img = Image.new("L", (700, 220), 255)
+    d = ImageDraw.Draw(img)
+    d.rectangle((60, 40, 80, 180), fill=0)  # '1'
+    d.ellipse((200, 40, 300, 180), outline=0, width=16)  # '0'
+    d.line([(420, 40), (520, 40), (450, 180)], fill=0, width=16)  # '7'
+    d.rectangle((600, 40, 610, 100), fill=0)  # upper half of a '4' ...
+    d.rectangle((600, 100, 660, 110), fill=0)
+    d.rectangle((650, 60, 662, 180), fill=0)  # ... whose stem is a separate stroke
+    results = preprocess_multi(img)
+    assert len(results) == 4
+    lefts = [r.bbox[0] for r in results]
+    assert lefts == sorted(lefts)
+    assert results[0].bbox[2] < 120 and results[3].bbox[0] > 560
+    assert all(r.image.shape == (28, 28) for r in results)
+
+
+# --------------------------------------------------------------------------- bad images (issue 8's list)
+
+
+def png_with_header_size(width: int, height: int) -> bytes:
+    """A tiny valid PNG whose IHDR claims ``width`` x ``height`` (a decompression bomb's header)."""
+    data = bytearray(encode(Image.new("L", (8, 8), 0)))
+    ihdr = 8 + 8  # signature, then length + 'IHDR'
+    data[ihdr : ihdr + 8] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr - 4 : ihdr + 13]))
+    data[ihdr + 13 : ihdr + 17] = struct.pack(">I", crc)
+    return bytes(data)
+
+
+def assert_one_line_image_error(data: bytes, match: str, **kw: object) -> None:
+    with pytest.raises(ImageError, match=match) as info:
+        decode_image(data, **kw)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 200
+
+
+def test_zero_bytes() -> None:
+    assert_one_line_image_error(b"", "empty")
+
+
+def test_text_file() -> None:
+    assert_one_line_image_error(b"hello, this is not an image\n" * 10, "not a recognised image format")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_truncated_files(fmt: str) -> None:
+    data = encode(draw_seven(mode="RGB"), fmt)
+    assert_one_line_image_error(data[: len(data) // 2], "truncated or corrupt|cannot read")
+
+
+def test_one_by_one_pixel() -> None:
+    img = decode_image(encode(Image.new("L", (1, 1), 0)))
+    assert img.size == (1, 1)
+    with pytest.raises(ImageError, match="no digit found"):
+        preprocess(img)
+
+
+def test_blank_png() -> None:
+    with pytest.raises(ImageError, match="no digit found"):
+        preprocess(encode(Image.new("RGB", (640, 480), (255, 255, 255))))
+
+
+def test_decompression_bomb_header_is_refused_before_decoding() -> None:
+    assert_one_line_image_error(png_with_header_size(50_000, 50_000), "limit")
+    # our own cap applies below Pillow's, too
+    assert_one_line_image_error(encode(Image.new("L", (100, 100), 0)), "limit", max_pixels=5000)
+
+
+def test_animated_gif_uses_the_first_frame(reference: np.ndarray) -> None:
+    first = draw_seven().convert("P")
+    data = encode(first, "GIF", save_all=True, append_images=[Image.new("P", first.size, 0)] * 2, duration=100)
+    img = decode_image(data)
+    assert img.mode in ("L", "RGB")
+    assert similar(preprocess(img).image, reference) > 0.98
+
+
+def test_16_bit_png(reference: np.ndarray) -> None:
+    a16 = (np.asarray(draw_seven(), dtype=np.uint16) * 257).astype(np.uint16)  # 0..65535
+    data = encode(Image.fromarray(a16))
+    img = decode_image(data)
+    assert img.mode == "L" and np.asarray(img).max() == 255 and np.asarray(img).min() == 0
+    assert similar(preprocess(data).image, reference) > 0.99
+
+
+def test_cmyk_jpeg(reference: np.ndarray) -> None:
+    data = encode(draw_seven(mode="RGB").convert("CMYK"), "JPEG", quality=90)
+    img = decode_image(data)
+    assert img.mode == "RGB"
+    assert similar(preprocess(data).image, reference) > 0.97
+
+
+def test_exif_rotation_is_honoured(reference: np.ndarray) -> None:
+    """A phone stores the sensor's (sideways) pixels plus 'rotate 90 CW to display' (orientation 6)."""
+    upright = draw_seven(mode="RGB")
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what the sensor wrote
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    data = encode(stored, "JPEG", quality=95, exif=exif.tobytes())
+    img = decode_image(data)
+    assert img.size == upright.size
+    assert similar(preprocess(data).image, reference) > 0.97
+    assert similar(preprocess(encode(stored, "JPEG", quality=95)).image, reference) < 0.8  # without the tag
+
+
+def test_alpha_channel_composited(reference: np.ndarray) -> None:
+    a = np.asarray(draw_seven())
+    black_strokes = np.zeros((*a.shape, 4), np.uint8)
+    black_strokes[..., 3] = 255 - a  # transparent paper, opaque black ink
+    white_strokes = np.full((*a.shape, 4), 255, np.uint8)
+    white_strokes[..., 3] = 255 - a  # white ink on a transparent canvas: must not vanish on white
+    for arr in (black_strokes, white_strokes):
+        data = encode(Image.fromarray(arr, mode="RGBA"))
+        assert decode_image(data).mode == "RGB"
+        assert similar(preprocess(data).image, reference) > 0.98
+    la = Image.fromarray(black_strokes[..., [0, 3]], mode="LA")
+    assert similar(preprocess(encode(la)).image, reference) > 0.98
+
+
+@pytest.mark.parametrize("mode", ["1", "P", "I", "F", "RGBA", "LA", "CMYK"])
+def test_every_mode_is_accepted_as_pil_image(mode: str, reference: np.ndarray) -> None:
+    img = draw_seven().convert(mode)
+    assert similar(preprocess(img).image, reference) > 0.95
+
+
+def test_random_bytes_raise_image_error_only() -> None:
+    rng = np.random.default_rng(1)
+    good = encode(draw_seven(size=(60, 60), at=(10, 10), height=40, width=4))
+    for i in range(40):
+        junk = bytearray(good)
+        for _ in range(8):
+            junk[int(rng.integers(8, len(junk)))] = int(rng.integers(256))
+        try:
+            preprocess(bytes(junk) if i % 2 else bytes(rng.integers(0, 256, 100, dtype=np.uint8)))
+        except ImageError as exc:
+            assert "\n" not in str(exc)
