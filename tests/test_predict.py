@@ -1,0 +1,293 @@
+"""Predictors (torch, ONNX Runtime without torch) and the `mnist-cnn predict` command."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from mnist_cnn.errors import CheckpointError, ImageError
+from mnist_cnn.inference import load_predictor
+from tests.conftest import write_dataset
+from tests.helpers import run_cli, tiny_run
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("predict")
+    return tiny_run(root, write_dataset(root / "data")).run_dir
+
+
+def digit_png(path: Path, ink: int = 0, paper: int = 255, size: tuple[int, int] = (200, 180)) -> Path:
+    img = Image.new("L", size, paper)
+    ImageDraw.Draw(img).line([(60, 40), (140, 40), (90, 150)], fill=ink, width=12)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+META = {"arch": {"name": "linear", "kwargs": {}}, "params": 7850, "classes": [str(i) for i in range(10)],
+        "dataset": "mnist", "normalisation": {"mean": 0.0, "std": 1.0}, "metrics": {"test_accuracy": 0.5},
+        "source": "made in the test"}
+
+
+def tiny_onnx(path: Path, meta: dict | None = META, input_name: str = "images") -> tuple[np.ndarray, np.ndarray]:
+    """A linear classifier in ONNX with the export contract: ``images`` float32 [N,1,28,28] in 0..1
+    -> ``logits`` [N,10], metadata_props['mnist_cnn'] = JSON. Returns its (W [784,10], b [10])."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.5, (784, 10)).astype(np.float32)
+    b = rng.normal(0, 0.1, 10).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", [input_name], ["flat"], axis=1),
+         helper.make_node("Gemm", ["flat", "W", "B"], ["logits"])],
+        "linear",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if meta is not None:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "mnist_cnn", json.dumps(meta)
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString())
+    return w, b
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- predictors
+
+
+def test_torch_predictor(run_dir: Path) -> None:
+    p = load_predictor(run_dir)
+    assert p.classes == [str(i) for i in range(10)]
+    info = p.info
+    assert info["backend"] == "torch" and info["name"] == "model1" and info["params"] > 1000
+    assert info["dataset"] == "mnist" and 0 <= info["accuracy"] <= 1
+    assert info["model_id"].startswith("model-") and len(info["model_id"]) == len("model-") + 12
+    assert info["provenance"]["file"].endswith("model.safetensors")
+    x = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    probs = p.predict_proba(x)
+    assert probs.shape == (5, 10) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(p.predict_proba(x[2]), probs[2:3], atol=1e-6)  # a single [28, 28] works too
+    top = p.top_k(probs, 3)
+    assert len(top) == 5 and [q for _, q in top[0]] == sorted(probs[0], reverse=True)[:3]
+
+
+def test_same_weights_same_model_id(run_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes((run_dir / "model.safetensors").read_bytes())
+    a, b = load_predictor(run_dir).info["model_id"], load_predictor(copy).info["model_id"]
+    assert a.split("-")[-1] == b.split("-")[-1]
+
+
+def test_bad_inputs_and_specs(run_dir: Path, tmp_path: Path) -> None:
+    p = load_predictor(run_dir)
+    with pytest.raises(ImageError, match=r"\[N, 28, 28\]"):
+        p.predict_proba(np.zeros((2, 32, 32), np.uint8))
+    with pytest.raises(ImageError, match="uint8"):
+        p.predict_proba(np.zeros((2, 28, 28), np.float32))
+    with pytest.raises(CheckpointError):
+        load_predictor(tmp_path / "nothing")
+    with pytest.raises(CheckpointError, match="no such ONNX file"):
+        load_predictor(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a protobuf at all")
+    with pytest.raises(CheckpointError, match="not a loadable ONNX model"):
+        load_predictor(tmp_path / "junk.onnx")
+
+
+def test_onnx_predictor_matches_numpy(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    w, b = tiny_onnx(tmp_path / "m.onnx")
+    p = load_predictor(str(tmp_path / "m.onnx"))
+    assert p.info["backend"] == "onnxruntime" and p.classes == META["classes"]
+    assert p.info["accuracy"] == 0.5 and p.info["provenance"]["source"] == "made in the test"
+    x = np.random.default_rng(1).integers(0, 256, (7, 28, 28), dtype=np.uint8)
+    expected = softmax((x.reshape(7, -1).astype(np.float32) / 255) @ w + b)  # input contract: uint8 / 255
+    got = p.predict_proba(x)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert p.predict_proba(np.zeros((0, 28, 28), np.uint8)).shape == (0, 10)
+
+
+def test_onnx_without_metadata_or_wrong_input_is_refused(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    tiny_onnx(tmp_path / "nometa.onnx", meta=None)
+    with pytest.raises(CheckpointError, match="no mnist_cnn metadata"):
+        load_predictor(tmp_path / "nometa.onnx")
+    tiny_onnx(tmp_path / "wrong.onnx", input_name="input")
+    with pytest.raises(CheckpointError, match="expected input 'images'"):
+        load_predictor(tmp_path / "wrong.onnx")
+
+
+def test_onnx_backend_never_imports_torch(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    tiny_onnx(tmp_path / "m.onnx")
+    img = digit_png(tmp_path / "d.png")
+    code = (
+        "import sys, json\n"
+        "from mnist_cnn.inference import load_predictor, predict_files\n"
+        "from mnist_cnn.cli import main\n"
+        f"p = load_predictor({str(tmp_path / 'm.onnx')!r})\n"
+        f"r = predict_files(p, [__import__('pathlib').Path({str(img)!r})])\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'digit': r[0]['digit'], 'backend': p.info['backend']}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"torch": False, "digit": got["digit"], "backend": "onnxruntime"}
+    assert 0 <= got["digit"] <= 9
+
+
+def test_exported_onnx_matches_torch(run_dir: Path, tmp_path: Path) -> None:
+    """The real export (by the serving stage) read back by our ONNX predictor agrees with torch."""
+    pytest.importorskip("onnxscript")
+    from mnist_cnn.export import export_onnx
+
+    onnx_path = export_onnx(run_dir, tmp_path / "m.onnx", verify=False).path
+    torch_p, onnx_p = load_predictor(run_dir), load_predictor(onnx_path)
+    x = np.random.default_rng(2).integers(0, 256, (64, 28, 28), dtype=np.uint8)
+    np.testing.assert_allclose(onnx_p.predict_proba(x), torch_p.predict_proba(x), atol=1e-4)
+    assert onnx_p.classes == torch_p.classes and onnx_p.info["name"] == torch_p.info["name"]
+    assert onnx_p.info["provenance"]["source"].endswith("model.safetensors")
+
+
+# --------------------------------------------------------------------------- the predict command
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    folder = tmp_path / "imgs"
+    digit_png(folder / "a.png")
+    digit_png(folder / "sub" / "b.jpg", ink=255, paper=0)
+    (folder / "notes.txt").write_text("not an image; skipped when walking the folder")
+    (folder / ".hidden.png").write_bytes(b"")
+    return folder
+
+
+def test_predict_folder_text_output(run_dir: Path, images: Path) -> None:
+    res = run_cli("predict", str(images), "--model", str(run_dir))
+    assert res.exit_code == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(str(images / "a.png") + ": ")
+    assert "top-3:" in lines[0] and lines[1].startswith(str(images / "sub" / "b.jpg"))
+
+
+def test_predict_json_top_k_and_failures(run_dir: Path, images: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nthis is truncated")
+    blank = tmp_path / "blank.png"
+    Image.new("L", (50, 50), 255).save(blank)
+    res = run_cli("predict", str(images / "a.png"), str(bad), str(blank), str(tmp_path / "missing.jpg"),
+                  "--model", str(run_dir), "--json", "--top-k", "2")
+    assert res.exit_code == 1  # some images failed, the others were still predicted
+    records = [json.loads(line) for line in res.stdout.strip().splitlines()]
+    assert [r["file"] for r in records] == [str(images / "a.png"), str(bad), str(blank), str(tmp_path / "missing.jpg")]
+    ok = records[0]
+    assert {"file", "digit", "probability", "top_k"} <= set(ok) and isinstance(ok["digit"], int)
+    assert len(ok["top_k"]) == 2 and ok["top_k"][0]["probability"] == ok["probability"]
+    assert ok["top_k"][0]["probability"] >= ok["top_k"][1]["probability"]
+    assert ok["preprocessing"]["inverted"] is True
+    assert set(records[1]) == {"file", "error"} and "not a recognised image format" in records[1]["error"]
+    assert "no digit found" in records[2]["error"] and "no such file" in records[3]["error"]
+    assert "3 of 4 image(s) failed" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_predict_save_preprocessed(run_dir: Path, images: Path, tmp_path: Path) -> None:
+    out = tmp_path / "pre"
+    digit_png(images / "other" / "a.png")  # same name in another folder: must not overwrite
+    res = run_cli("predict", str(images), "--model", str(run_dir), "--save-preprocessed", str(out))
+    assert res.exit_code == 0, res.stderr
+    saved = sorted(p.name for p in out.iterdir())
+    assert saved == ["a-2.png", "a.png", "b.png"]
+    a = np.asarray(Image.open(out / "a.png"))
+    assert a.shape == (28, 28) and a.dtype == np.uint8 and a.max() == 255 and a[0].max() == 0
+
+
+def test_predict_multi(run_dir: Path, tmp_path: Path) -> None:
+    img = Image.new("L", (520, 200), 255)
+    d = ImageDraw.Draw(img)
+    for x in (40, 200, 360):
+        d.line([(x, 40), (x + 80, 40), (x + 30, 160)], fill=0, width=12)
+    img.save(tmp_path / "row.png")
+    res = run_cli("predict", str(tmp_path / "row.png"), "--model", str(run_dir), "--multi", "--json",
+                  "--save-preprocessed", str(tmp_path / "pre"))
+    assert res.exit_code == 0, res.stderr
+    rec = json.loads(res.stdout)
+    assert len(rec["digits"]) == 3 and len(rec["items"]) == 3
+    assert rec["probability"] == pytest.approx(np.prod([i["probability"] for i in rec["items"]]))
+    lefts = [i["preprocessing"]["bbox"][0] for i in rec["items"]]
+    assert lefts == sorted(lefts)
+    assert sorted(p.name for p in (tmp_path / "pre").iterdir()) == ["row-0.png", "row-1.png", "row-2.png"]
+
+
+def test_predict_errors_are_one_line(run_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    res = run_cli("predict", str(tmp_path / "empty"), "--model", str(run_dir))
+    assert res.exit_code != 0 and res.stderr.startswith("error: no image files found")
+    res = run_cli("predict", str(digit_png(tmp_path / "d.png")), "--model", str(tmp_path / "no-run"))
+    assert res.exit_code != 0 and res.stderr.startswith("error:") and "Traceback" not in res.stderr
+
+
+def test_predict_with_onnx_model(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    w, b = tiny_onnx(tmp_path / "m.onnx")
+    img = digit_png(tmp_path / "d.png")
+    res = run_cli("predict", str(img), "--model", str(tmp_path / "m.onnx"), "--json", "--save-preprocessed",
+                  str(tmp_path / "pre"))
+    assert res.exit_code == 0, res.stderr
+    rec = json.loads(res.stdout)
+    pre = np.asarray(Image.open(tmp_path / "pre" / "d.png"))
+    expected = softmax((pre.reshape(1, -1).astype(np.float32) / 255) @ w + b)[0]
+    assert rec["digit"] == int(expected.argmax()) and rec["probability"] == pytest.approx(expected.max(), abs=1e-5)
+
+
+def test_predict_real_model_reads_photos(tmp_path: Path, real_data: Path) -> None:
+    """End to end on real digits: MNIST test digits rendered as dark ink on large, noisy JPEGs."""
+    from mnist_cnn.data import load_dataset
+
+    ds = load_dataset("mnist", real_data)
+    rng = np.random.default_rng(0)
+    p = load_predictor(_trained_on_real(tmp_path, real_data))
+    n = 40
+    for i in range(n):
+        big = Image.fromarray(255 - ds.test_images[i]).resize((168, 168), Image.BICUBIC)
+        canvas = Image.new("L", (320, 260), 255)
+        canvas.paste(big, (int(rng.integers(0, 150)), int(rng.integers(0, 90))))
+        noisy = np.clip(np.asarray(canvas, np.float32) * 0.9 + rng.normal(0, 6, (260, 320)), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(noisy).save(buf, format="JPEG", quality=40)
+        (tmp_path / "photos").mkdir(exist_ok=True)
+        (tmp_path / "photos" / f"{i:03d}.jpg").write_bytes(buf.getvalue())
+    from mnist_cnn.inference import image_files, predict_files
+
+    records = predict_files(p, image_files([tmp_path / "photos"]))
+    photo_acc = np.mean([r["digit"] == ds.test_labels[i] for i, r in enumerate(records)])
+    clean_acc = np.mean(p.predict_proba(ds.test_images[:n]).argmax(1) == ds.test_labels[:n])
+    assert photo_acc >= clean_acc - 0.1, (photo_acc, clean_acc)
+
+
+def _trained_on_real(tmp_path: Path, real_data: Path) -> Path:
+    """A small model trained for one epoch on 6,000 real MNIST images (about 10 s on one core)."""
+    from mnist_cnn.config import TrainConfig
+    from mnist_cnn.training import train
+
+    cfg = TrainConfig(data_dir=str(real_data), epochs=1, batch_size=64, val_size=500, train_subset=6000)
+    return train(cfg, tmp_path / "real-run", quiet=True).run_dir
