@@ -21,8 +21,10 @@ every change at random at once:
     python benchmarks/photo_testset.py /tmp/inf-model --data-dir /work/shared/data/mnist --n 500 \
         --out benchmarks/results/photo-testset.json --examples docs/results/photo-examples.png
 
-``--model`` may also be a .onnx file or ``default``. The digits are the first ``--n`` test images
-(nothing is selected by accuracy); rendering is seeded, so runs are reproducible.
+``--model`` may also be a .onnx file or ``default``. The digits are ``--n`` consecutive test images
+from ``--offset`` (default 5000: the first test digits were looked at while the preprocessing was
+developed), or with ``--split val`` the validation digits the model did not train on, which is what
+preprocessing choices are tuned on. Rendering is seeded, so runs are reproducible.
 """
 
 from __future__ import annotations
@@ -280,7 +282,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model", help="run folder, .safetensors, .onnx or default")
     ap.add_argument("--data-dir", type=Path, help="folder with the MNIST IDX files")
-    ap.add_argument("--n", type=int, default=500, help="test digits per condition (the first N)")
+    ap.add_argument("--n", type=int, default=500, help="digits per condition")
+    ap.add_argument("--split", choices=["test", "val"], default="test",
+                    help="test digits (for reporting) or the validation split the model did not train on "
+                         "(val_size 5000, seed 0: for tuning preprocessing without looking at the test set)")
+    ap.add_argument("--offset", type=int, default=5000,
+                    help="first digit used (test digits 0..999 were looked at while developing)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--conditions", nargs="*", default=CONDITIONS, choices=CONDITIONS)
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
@@ -295,10 +302,18 @@ def main(argv: list[str] | None = None) -> None:
 
     predictor = load_predictor(args.model)
     ds = load_dataset("mnist", args.data_dir)
-    digits, labels = ds.test_images[: args.n], ds.test_labels[: args.n].astype(int)
+    if args.split == "test":
+        images, all_labels = ds.test_images, ds.test_labels
+    else:
+        from mnist_cnn.data import train_val_split
+
+        _, va = train_val_split(ds.train_labels, 5000, 0)
+        images, all_labels = ds.train_images[va], ds.train_labels[va]
+    pick_ = slice(args.offset, args.offset + args.n) if args.split == "test" else slice(0, args.n)
+    digits, labels = images[pick_], all_labels[pick_].astype(int)
     reference = float((predictor.predict_proba(digits).argmax(1) == labels).mean())
     print(f"model {predictor.info.get('model_id')} ({predictor.info.get('name')}, {predictor.info.get('backend')}); "
-          f"the same {len(digits)} test digits as clean MNIST: {100 * reference:.2f}%")
+          f"the same {len(digits)} {args.split} digits as clean MNIST: {100 * reference:.2f}%")
     rows = []
     for cond in args.conditions:
         r = evaluate(predictor, digits, labels, cond, args.seed, keep=6 if args.examples else 0)
@@ -313,7 +328,8 @@ def main(argv: list[str] | None = None) -> None:
 
         write_json(args.out, {"model": str(args.model), "model_info": {k: predictor.info.get(k) for k in
                                                                       ("name", "model_id", "backend", "accuracy")},
-                              "n": len(digits), "seed": args.seed, "clean_accuracy_same_digits": reference,
+                              "n": len(digits), "split": args.split,
+                              "offset": args.offset if args.split == "test" else 0, "seed": args.seed, "clean_accuracy_same_digits": reference,
                               "conditions": [{k: v for k, v in r.items() if k not in ("examples", "pred")}
                                              for r in rows], "machine": machine()})
 

@@ -4,24 +4,32 @@ MNIST digits are bright strokes on a black background, the digit's bounding box 
 longer side is 20 px (aspect kept, anti-aliased) and pasted into 28x28 so that its centre of mass
 sits at the centre. Real images differ in every respect, so :func:`preprocess` does, in order:
 
-1. **decode** safely (:func:`decode_image`): pixel-count cap before decoding (decompression
-   bombs), truncated/corrupt files refused, first frame of an animation, 16-bit and CMYK
-   converted, EXIF orientation applied, transparency composited on a contrasting background;
-2. **greyscale + polarity**: a low-resolution *analysis* copy (longer side <= 512 px) gets a
-   smooth background estimate per colour channel (block percentiles, so shadows and lighting
-   gradients are followed); the residual's tails say whether the ink is darker or brighter than
-   the background. The "ink" map is the largest per-channel departure from the background in
-   that direction, so coloured ink on coloured paper is as visible as black on white;
-3. **background suppression**: a threshold from Otsu's method on the ink map, never below
-   4 robust standard deviations of the background (paper texture, JPEG noise) -> digit mask;
-   connected components far from or much weaker than the main one (specks) are dropped.
-   No significant ink -> :class:`~mnist_cnn.errors.ImageError` ("no digit found"), not a guess;
-4. **crop at full resolution** to the digit's bounding box; ink mapped to 0..1 between the
-   threshold and the typical stroke level; strokes much thinner (or thicker) than MNIST's at
-   the final scale are thickened (thinned) so a fine pen on a big photo does not vanish;
+1. **decode** safely (:func:`decode_image`): pixel-count cap checked from the header before
+   decoding (decompression bombs), truncated/corrupt files refused, first frame of an
+   animation, 16-bit and CMYK converted, EXIF orientation applied, transparency composited on
+   a contrasting background;
+2. **greyscale + polarity** on an *analysis* copy (longer side <= 512 px): the strokes are the
+   strongest departures from a block-median background in any colour channel; whichever
+   direction (darker or brighter) clearly dominates is the ink, else a light border means dark
+   ink. The analysis copy is then pooled towards the ink (min for dark ink) so a thin pen line
+   keeps its contrast, and the "ink" map is the largest per-channel departure from the
+   background in the ink's direction: coloured ink on coloured paper shows as well as black on white;
+3. **background suppression**, two passes: a block-percentile background finds the digit well
+   enough to measure its stroke width; then a grey closing/opening ~3 stroke widths wide (which
+   keeps shadows, gradients and paper blotches but not strokes) is the background. Threshold:
+   Otsu's on the ink map, never below 4 robust sigmas of the background (paper texture, JPEG
+   noise); hysteresis down to half of it keeps faint stretches of a stroke. The digit is the
+   strongest component grown by every component near it (broken or dotted strokes); specks
+   elsewhere stay out. No significant ink -> :class:`~mnist_cnn.errors.ImageError`
+   ("no digit found"), not a guess;
+4. **crop at full resolution** to the digit's bounding box (crops larger than 1000 px are then
+   box-reduced to 1000); ink mapped to 0..1 from just above the noise to the stroke level, so
+   strokes keep anti-aliased edges like MNIST's; strokes far thinner than MNIST's at the final
+   scale are thickened (a fine pen on a big photo would otherwise vanish), far bolder ones thinned;
 5. **scale** the longer side to 20 px with Lanczos (aspect kept), **paste** into 28x28 and
    shift by whole pixels so the centre of mass lands where MNIST's does (row 14, column 14).
 
+A real MNIST digit passes through nearly unchanged (median correlation 0.9999 on test digits).
 numpy, Pillow and scipy.ndimage only.
 """
 
@@ -211,7 +219,7 @@ class Analysis:
     noise: float
     threshold: float  # strong ink: a component needs some pixel above it
     low: float  # weak ink: components extend down to it (hysteresis)
-    level: float  # typical ink level (median of ink over the mask)
+    level: float  # stroke ink level: 75th percentile of the strong ink (chosen on validation digits)
     labels: np.ndarray  # int32 [h, w] connected components of ink > threshold (0 = background)
     comps: list[dict[str, Any]] = field(default_factory=list)  # per label: area, mass, bbox (analysis px)
 
@@ -264,7 +272,7 @@ def find_ink(full: np.ndarray, small: np.ndarray, factor: int, bg: np.ndarray, s
     low = max(0.5 * threshold, 0.75 * NOISE_K * noise, MIN_CONTRAST / 4)  # hysteresis: faint parts of strokes
     labels, comps = components(ink, low, threshold)
     strong = ink > threshold
-    level = float(np.median(ink[strong])) if strong.any() else peak
+    level = float(np.percentile(ink[strong], 75)) if strong.any() else peak
     return Analysis(full, float(factor), bg, sign, ink, noise, threshold, low, level, labels, comps)
 
 
