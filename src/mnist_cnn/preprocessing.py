@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import io
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,28 +97,26 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageError("the image is empty (0 bytes); send a PNG or JPEG of a digit")
     from PIL import UnidentifiedImageError
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)  # our own cap decides
-        try:
-            img = Image.open(io.BytesIO(bytes(data)))
-        except UnidentifiedImageError:
-            raise ImageError("not a recognised image format; send a PNG, JPEG, GIF, BMP, TIFF or WebP") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError(f"the image has too many pixels (limit {max_pixels:,}); send a smaller image") from None
-        except Exception as exc:  # noqa: BLE001 - plugins raise SyntaxError, ValueError, struct.error ...
-            raise ImageError(f"cannot read the image header ({_why(exc)}); the file is corrupt") from None
-        w, h = img.size
-        if w < 1 or h < 1 or w * h > max_pixels:
-            raise ImageError(f"the image is {w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,} "
-                             "(decompression bomb guard); send a smaller image")
-        try:
-            img.seek(0)  # animated GIF/PNG/WebP: the first frame
-            img.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError(f"the image has too many pixels (limit {max_pixels:,}); send a smaller image") from None
-        except Exception as exc:  # noqa: BLE001 - truncated data is an OSError, broken streams anything
-            raise ImageError(f"the image data is truncated or corrupt ({_why(exc)}); re-save or re-send it") from None
-    return standard_mode(upright(img))
+    # our cap is checked from the header, before any pixel is decoded; Pillow's own bomb error
+    # (above ~179 MP) can only come first when max_pixels is set higher than that
+    try:
+        img = Image.open(io.BytesIO(bytes(data)))
+    except UnidentifiedImageError:
+        raise ImageError("not a recognised image format; send a PNG, JPEG, GIF, BMP, TIFF or WebP") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"the image has too many pixels (limit {max_pixels:,}); send a smaller image") from None
+    except Exception as exc:  # noqa: BLE001 - plugins raise SyntaxError, ValueError, struct.error ...
+        raise ImageError(f"cannot read the image header ({_why(exc)}); the file is corrupt") from None
+    w, h = img.size
+    if w < 1 or h < 1 or w * h > max_pixels:
+        raise ImageError(f"the image is {w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,} "
+                         "(decompression bomb guard); send a smaller image")
+    try:
+        img.seek(0)  # animated GIF/PNG/WebP: the first frame
+        img.load()
+        return standard_mode(upright(img))
+    except Exception as exc:  # noqa: BLE001 - truncated data is an OSError, broken streams anything
+        raise ImageError(f"the image data is truncated or corrupt ({_why(exc)}); re-save or re-send it") from None
 
 
 def _why(exc: BaseException) -> str:
