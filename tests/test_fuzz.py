@@ -139,7 +139,7 @@ def check_preprocess(image) -> None:
 
 
 _ARRAY_DTYPES = st.sampled_from([np.uint8, np.uint16, np.int16, np.int64, np.float32, np.float64, np.bool_])
-# zero-size images are left to test_preprocess_known_failures (marked below)
+# zero-size images: test_zero_size_arrays_are_an_image_error and the fuzzer findings below
 _SHAPES = st.one_of(hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=48),
                     st.tuples(st.integers(1, 40), st.integers(1, 40), st.sampled_from([1, 2, 3, 4, 5])),
                     hnp.array_shapes(min_dims=0, max_dims=4, min_side=1, max_side=6))
@@ -199,19 +199,25 @@ def test_preprocess_on_arbitrary_bytes(blob):
     check_preprocess(blob)
 
 
-# Inputs the fuzzers found that break the property (preprocessing is another engineer's module):
-# strict xfails, so a fix makes them fail and the marker is removed.
-KNOWN_FAILURES = {
-    "zero-size 0x0": np.zeros((0, 0), np.uint8),  # numpy percentile/max of nothing
+# Inputs the fuzzers found that once broke the property (IndexError/ValueError from numpy on an
+# empty array; an IndexError in preprocessing._tight when the mapped ink came out empty), kept as
+# regression cases.
+FUZZER_FINDINGS = {
+    "zero-size 0x0": np.zeros((0, 0), np.uint8),
     "zero-size 0x5": np.zeros((0, 5), np.uint8),
     "zero-size 5x0x3": np.zeros((5, 0, 3), np.uint8),
-    # IndexError in preprocessing._tight: the mapped ink is empty after thresholding
     "3x3 bool corner strokes": np.array([[0, 0, 0], [1, 0, 1], [1, 1, 1]], dtype=bool),
 }
 
 
-@pytest.mark.xfail(strict=True, reason="fuzzer finding: preprocess() raises IndexError/ValueError instead of "
-                   "ImageError (reported to the preprocessing owner)")
-@pytest.mark.parametrize("name", list(KNOWN_FAILURES))
-def test_preprocess_known_failures(name):
-    check_preprocess(KNOWN_FAILURES[name])
+@pytest.mark.parametrize("name", list(FUZZER_FINDINGS))
+def test_preprocess_fuzzer_findings(name):
+    check_preprocess(FUZZER_FINDINGS[name])
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (0, 5), (5, 0, 3)])
+def test_zero_size_arrays_are_an_image_error(shape):
+    from mnist_cnn.preprocessing import preprocess
+
+    with pytest.raises(ImageError, match="no pixels"):
+        preprocess(np.zeros(shape, np.uint8))

@@ -106,6 +106,20 @@ def test_report_writes_figures_and_a_best_config_that_retrains(searched: tuple[s
     assert "test accuracy" in r.stdout
 
 
+def test_report_without_importances_still_has_the_figure_and_says_why(
+        searched: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Too few varied completed trials (two racing workers may prune most of a tiny study): fANOVA
+    has nothing to rank, and the report says so instead of dropping the figure."""
+    from mnist_cnn import search
+
+    monkeypatch.setattr(search, "param_importances", lambda study: {})
+    storage, _ = searched
+    files = search.write_report(search.load_study(STUDY, search.driver_url(storage)), tmp_path / "r")
+    assert files["importances"].stat().st_size > 0
+    assert search.NO_IMPORTANCES in (tmp_path / "r" / "summary.md").read_text()
+    assert search.NO_IMPORTANCES in (tmp_path / "r" / "report.html").read_text()
+
+
 def _wait_for(pred, proc: subprocess.Popen, what: str, limit: float = 120.0):
     t0 = time.monotonic()
     while time.monotonic() - t0 < limit:

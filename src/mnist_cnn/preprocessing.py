@@ -175,6 +175,8 @@ def load_image(image: Any, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """A PIL image, encoded bytes, a file path or a uint8 array -> PIL image in ``L``/``RGB``."""
     if isinstance(image, Image.Image):
         w, h = image.size
+        if w * h == 0:
+            raise ImageError(f"the image is {w}x{h} pixels: nothing to read; send an image of a digit")
         if w * h > max_pixels:
             raise ImageError(f"the image is {w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,}")
         return standard_mode(upright(image))
@@ -183,6 +185,8 @@ def load_image(image: Any, max_pixels: int = MAX_PIXELS) -> Image.Image:
     if isinstance(image, (str, os.PathLike)):
         return decode_image(read_image_file(image), max_pixels)
     if isinstance(image, np.ndarray):
+        if image.size == 0:
+            raise ImageError(f"array of shape {image.shape} has no pixels; pass an image of a digit")
         if image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4)):
             return load_image(Image.fromarray(_to_uint8(image) if image.dtype != np.uint8 else image), max_pixels)
         raise ImageError(f"array of shape {image.shape}: expected [H, W] grey or [H, W, 3|4] colour")

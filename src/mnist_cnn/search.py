@@ -583,6 +583,10 @@ def trial_rows(study, top: int | None = None) -> list[dict[str, Any]]:
     return rows[:top] if top else rows
 
 
+NO_IMPORTANCES = ("Parameter importances need completed trials whose parameters and accuracies vary; "
+                  "this study has too few of them so far.")
+
+
 def param_importances(study) -> dict[str, float]:
     """fANOVA importances of the parameters for validation accuracy ({} with too few trials)."""
     optuna = _optuna()
@@ -642,14 +646,17 @@ def _figures(study, importances: dict[str, float], out: Path) -> dict[str, Path]
     if len(study.directions) > 1:
         names = ["validation accuracy", OBJECTIVES[study.user_attrs.get("objective", "accuracy,params")][0]]
         plots["pareto"] = lambda: vm.plot_pareto_front(study, target_names=names).figure
-    if importances:
-        def bars():
-            fig, ax = plt.subplots(figsize=(7, 0.35 * len(importances) + 1))
-            names = list(importances)[::-1]
-            ax.barh(names, [importances[n] for n in names], color=PALETTE[0])
-            ax.set_xlabel("importance for validation accuracy (fANOVA)")
-            return fig
-        plots["importances"] = bars
+
+    def bars():
+        fig, ax = plt.subplots(figsize=(7, 0.35 * len(importances) + 1))
+        names = list(importances)[::-1]
+        ax.barh(names, [importances[n] for n in names], color=PALETTE[0])
+        ax.set_xlabel("importance for validation accuracy (fANOVA)")
+        if not importances:  # the figure still exists, and says why it is empty
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, NO_IMPORTANCES, ha="center", va="center", wrap=True, transform=ax.transAxes)
+        return fig
+    plots["importances"] = bars
     files = {}
     for name, make in plots.items():
         fig = make()
@@ -680,14 +687,13 @@ def _summary(study, best: dict[str, Any], importances: dict[str, float], files: 
              f"{r['mmacs']}", f"{r['train_seconds'] or 0:.1f}", r["config"]] for i, r in enumerate(trial_rows(study, 10))]
     imp = [[k, f"{v:.3f}"] for k, v in importances.items()]
     md = head + ["## Best trials", "", _md_table(cols, rows), ""]
-    if imp:
-        md += ["## Parameter importances", "", _md_table(["parameter", "importance"], imp), ""]
+    md += ["## Parameter importances", "", _md_table(["parameter", "importance"], imp) if imp else NO_IMPORTANCES, ""]
     md += ["## Figures", ""] + [f"![{k}]({p.name})" for k, p in files.items() if p.suffix == ".png"]
     md += ["", "## best.json", "", "```json", json.dumps(best, indent=2), "```", ""]
     body = ["<p>" + h.escape(line).replace("**", "") + "</p>" for line in head[2:] if line]
     body += ["<h2>Best trials</h2>", _html_table(cols, rows)]
-    if imp:
-        body += ["<h2>Parameter importances</h2>", _html_table(["parameter", "importance"], imp)]
+    body += ["<h2>Parameter importances</h2>",
+             _html_table(["parameter", "importance"], imp) if imp else f"<p>{h.escape(NO_IMPORTANCES)}</p>"]
     body += ["<h2>Figures</h2>"] + [
         f'<img alt="{k}" src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}">'
         for k, p in files.items() if p.suffix == ".png"]
