@@ -5,6 +5,16 @@ Starts the server itself (a subprocess on a free 127.0.0.1 port), warms it up, t
 (PNG, multipart field ``file``) after another. Reports requests/s, p50/p90/p99/max client-side
 latency, errors, and the server's resident memory (VmRSS) after warm-up and at the end.
 
+Closed loop (the default): each client sends its next request as soon as its last answer arrives,
+so the load is whatever the server can take; latency is measured from the actual send.
+
+Open loop (``--rate R``): requests are due on a fixed timetable of R requests/s in total (Poisson
+arrivals with seeded random gaps, ``--seed``; or ``--arrivals even``), dealt round-robin to the
+``--clients`` connections, the way a drawing page sends predictions while the user draws. Latency
+is measured from the *scheduled* send time, so time spent waiting for a busy connection counts (no
+coordinated omission). Reports the offered and achieved rates, how many requests were late (their
+connection still busy at the scheduled time) and how many were still unsent when ``--seconds`` ran out.
+
 ``--soak`` mixes in bad requests (garbage bytes, wrong content type, oversized body, bad JSON,
 blank image, wrong pixel shape: about 30%) and checks that every bad one gets its 4xx and every
 good one gets exactly the answer the idle server gave for that image beforehand (0 wrong answers).
@@ -12,6 +22,8 @@ good one gets exactly the answer the idle server gave for that image beforehand 
     python benchmarks/serve_load.py --model /tmp/serve-model --data-dir ../shared/data/mnist \
         --clients 32 --seconds 60 --out results/serve-load.json
     python benchmarks/serve_load.py --model /tmp/serve-model --soak --seconds 60
+    python benchmarks/serve_load.py --model /tmp/serve-model --data-dir ../shared/data/mnist \
+        --clients 32 --rate 100 --seconds 60 --out results/serve-load-open.json
 
 Only 127.0.0.1 is ever contacted.
 """
@@ -56,6 +68,10 @@ class Tally:
     wrong: int = 0  # good requests whose answer differs from the reference
     max_prob_diff: float = 0.0
     correct_label: int = 0  # good answers equal to the data set's label (the model's accuracy)
+    sent: int = 0  # requests sent, good and bad
+    late: int = 0  # open loop: sent after their scheduled time (the connection was still busy)
+    unsent: int = 0  # open loop: due but not sent when --seconds ran out
+    scheduled: int = 0  # open loop: requests on the timetable
 
     def error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
@@ -206,65 +222,133 @@ async def reference_answers(conn: Connection, raws: list[bytes]) -> list[dict[st
     return out
 
 
-async def client_loop(conn: Connection, goods: list[bytes], bads: list[tuple[Request, bytes]],
-                      refs: list[dict[str, Any]] | None, labels: np.ndarray, stop_at: float, tally: Tally,
-                      rng: random.Random, bad_share: float) -> None:
-    while time.monotonic() < stop_at:
-        if bads and rng.random() < bad_share:
-            req, raw = rng.choice(bads)
+@dataclass
+class Work:
+    """What every client shares: the requests to send, the reference answers and the tally."""
+
+    goods: list[bytes]
+    bads: list[tuple[Request, bytes]]
+    refs: list[dict[str, Any]] | None
+    labels: np.ndarray
+    bad_share: float
+    tally: Tally = field(default_factory=Tally)
+
+
+def pick(work: Work, rng: random.Random) -> tuple[Request, bytes]:
+    if work.bads and rng.random() < work.bad_share:
+        return rng.choice(work.bads)
+    i = rng.randrange(len(work.goods))
+    return Request("good", {}, 200, i), work.goods[i]
+
+
+def record(work: Work, req: Request, status: int, body: bytes, dt: float) -> None:
+    tally = work.tally
+    if status != req.expect_status:
+        tally.error(f"{req.kind}: HTTP {status} (expected {req.expect_status})")
+        return
+    answer = json.loads(body)
+    if req.kind != "good":
+        tally.bad_ok += 1
+        if "error" not in answer:
+            tally.error(f"{req.kind}: 4xx without a JSON error")
+        return
+    tally.ok += 1
+    tally.latencies.append(dt)
+    tally.correct_label += int(answer["digit"] == int(work.labels[req.index]))
+    if work.refs is not None:
+        ref = work.refs[req.index]
+        diff = float(np.abs(np.subtract(answer["probabilities"], ref["probabilities"])).max())
+        tally.max_prob_diff = max(tally.max_prob_diff, diff)
+        if answer["digit"] != ref["digit"] or diff > 1e-4:
+            tally.wrong += 1
+
+
+async def exchange(conn: Connection, work: Work, rng: random.Random, t_from: float) -> None:
+    """Send one request and record its outcome; its latency runs from ``t_from`` (perf_counter)."""
+    req, raw = pick(work, rng)
+    work.tally.sent += 1
+    try:
+        status, body = await conn.send(raw)
+    except Exception as exc:  # noqa: BLE001 - any transport failure is an error to count
+        work.tally.error(f"{req.kind}: {type(exc).__name__}")
+        return
+    record(work, req, status, body, time.perf_counter() - t_from)
+
+
+async def closed_loop(conn: Connection, work: Work, rng: random.Random, stop_at: float) -> None:
+    while time.perf_counter() < stop_at:
+        await exchange(conn, work, rng, time.perf_counter())
+
+
+async def open_loop(conn: Connection, work: Work, rng: random.Random, due: list[float], stop_at: float) -> None:
+    """Send at the due times (perf_counter); one whose time has passed goes at once and counts as late."""
+    for k, t in enumerate(due):
+        now = time.perf_counter()
+        if now >= stop_at:  # behind schedule when time ran out: the rest are never sent
+            work.tally.unsent += len(due) - k
+            return
+        if now > t:
+            work.tally.late += 1
         else:
-            i = rng.randrange(len(goods))
-            req, raw = Request("good", {}, 200, i), goods[i]
-        t0 = time.perf_counter()
-        try:
-            status, body = await conn.send(raw)
-        except Exception as exc:  # noqa: BLE001 - any transport failure is an error to count
-            tally.error(f"{req.kind}: {type(exc).__name__}")
-            continue
-        dt = time.perf_counter() - t0
-        if status != req.expect_status:
-            tally.error(f"{req.kind}: HTTP {status} (expected {req.expect_status})")
-            continue
-        answer = json.loads(body)
-        if req.kind != "good":
-            tally.bad_ok += 1
-            if "error" not in answer:
-                tally.error(f"{req.kind}: 4xx without a JSON error")
-            continue
-        tally.ok += 1
-        tally.latencies.append(dt)
-        tally.correct_label += int(answer["digit"] == int(labels[req.index]))
-        if refs is not None:
-            ref = refs[req.index]
-            diff = float(np.abs(np.subtract(answer["probabilities"], ref["probabilities"])).max())
-            tally.max_prob_diff = max(tally.max_prob_diff, diff)
-            if answer["digit"] != ref["digit"] or diff > 1e-4:
-                tally.wrong += 1
+            await asyncio.sleep(t - now)
+        await exchange(conn, work, rng, t)
+
+
+def timetable(rate: float, seconds: float, arrivals: str, seed: int) -> list[float]:
+    """Offsets (s) from the start at which requests are due: ``rate`` per second, Poisson or evenly spaced."""
+    rng = random.Random(f"arrivals:{seed}")
+    gap = (lambda: rng.expovariate(rate)) if arrivals == "poisson" else (lambda: 1.0 / rate)
+    due, t = [], gap()
+    while t < seconds:  # bounded: about rate * seconds entries
+        due.append(t)
+        t += gap()
+    return due
 
 
 async def run_load(host: str, port: int, args: argparse.Namespace, goods: list[Request], labels: np.ndarray,
-                   bads: list[Request]) -> tuple[Tally, float]:
+                   bads: list[Request], pid: int | None) -> tuple[Tally, float, float]:
+    """Warm up, then the timed load; returns the tally, elapsed seconds and the server's RSS after warm-up."""
     good_raw = [raw_request(host, port, "/api/predict", r.kwargs) for r in goods]
     bad_raw = [(r, raw_request(host, port, "/api/predict", r.kwargs)) for r in bads]
     conns = [Connection(host, port) for _ in range(args.clients)]
     refs = await reference_answers(conns[0], good_raw) if args.soak else None
     for raw in good_raw[:50]:  # warm-up: the first requests pay lazy initialisation
         await conns[0].send(raw)
-    tally = Tally()
-    t0 = time.monotonic()
-    await asyncio.gather(*[
-        client_loop(c, good_raw, bad_raw, refs, labels, t0 + args.seconds, tally, random.Random(i),
-                    args.bad_share if args.soak else 0.0)
-        for i, c in enumerate(conns)
-    ])
-    elapsed = time.monotonic() - t0
+    rss_warm = rss_mib(pid) if pid else float("nan")
+    work = Work(good_raw, bad_raw, refs, labels, args.bad_share if args.soak else 0.0)
+    due = timetable(args.rate, args.seconds, args.arrivals, args.seed) if args.rate else []
+    t0 = time.perf_counter()
+    stop_at = t0 + args.seconds
+    rngs = [random.Random(args.seed * 100_003 + i) for i in range(args.clients)]
+    loops = [open_loop(c, work, rngs[i], [t0 + t for t in due[i::args.clients]], stop_at) if args.rate
+             else closed_loop(c, work, rngs[i], stop_at) for i, c in enumerate(conns)]
+    try:  # a hung request must not hang the benchmark
+        await asyncio.wait_for(asyncio.gather(*loops), args.seconds + 60)
+    except asyncio.TimeoutError:
+        raise SystemExit(f"requests still unanswered {args.seconds + 60:.0f} s after the start") from None
+    elapsed = time.perf_counter() - t0
     for c in conns:
         await c.close()
-    return tally, elapsed
+    work.tally.scheduled = len(due)
+    return work.tally, elapsed, rss_warm
 
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
+
+
+def header(args: argparse.Namespace) -> str:
+    loop = (f"open loop, {args.rate:g} requests/s offered ({args.arrivals}, seed {args.seed})" if args.rate
+            else "closed loop")
+    return (f"serve_load: {'soak' if args.soak else 'load'}, {loop}, {args.clients} clients, "
+            f"{args.seconds:g} s, model {args.url or args.model}")
+
+
+def open_loop_figures(args: argparse.Namespace, tally: Tally, elapsed: float) -> dict[str, Any]:
+    return {"arrivals": args.arrivals, "seed": args.seed, "offered_rps": args.rate,
+            "achieved_rps": round(tally.sent / elapsed, 1), "scheduled": tally.scheduled, "sent": tally.sent,
+            "late": tally.late, "late_pct": round(100 * tally.late / tally.scheduled, 2) if tally.scheduled else None,
+            "unsent": tally.unsent}
 
 
 def main() -> None:
@@ -272,6 +356,11 @@ def main() -> None:
     ap.add_argument("--model", default="default", help="what `serve --model` gets (run folder, .onnx, default)")
     ap.add_argument("--data-dir", help="MNIST folder for the test digits (synthetic digits if absent)")
     ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--rate", type=float, help="open loop: requests/s in total across all clients "
+                    "(default: closed loop, each client sends again as soon as it is answered)")
+    ap.add_argument("--arrivals", choices=["poisson", "even"], default="poisson",
+                    help="with --rate: Poisson arrivals (seeded random gaps) or evenly spaced")
+    ap.add_argument("--seed", type=int, default=0, help="seeds the arrival gaps and the choice of requests")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--images", type=int, default=500, help="distinct test digits cycled through")
     ap.add_argument("--payload", choices=list(PAYLOADS), default="multipart",
@@ -285,6 +374,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.url and urlsplit(args.url).hostname not in (HOST, "localhost"):
         ap.error("--url must point at 127.0.0.1: this load test never leaves the machine")
+    if args.clients < 1 or args.seconds <= 0 or (args.rate is not None and args.rate <= 0):
+        ap.error("--clients, --seconds and --rate must be positive")
+    print(header(args), file=sys.stderr, flush=True)
 
     images, labels, source = test_digits(args.data_dir, args.images)
     goods = good_requests(images, args.payload)
@@ -299,8 +391,7 @@ def main() -> None:
         pid = proc.pid
     try:
         model_info = __import__("httpx").get(f"http://{host}:{port}/api/model").json()
-        rss_start = rss_mib(pid) if pid else float("nan")
-        tally, elapsed = asyncio.run(run_load(host, port, args, goods, labels, bads))
+        tally, elapsed, rss_start = asyncio.run(run_load(host, port, args, goods, labels, bads, pid))
         rss_end = rss_mib(pid) if pid else float("nan")
     finally:
         if proc is not None:
@@ -311,9 +402,11 @@ def main() -> None:
                 proc.kill()
     lat_ms = [1000 * x for x in tally.latencies]
     result = {
-        "mode": "soak" if args.soak else "load", "model": args.url or args.model, "model_id": model_info.get("model_id"),
+        "mode": "soak" if args.soak else "load", "loop": "open" if args.rate else "closed",
+        "rate_rps": args.rate, "model": args.url or args.model, "model_id": model_info.get("model_id"),
         "backend": model_info.get("backend"), "clients": args.clients, "seconds": round(elapsed, 1),
         "payload": f"{args.payload}, {len(goods)} {source}",
+        "latency_from": "scheduled send time" if args.rate else "send time",
         "good_requests_ok": tally.ok, "throughput_rps": round(tally.ok / elapsed, 1),
         "latency_ms": {"p50": round(percentile(lat_ms, 50), 2), "p90": round(percentile(lat_ms, 90), 2),
                        "p99": round(percentile(lat_ms, 99), 2), "max": round(max(lat_ms, default=float("nan")), 2),
@@ -326,6 +419,8 @@ def main() -> None:
     if args.soak:
         result.update(bad_requests_answered_4xx=tally.bad_ok, wrong_answers=tally.wrong,
                       max_prob_diff_vs_idle=tally.max_prob_diff)
+    if args.rate:
+        result["open_loop"] = open_loop_figures(args, tally, elapsed)
     print(json.dumps(result, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
