@@ -267,7 +267,7 @@ def find_ink(full: np.ndarray, small: np.ndarray, factor: int, bg: np.ndarray, s
     flat = ink.ravel()
     peak = float(np.partition(flat, -20)[-20]) if flat.size > 20 else float(flat.max())  # 20th strongest pixel
     if peak < max(MIN_CONTRAST, 2 * NOISE_K * noise):
-        raise ImageError(f"no digit found: the image is blank or too faint (ink {peak:.0f} grey levels above a "
+        raise ImageError(f"no digit found: the image is blank or too faint (ink {round(peak)} grey levels above a "
                          f"background with noise {noise:.1f}); use a darker pen or more light")
     threshold = max(otsu(ink[ink > 0], peak), NOISE_K * noise, MIN_CONTRAST / 2)
     low = max(0.5 * threshold, 0.75 * NOISE_K * noise, MIN_CONTRAST / 4)  # hysteresis: faint parts of strokes
