@@ -1,11 +1,13 @@
-"""Helpers shared by tests: run the CLI in-process and train tiny runs."""
+"""Helpers shared by tests: run the CLI in-process, train tiny runs, make digit and bad/odd images."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from click.testing import CliRunner
+from PIL import Image
 
 
 def run_cli(*args: str, **kw: Any):
@@ -37,3 +39,56 @@ def tiny_run(tmp_path: Path, data_dir: Path, name: str = "run", **overrides: Any
     fields = {"data_dir": str(data_dir), "epochs": 2, "batch_size": 64, "val_size": 100, **overrides}
     cfg = TrainConfig(**fields)
     return train(cfg, tmp_path / name, quiet=True)
+
+
+def digit_image(i: int = 0, size: int = 112, invert: bool = False) -> Image.Image:
+    """A synthetic digit-like image (bright strokes on dark), upscaled; ``invert``: dark on light paper."""
+    from tests.conftest import synthetic_digits
+
+    x, _ = synthetic_digits(8, seed=3)
+    a = np.kron(x[i], np.ones((size // 28, size // 28), dtype=np.uint8))
+    return Image.fromarray(255 - a if invert else a, mode="L")
+
+
+# The bad images of docs/reliability.md ("Images for predict/serve"): file name -> how the refusal
+# starts, the same for `predict` and the server (the tails of the empty and bomb ones differ).
+ODD_IMAGE_ERRORS = {
+    "empty.png": "the image is empty (0 bytes); send a PNG or JPEG",
+    "text.png": "not a recognised image format; send a PNG, JPEG, GIF, BMP, TIFF or WebP",
+    "truncated.png": "the image data is truncated or corrupt (",
+    "truncated.jpg": "the image data is truncated or corrupt (",
+    "1x1.png": "no digit found: the image is blank or too faint",
+    "bomb.png": "the image has too many pixels (limit ",
+}
+
+
+def odd_images(digit: Image.Image, later: Image.Image) -> dict[str, bytes]:
+    """The bad and the odd-but-valid images of docs/reliability.md made from ``digit`` (mode ``L``,
+    dark ink on light paper): file name -> encoded bytes. The names in :data:`ODD_IMAGE_ERRORS` must
+    be refused with that message; every other one must read like ``plain.png`` (``later``: the other
+    frames of the animated GIF, which must be ignored)."""
+    from tests.test_preprocessing import encode, png_with_header_size
+
+    a = np.asarray(digit)
+    png, jpeg = encode(digit.convert("RGB")), encode(digit.convert("RGB"), "JPEG", quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display", as a phone writes it
+    black_ink, white_ink = np.zeros((*a.shape, 4), np.uint8), np.full((*a.shape, 4), 255, np.uint8)
+    black_ink[..., 3] = white_ink[..., 3] = 255 - a  # transparent page: the ink is only in the alpha channel
+    return {
+        "plain.png": encode(digit),
+        "empty.png": b"",
+        "text.png": b"seven, written out in words\n" * 8,
+        "truncated.png": png[: len(png) // 2],
+        "truncated.jpg": jpeg[: len(jpeg) // 2],
+        "1x1.png": encode(Image.new("L", (1, 1), 0)),
+        "bomb.png": png_with_header_size(50_000, 50_000),  # a tiny file; decoding it would take 2.5 GB
+        "animated.gif": encode(digit.convert("P"), "GIF", save_all=True, append_images=[later.convert("P")] * 2,
+                               duration=100),
+        "16-bit.png": encode(Image.fromarray(a.astype(np.uint16) * 257)),  # I;16, 0..65535
+        "cmyk.jpg": encode(digit.convert("CMYK"), "JPEG", quality=95),
+        "exif-rotated.jpg": encode(digit.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=95,
+                                   exif=exif.tobytes()),
+        "alpha-black-ink.png": encode(Image.fromarray(black_ink)),
+        "alpha-white-ink.png": encode(Image.fromarray(white_ink)),
+    }

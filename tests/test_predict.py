@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 from mnist_cnn.errors import CheckpointError, ImageError
 from mnist_cnn.inference import load_predictor
 from tests.conftest import write_dataset
-from tests.helpers import run_cli, tiny_run
+from tests.helpers import ODD_IMAGE_ERRORS, digit_image, odd_images, run_cli, tiny_run
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -149,7 +149,7 @@ def test_onnx_backend_never_imports_torch(tmp_path: Path) -> None:
         f"r = predict_files(p, [__import__('pathlib').Path({str(img)!r})])\n"
         "print(json.dumps({'torch': 'torch' in sys.modules, 'digit': r[0]['digit'], 'backend': p.info['backend']}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {"torch": False, "digit": got["digit"], "backend": "onnxruntime"}
@@ -208,6 +208,70 @@ def test_predict_json_top_k_and_failures(run_dir: Path, images: Path, tmp_path: 
     assert set(records[1]) == {"file", "error"} and "not a recognised image format" in records[1]["error"]
     assert "no digit found" in records[2]["error"] and "no such file" in records[3]["error"]
     assert "3 of 4 image(s) failed" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.fixture
+def odd_folder(tmp_path: Path) -> Path:
+    """The bad and odd images of docs/reliability.md (tests/helpers.py ``odd_images``) plus ``plain.png``.
+    Digit 1 is one the tiny model reads clearly; digit 3 is the animated GIF's later frames."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for name, data in odd_images(digit_image(1, invert=True), digit_image(3, invert=True)).items():
+        (folder / name).write_bytes(data)
+    return folder
+
+
+def test_predict_folder_of_bad_and_odd_images(run_dir: Path, odd_folder: Path) -> None:
+    """Each bad image is one line on stderr, no traceback, exit 1; every odd-but-valid one is read
+    as the plain PNG of the same digit."""
+    from mnist_cnn.preprocessing import preprocess
+
+    files = sorted(str(f) for f in odd_folder.iterdir())
+    bad = {str(odd_folder / name) for name in ODD_IMAGE_ERRORS}
+    good = [f for f in files if f not in bad]
+    res = run_cli("predict", str(odd_folder), "--model", str(run_dir))
+    assert res.exit_code == 1, (res.stdout, res.stderr)  # some failed; the others were still predicted
+    assert "Traceback" not in res.stderr and "Traceback" not in res.stdout
+    err = res.stderr.strip().splitlines()
+    assert err[-1] == f"{len(bad)} of {len(files)} image(s) failed", res.stderr
+    errors = dict(line.split(": error: ", 1) for line in err[:-1])
+    assert sorted(errors) == sorted(bad), res.stderr
+    for name, start in ODD_IMAGE_ERRORS.items():
+        assert errors[str(odd_folder / name)].startswith(start), (name, errors[str(odd_folder / name)])
+    assert errors[str(odd_folder / "empty.png")] == "the image is empty (0 bytes); send a PNG or JPEG of a digit"
+    assert errors[str(odd_folder / "bomb.png")] == "the image has too many pixels (limit 50,000,000); send a smaller image"
+    out = res.stdout.strip().splitlines()
+    assert [line.split(": ", 1)[0] for line in out] == good  # nothing on stdout for a file that failed
+
+    p = load_predictor(run_dir)
+    digit = int(p.predict_proba(preprocess(odd_folder / "plain.png").image).argmax())
+    for line in out:
+        assert line.split(": ", 1)[1].startswith(f"{digit} ("), line
+
+
+def test_predict_json_of_bad_and_odd_images(run_dir: Path, odd_folder: Path) -> None:
+    """--json: one object per file, with ``file`` and either digit/probability/top_k or error."""
+    from mnist_cnn.preprocessing import preprocess
+
+    res = run_cli("predict", str(odd_folder), "--model", str(run_dir), "--json")
+    assert res.exit_code == 1 and "Traceback" not in res.stderr, res.stderr
+    records = [json.loads(line) for line in res.stdout.strip().splitlines()]
+    assert [r["file"] for r in records] == sorted(str(f) for f in odd_folder.iterdir())
+    p = load_predictor(run_dir)
+    digit = int(p.predict_proba(preprocess(odd_folder / "plain.png").image).argmax())
+    for rec in records:
+        name = Path(rec["file"]).name
+        if name in ODD_IMAGE_ERRORS:
+            assert set(rec) == {"file", "error"} and rec["error"].startswith(ODD_IMAGE_ERRORS[name]), rec
+            assert "\n" not in rec["error"]
+            continue
+        assert "error" not in rec and {"file", "digit", "probability", "top_k"} <= set(rec), rec
+        want = p.predict_proba(preprocess(Path(rec["file"])).image)[0]  # the library on the same file
+        assert rec["digit"] == int(want.argmax()) == digit, name
+        assert rec["probability"] == pytest.approx(float(want.max()), abs=1e-5), name
+        assert len(rec["top_k"]) == 3 and rec["top_k"][0] == {"label": str(digit), "digit": digit,
+                                                               "probability": rec["probability"]}, name
+    assert f"{len(ODD_IMAGE_ERRORS)} of {len(records)} image(s) failed" in res.stderr
 
 
 def test_predict_save_preprocessed(run_dir: Path, images: Path, tmp_path: Path) -> None:
