@@ -121,7 +121,7 @@ TRAIN_FLAGS = {
     "data_dir": "data_dir", "device": "device", "optimizer": "optimizer", "schedule": "schedule",
     "weight_decay": "weight_decay", "label_smoothing": "label_smoothing", "augment": "augment", "ema": "ema",
     "threads": "threads", "train_subset": "train_subset", "early_stopping_monitor": "early_stopping_monitor",
-    "tensorboard": "tensorboard",
+    "tensorboard": "tensorboard", "precision": "precision", "compile": "compile",
 }
 
 
@@ -148,6 +148,10 @@ def train_options(f):
         click.option("--threads", type=int, help="CPU threads (default: all cores)."),
         click.option("--train-subset", type=int, help="Train on only the first N training images."),
         click.option("--tensorboard", help="Log training curves to this TensorBoard folder (pip install tensorboard)."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
+                     help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32."),
+        click.option("--compile/--no-compile", "compile", default=None,
+                     help="torch.compile the model (warm-up timed apart; often slower for tiny nets)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
