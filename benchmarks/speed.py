@@ -36,8 +36,11 @@ def run_recipe(name: str, seeds: int, data, overrides: dict) -> dict:
         accs.append(res.metrics["test_accuracy"])
         secs.append(res.metrics["train_seconds"])
         results.append({"seed": seed, "test_accuracy": res.metrics["test_accuracy"],
-                        "val_accuracy": res.metrics.get("val_accuracy"), "train_seconds": res.metrics["train_seconds"]})
-        print(f"  {name} seed {seed}: test {100 * accs[-1]:.2f}%  train {secs[-1]:.2f}s", flush=True)
+                        "val_accuracy": res.metrics.get("val_accuracy"), "train_seconds": res.metrics["train_seconds"],
+                        "compile_seconds": res.metrics.get("compile_seconds", 0.0)})
+        warm = res.metrics.get("compile_seconds") or 0.0
+        print(f"  {name} seed {seed}: test {100 * accs[-1]:.2f}%  train {secs[-1]:.2f}s"
+              + (f"  (compile warm-up {warm:.1f}s, not counted)" if warm else ""), flush=True)
     cfg = recipe_config(name).merged(overrides)
     flops_img = train_flops_per_image(create_model(cfg.model, **cfg.model_kwargs))
     n_train = len(data.train_labels) - cfg.val_size
@@ -77,6 +80,8 @@ def main() -> None:
     ap.add_argument("--fast99-seeds", type=int, default=10)
     ap.add_argument("--fast995-seeds", type=int, default=5)
     ap.add_argument("--skip", nargs="*", default=[], choices=["seed", "fast99", "fast995", "inference"])
+    ap.add_argument("--compile", action="store_true", help="torch.compile every model (warm-up timed apart)")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -91,8 +96,9 @@ def main() -> None:
     t = time.perf_counter()
     data = load_dataset("mnist", args.data_dir)
     load_s = time.perf_counter() - t
-    common = {"data_dir": args.data_dir, "device": args.device}
-    out = {"machine": machine(), "device": str(device), "data_load_seconds": load_s}
+    common = {"data_dir": args.data_dir, "device": args.device, "compile": args.compile, "precision": args.precision}
+    out = {"machine": machine(), "device": str(device), "data_load_seconds": load_s, "compile": args.compile,
+           "precision": args.precision}
     out["matmul_gflops"] = matmul_gflops(device="cuda" if device.type == "cuda" else "cpu")
     if device.type == "cuda":
         out["matmul_gflops_bf16"] = matmul_gflops(device="cuda", dtype=torch.bfloat16)
