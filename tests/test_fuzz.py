@@ -202,11 +202,21 @@ def test_preprocess_on_arbitrary_bytes(blob):
 # Inputs the fuzzers found that once broke the property (IndexError/ValueError from numpy on an
 # empty array; an IndexError in preprocessing._tight when the mapped ink came out empty), kept as
 # regression cases.
+def _dark_pixels_on_ones() -> np.ndarray:
+    a = np.ones((16, 36), np.uint16)
+    a[0, [*range(13), 14, 15, 16]] = 0
+    a[[12, 13, 13, 14], [31, 31, 32, 30]] = 0
+    return a
+
+
 FUZZER_FINDINGS = {
     "zero-size 0x0": np.zeros((0, 0), np.uint8),
     "zero-size 0x5": np.zeros((0, 5), np.uint8),
     "zero-size 5x0x3": np.zeros((5, 0, 3), np.uint8),
     "3x3 bool corner strokes": np.array([[0, 0, 0], [1, 0, 1], [1, 1, 1]], dtype=bool),
+    # the long run of benchmarks/fuzz.py: stroke thinning left nothing for the second crop
+    "2x5 faint strokes": np.array([[6, 7, 6, 0, 0], [25, 0, 0, 0, 0]], dtype=np.uint8),
+    "16x36 uint16 ones with a few dark pixels": _dark_pixels_on_ones(),
 }
 
 

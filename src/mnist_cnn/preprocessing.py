@@ -475,8 +475,6 @@ def render(an: Analysis, comps: list[dict[str, Any]]) -> PreprocessResult:
     box = (max(0, int((l - 1) * s)), max(0, int((t - 1) * s)), min(W, int(np.ceil((r + 1) * s))),
            min(H, int(np.ceil((b + 1) * s))))
     v = _soft_ink(an, box, keep)  # float32 [bh, bw] 0..1 at (up to) full resolution
-    if v.max() <= 0:
-        raise ImageError("no digit found after background removal; try a photo with more contrast")
     work_scale = 1.0  # full-res px per work px
     if max(v.shape) > WORK_SIDE:  # box-reduce huge crops: still >= 50x the final 20 px
         f = -(-max(v.shape) // WORK_SIDE)
@@ -525,6 +523,8 @@ def ink_floor(an: Analysis) -> float:
 def _tight(v: np.ndarray, floor: float = 0.05) -> np.ndarray:
     """``v`` cropped to the box of its pixels above ``floor`` (of the max)."""
     on = v > floor * float(v.max())
+    if not on.any():  # e.g. a faint 1-px stroke that stroke thinning removed
+        raise ImageError("no digit found after background removal; try a photo with more contrast")
     rows, cols = np.flatnonzero(on.any(axis=1)), np.flatnonzero(on.any(axis=0))
     return v[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
