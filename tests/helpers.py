@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,22 @@ def tiny_run(tmp_path: Path, data_dir: Path, name: str = "run", **overrides: Any
     return train(cfg, tmp_path / name, quiet=True)
 
 
+def encode(img: Image.Image, fmt: str = "PNG", **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def png_with_header_size(width: int, height: int) -> bytes:
+    """A tiny valid PNG whose IHDR claims ``width`` x ``height`` (a decompression bomb's header)."""
+    data = bytearray(encode(Image.new("L", (8, 8), 0)))
+    ihdr = 8 + 8  # signature, then length + 'IHDR'
+    data[ihdr : ihdr + 8] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(data[ihdr - 4 : ihdr + 13]))
+    data[ihdr + 13 : ihdr + 17] = struct.pack(">I", crc)
+    return bytes(data)
+
+
 def digit_image(i: int = 0, size: int = 112, invert: bool = False) -> Image.Image:
     """A synthetic digit-like image (bright strokes on dark), upscaled; ``invert``: dark on light paper."""
     from tests.conftest import synthetic_digits
@@ -67,7 +86,6 @@ def odd_images(digit: Image.Image, later: Image.Image) -> dict[str, bytes]:
     dark ink on light paper): file name -> encoded bytes. The names in :data:`ODD_IMAGE_ERRORS` must
     be refused with that message; every other one must read like ``plain.png`` (``later``: the other
     frames of the animated GIF, which must be ignored)."""
-    from tests.test_preprocessing import encode, png_with_header_size
 
     a = np.asarray(digit)
     png, jpeg = encode(digit.convert("RGB")), encode(digit.convert("RGB"), "JPEG", quality=95)

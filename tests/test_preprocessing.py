@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ from mnist_cnn.preprocessing import (
     preprocess,
     preprocess_multi,
 )
+from tests.helpers import encode, png_with_header_size
 
 # --------------------------------------------------------------------------- synthetic images
 
@@ -37,12 +36,6 @@ def draw_bar(size: tuple[int, int], box: tuple[int, int, int, int], ink: int = 0
     img = Image.new("L", size, paper)
     ImageDraw.Draw(img).rectangle(box, fill=ink)
     return img
-
-
-def encode(img: Image.Image, fmt: str = "PNG", **kw: object) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kw)
-    return buf.getvalue()
 
 
 def ink_box(a: np.ndarray, floor: int = 30) -> tuple[int, int, int, int]:
@@ -254,16 +247,6 @@ def test_multi_reads_digits_left_to_right() -> None:
 
 
 # --------------------------------------------------------------------------- bad images (issue 8's list)
-
-
-def png_with_header_size(width: int, height: int) -> bytes:
-    """A tiny valid PNG whose IHDR claims ``width`` x ``height`` (a decompression bomb's header)."""
-    data = bytearray(encode(Image.new("L", (8, 8), 0)))
-    ihdr = 8 + 8  # signature, then length + 'IHDR'
-    data[ihdr : ihdr + 8] = struct.pack(">II", width, height)
-    crc = zlib.crc32(bytes(data[ihdr - 4 : ihdr + 13]))
-    data[ihdr + 13 : ihdr + 17] = struct.pack(">I", crc)
-    return bytes(data)
 
 
 def assert_one_line_image_error(data: bytes, match: str, **kw: object) -> None:
