@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--val-size", type=int, default=0)
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", default="torch", choices=["torch", "keras"],
+                    help="weight initialisation: torch's defaults, or Keras's (glorot-uniform, zero bias) as the seed had")
     ap.add_argument("--out", default=None, help="write results as JSON here")
     args = ap.parse_args()
 
@@ -40,7 +42,7 @@ def main() -> None:
     for name in args.models:
         cfg = recipe_config("seed").merged({"model": name, "epochs": args.epochs, "val_size": args.val_size,
                                             "data_dir": args.data_dir, "seed": args.seed,
-                                            "precision": args.precision})
+                                            "precision": args.precision, "model_kwargs": {"init": args.init}})
         t = time.perf_counter()
         res = train(cfg, None, quiet=True)
         wall = time.perf_counter() - t
@@ -54,7 +56,8 @@ def main() -> None:
               f"wall {wall:.1f}s (train {r['train_seconds']:.1f}s, {r['seconds_per_epoch']:.1f}s/epoch)"
               + (f"  vs Keras {r['keras_seconds']}s / {100 * r['keras_accuracy']:.2f}%" if r["keras_seconds"] else ""),
               flush=True)
-    write_json(args.out, {"machine": machine(), "precision": args.precision, "results": rows})
+    write_json(args.out, {"machine": machine(), "precision": args.precision, "init": args.init, "seed": args.seed,
+                          "results": rows})
 
 
 if __name__ == "__main__":

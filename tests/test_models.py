@@ -86,3 +86,26 @@ def test_registering_a_model_is_one_decorated_function():
         assert create_model("tiny_test_net")(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
     finally:
         _REGISTRY.pop("tiny_test_net")
+
+
+@pytest.mark.parametrize("name", ["model1", "model2"])
+def test_keras_init_is_glorot_uniform_with_zero_biases(name):
+    import math
+
+    import torch
+
+    torch.manual_seed(0)
+    m = create_model(name, init="keras")
+    layers = [x for x in m.modules() if isinstance(x, (torch.nn.Conv2d, torch.nn.Linear))]
+    for layer in layers:
+        assert torch.count_nonzero(layer.bias) == 0
+        w = layer.weight
+        fan_in = w[0].numel()
+        fan_out = w.shape[0] * (w[0, 0].numel() if w.dim() > 2 else 1)
+        bound = math.sqrt(6 / (fan_in + fan_out))
+        assert w.abs().max() <= bound and w.abs().max() > 0.8 * bound  # uniform over +-bound
+    torch.manual_seed(0)
+    default = create_model(name)
+    assert any(torch.count_nonzero(x.bias) > 0 for x in default.modules() if isinstance(x, torch.nn.Linear))
+    with pytest.raises(ConfigError, match="init must be 'torch' or 'keras'"):
+        create_model(name, init="he")

@@ -105,8 +105,11 @@ class ConvNet(nn.Module):
         num_classes: int = 10,
         in_channels: int = 1,
         stride: int | Sequence[int] = 1,
+        init: str = "torch",
     ):
         super().__init__()
+        if init not in ("torch", "keras"):
+            raise ValueError("init must be 'torch' or 'keras'")
         n = len(channels)
         if n == 0:
             raise ValueError("channels must list at least one conv layer")
@@ -154,6 +157,12 @@ class ConvNet(nn.Module):
             d_in = width
         dense.append(nn.Linear(d_in, num_classes))
         self.classifier = nn.Sequential(*dense)
+        if init == "keras":  # the seed tutorial's Keras defaults: glorot-uniform weights, zero biases
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.xavier_uniform_(m.weight)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
@@ -166,15 +175,15 @@ def convnet(**kwargs: Any) -> nn.Module:
 
 
 @register_model
-def model1(dropout: float = 0.3, num_classes: int = 10) -> nn.Module:
+def model1(dropout: float = 0.3, num_classes: int = 10, init: str = "torch") -> nn.Module:
     """The seed's Model 1: conv 32/64/128 (3x3, pool each) -> dense 128 -> 10 (110,474 params)."""
-    return ConvNet((32, 64, 128), head=(128,), dropout=dropout, num_classes=num_classes)
+    return ConvNet((32, 64, 128), head=(128,), dropout=dropout, num_classes=num_classes, init=init)
 
 
 @register_model
-def model2(dropout: float = 0.3, num_classes: int = 10) -> nn.Module:
+def model2(dropout: float = 0.3, num_classes: int = 10, init: str = "torch") -> nn.Module:
     """The seed's Model 2: same convs -> dense 128/64/32 -> 10 (119,850 params)."""
-    return ConvNet((32, 64, 128), head=(128, 64, 32), dropout=dropout, num_classes=num_classes)
+    return ConvNet((32, 64, 128), head=(128, 64, 32), dropout=dropout, num_classes=num_classes, init=init)
 
 
 
