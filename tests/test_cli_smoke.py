@@ -39,8 +39,7 @@ def test_precision_and_compile_flags_reach_the_saved_config(tiny_data, tmp_path)
     r = run_cli("train", "--data-dir", str(tiny_data), "--epochs", "1", "--batch-size", "64", "--val-size", "100",
             "--precision", "fp32", "--no-compile", "--out", str(out), "--quiet")
     assert r.exit_code == 0, r.output
-    cfg = json.loads((out / "config.json").read_text())
-    cfg = cfg["train"]
+    cfg = json.loads((out / "config.json").read_text())["train"]
     assert cfg["precision"] == "fp32" and cfg["compile"] is False
     r = run_cli("train", "--data-dir", str(tiny_data), "--precision", "fp16", "--out", str(tmp_path / "x"))
     assert r.exit_code != 0 and "--precision" in r.stderr

@@ -24,7 +24,14 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from tests.conftest import write_dataset
-from tests.helpers import ODD_IMAGE_ERRORS, digit_image, odd_images, run_cli, tiny_run
+from tests.helpers import (
+    ODD_IMAGE_ERRORS,
+    digit_image,
+    encode,
+    odd_images,
+    run_cli,
+    tiny_run,
+)
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -45,12 +52,6 @@ def app(run_dir: Path):
 @pytest.fixture(scope="module")
 def client(app) -> TestClient:
     return TestClient(app, raise_server_exceptions=False)
-
-
-def png_bytes(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +98,7 @@ def check_answer(a: dict[str, Any], img: Image.Image | bytes, local) -> None:
 @pytest.mark.parametrize("how", ["multipart", "raw", "json-base64", "json-data-url", "json-pixels"])
 def test_predict_every_input_form(client: TestClient, local, how: str) -> None:
     img = digit_image(1, size=28) if how == "json-pixels" else digit_image(1, invert=True)
-    png = png_bytes(img)
+    png = encode(img)
     b64 = base64.b64encode(png).decode()
     kwargs = {
         "multipart": {"files": {"file": ("digit.png", png, "image/png")}},
@@ -113,14 +114,14 @@ def test_predict_every_input_form(client: TestClient, local, how: str) -> None:
 
 def test_batch_multipart_and_json_with_a_bad_item(client: TestClient, local) -> None:
     imgs = [digit_image(i, invert=i % 2 == 1) for i in range(3)]
-    files = [("file", (f"{i}.png", png_bytes(im), "image/png")) for i, im in enumerate(imgs)]
+    files = [("file", (f"{i}.png", encode(im), "image/png")) for i, im in enumerate(imgs)]
     r = client.post("/api/predict/batch", files=files + [("file", ("bad.png", b"\x89PNG broken", "image/png"))])
     assert r.status_code == 200, r.text
     res = r.json()["results"]
     assert len(res) == 4 and res[3]["status"] == 422 and "error" in res[3]
     for a, im in zip(res[:3], imgs):
         check_answer({**a, "latency_ms": 0}, im, local)
-    items = [{"image": base64.b64encode(png_bytes(imgs[0])).decode()}, {"pixels": [[0] * 27] * 28}]
+    items = [{"image": base64.b64encode(encode(imgs[0])).decode()}, {"pixels": [[0] * 27] * 28}]
     r = client.post("/api/predict/batch", json={"items": items})
     assert r.status_code == 200 and r.json()["results"][1]["status"] == 400
     assert "items[1].pixels" in r.json()["results"][1]["error"]
@@ -132,7 +133,7 @@ def test_batch_multipart_and_json_with_a_bad_item(client: TestClient, local) -> 
 
 def _bomb_png() -> bytes:
     """A tiny file that decodes to 2000x2000 pixels: more than the test app's 500x500 cap."""
-    return png_bytes(Image.new("L", (2000, 2000)))
+    return encode(Image.new("L", (2000, 2000)))
 
 
 def _chunks(data: bytes):
@@ -166,7 +167,7 @@ BAD_REQUESTS = {
     "undecodable image": ({"files": {"file": ("x.png", b"\x89PNG\r\n\x1a\n garbage", "image/png")}}, 422, ""),
     "empty file": ({"files": {"file": ("x.png", b"", "image/png")}}, 422, "empty"),
     "decompression bomb": ({"files": {"file": ("bomb.png", _bomb_png(), "image/png")}}, 422, ""),
-    "blank image, no digit": ({"files": {"file": ("blank.png", png_bytes(Image.new("L", (64, 64), 255)),
+    "blank image, no digit": ({"files": {"file": ("blank.png", encode(Image.new("L", (64, 64), 255)),
                                                   "image/png")}}, 422, "digit"),
 }
 
@@ -232,7 +233,7 @@ def test_model_loaded_once(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(inference, "load_predictor", lambda spec: calls.append(spec) or real(spec))
     c = TestClient(load_app(str(run_dir)))
     for i in range(3):
-        assert c.post("/api/predict", files={"file": ("d.png", png_bytes(digit_image(i)), "image/png")}).status_code == 200
+        assert c.post("/api/predict", files={"file": ("d.png", encode(digit_image(i)), "image/png")}).status_code == 200
     assert calls == [str(run_dir)]
 
 
@@ -261,7 +262,7 @@ def test_inference_does_not_block_the_event_loop() -> None:
 
     async def scenario() -> None:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-            png = png_bytes(digit_image(0))
+            png = encode(digit_image(0))
             slow = asyncio.create_task(c.post("/api/predict", files={"file": ("d.png", png, "image/png")}))
             while not predictor.entered.is_set():
                 await asyncio.sleep(0.01)
@@ -372,7 +373,7 @@ def test_serves_onnx_without_importing_torch(run_dir: Path, local, tmp_path: Pat
     from mnist_cnn.export import export_onnx
 
     onnx_path = export_onnx(run_dir, tmp_path / "m.onnx", verify=False).path
-    png = png_bytes(digit_image(2, invert=True))
+    png = encode(digit_image(2, invert=True))
     code = (
         "import sys, json\n"
         "from fastapi.testclient import TestClient\n"
@@ -452,8 +453,8 @@ def test_odd_images_are_told_apart(client: TestClient, local) -> None:
     read differently from the digit, so ignoring the first frame or the orientation tag shows."""
     digit = label(local, ODD["plain.png"])
     assert label(local, digit_image(3, invert=True)) != digit
-    upright = png_bytes(digit_image(1, invert=True))
-    sideways = png_bytes(digit_image(1, invert=True).transpose(Image.Transpose.ROTATE_90))
+    upright = encode(digit_image(1, invert=True))
+    sideways = encode(digit_image(1, invert=True).transpose(Image.Transpose.ROTATE_90))
     assert label(local, sideways) != digit
     # the rotated JPEG with its tag answers like the upright JPEG, through the server too
     a = post_image(client, "exif-rotated.jpg", ODD["exif-rotated.jpg"]).json()
@@ -467,16 +468,15 @@ def test_opaque_rgba_palette_gif_and_bmp_are_read(client: TestClient, local) -> 
     for name, img, fmt, ctype in (("rgba.png", digit.convert("RGBA"), "PNG", "image/png"),
                                   ("palette.gif", digit.convert("P"), "GIF", "image/gif"),
                                   ("digit.bmp", digit.convert("RGB"), "BMP", "image/bmp")):
-        buf = io.BytesIO()
-        img.save(buf, format=fmt)
-        r = client.post("/api/predict", files={"file": (name, buf.getvalue(), ctype)})
+        data = encode(img, fmt)
+        r = client.post("/api/predict", files={"file": (name, data, ctype)})
         assert r.status_code == 200, (name, r.text)
-        check_answer(r.json(), buf.getvalue(), local)
+        check_answer(r.json(), data, local)
         assert r.json()["digit"] == label(local, digit), name
 
 
 def test_a_blank_line_image_is_no_digit(client: TestClient) -> None:
-    r = client.post("/api/predict", files={"file": ("line.png", png_bytes(Image.new("L", (1, 400), 200)), "image/png")})
+    r = client.post("/api/predict", files={"file": ("line.png", encode(Image.new("L", (1, 400), 200)), "image/png")})
     assert r.status_code == 422 and r.json()["error"].startswith("no digit found"), r.text
 
 
@@ -507,7 +507,7 @@ def test_serve_command_end_to_end(run_dir: Path) -> None:
         url = re.search(r"http://127\.0\.0\.1:\d+/", line)
         assert url, (line, proc.stderr.read() if proc.poll() is not None else "")
         assert httpx.get(url.group(0) + "api/health", timeout=30).json()["status"] == "ok"
-        png = png_bytes(digit_image(5, invert=True))
+        png = encode(digit_image(5, invert=True))
         r = httpx.post(url.group(0) + "api/predict", files={"file": ("d.png", png, "image/png")}, timeout=30)
         assert r.status_code == 200 and r.json()["label"] in [str(i) for i in range(10)]
     finally:
