@@ -67,10 +67,10 @@ def scaled_ema(cfg: Any, recipe_cfg: Any, n_train: int) -> float:
 
 
 def ablations(args: argparse.Namespace, ds: Any) -> dict[str, Any]:
-    from mnist_cnn.data import train_val_split
-    from mnist_cnn.evaluation import evaluate_model
-    from mnist_cnn.recipes import recipe_config
-    from mnist_cnn.training import train
+    from mnist_cnn.data.datasets import train_val_split
+    from mnist_cnn.evaluation.metrics import evaluate_model
+    from mnist_cnn.training.recipes import recipe_config
+    from mnist_cnn.training.engine import train
 
     base = recipe_config(args.recipe)
     names = args.only.split(",") if args.only else list(ABLATIONS)
@@ -102,10 +102,11 @@ def ablations(args: argparse.Namespace, ds: Any) -> dict[str, Any]:
 
 
 def benchmark(args: argparse.Namespace, ds: Any) -> dict[str, Any]:
-    from mnist_cnn.ensemble import evaluate_members, load_member, member_dir, train_members
-    from mnist_cnn.files import read_json
-    from mnist_cnn.inference import evaluate_run
-    from mnist_cnn.recipes import recipe_config
+    from mnist_cnn.inference.ensemble import evaluate_members, load_member
+    from mnist_cnn.training.ensemble import member_dir, train_members
+    from mnist_cnn.artifacts.files import read_json
+    from mnist_cnn.inference.evaluate import evaluate_run
+    from mnist_cnn.training.recipes import recipe_config
 
     cfg = recipe_config(args.recipe).merged({"data_dir": args.data_dir, "threads": args.threads,
                                               "epochs": args.epochs, "train_subset": args.train_subset})
@@ -175,7 +176,7 @@ def main() -> None:
 
     import torch
 
-    from mnist_cnn.data import load_dataset
+    from mnist_cnn.data.datasets import load_dataset
 
     if args.threads:
         torch.set_num_threads(args.threads)

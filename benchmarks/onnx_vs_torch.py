@@ -68,10 +68,11 @@ def main() -> None:
 
     import torch
 
-    from mnist_cnn.evaluation import predict_logits
-    from mnist_cnn.export import export_onnx, onnx_input, onnx_session, parity_images
-    from mnist_cnn.inference import resolve_model_path
-    from mnist_cnn.models import load_model
+    from mnist_cnn.evaluation.metrics import predict_logits
+    from mnist_cnn.inference.export import export_onnx, parity_images
+    from mnist_cnn.inference.onnx import onnx_input, onnx_session
+    from mnist_cnn.artifacts.runs import resolve_model_path
+    from mnist_cnn.models.files import load_model
 
     model, meta = load_model(resolve_model_path(args.model))
     mean, std = meta["normalisation"]["mean"], meta["normalisation"]["std"]

@@ -230,7 +230,7 @@ def evaluate(predictor: Any, digits: np.ndarray, labels: np.ndarray, cond: str, 
              keep: int = 0) -> dict[str, Any]:
     """Render, preprocess and predict every digit under ``cond``; failures count as wrong."""
     from mnist_cnn.errors import MnistCnnError
-    from mnist_cnn.preprocessing import preprocess
+    from mnist_cnn.inference.preprocessing import preprocess
 
     rng = np.random.default_rng([seed, CONDITIONS.index(cond)])
     images, ok, failed, examples = [], [], 0, []
@@ -297,15 +297,15 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from mnist_cnn.data import load_dataset
-    from mnist_cnn.inference import load_predictor
+    from mnist_cnn.data.datasets import load_dataset
+    from mnist_cnn.inference.predictors import load_predictor
 
     predictor = load_predictor(args.model)
     ds = load_dataset("mnist", args.data_dir)
     if args.split == "test":
         images, all_labels = ds.test_images, ds.test_labels
     else:
-        from mnist_cnn.data import train_val_split
+        from mnist_cnn.data.datasets import train_val_split
 
         _, va = train_val_split(ds.train_labels, 5000, 0)
         images, all_labels = ds.train_images[va], ds.train_labels[va]

@@ -35,8 +35,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write results as JSON here")
     args = ap.parse_args()
 
-    from mnist_cnn.recipes import recipe_config
-    from mnist_cnn.training import train
+    from mnist_cnn.training.recipes import recipe_config
+    from mnist_cnn.training.engine import train
 
     rows = []
     for name in args.models:

@@ -85,7 +85,7 @@ def test_digits(data_dir: str | None, n: int) -> tuple[np.ndarray, np.ndarray, s
     from mnist_cnn.errors import MnistCnnError
 
     try:
-        from mnist_cnn.data import load_dataset
+        from mnist_cnn.data.datasets import load_dataset
 
         ds = load_dataset("mnist", data_dir)
         return ds.test_images[:n], ds.test_labels[:n], "MNIST test digits"

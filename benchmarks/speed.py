@@ -25,9 +25,9 @@ from common import machine, matmul_gflops, summary, train_flops_per_image, write
 
 
 def run_recipe(name: str, seeds: int, data, overrides: dict) -> dict:
-    from mnist_cnn.models import create_model
-    from mnist_cnn.recipes import recipe_config
-    from mnist_cnn.training import train
+    from mnist_cnn.models.registry import create_model
+    from mnist_cnn.training.recipes import recipe_config
+    from mnist_cnn.training.engine import train
 
     accs, secs, results = [], [], []
     for seed in range(seeds):
@@ -52,9 +52,9 @@ def run_recipe(name: str, seeds: int, data, overrides: dict) -> dict:
 def inference_speed(data, device: str) -> dict:
     import torch
 
-    from mnist_cnn.evaluation import predict_logits
-    from mnist_cnn.recipes import recipe_config
-    from mnist_cnn.training import train
+    from mnist_cnn.evaluation.metrics import predict_logits
+    from mnist_cnn.training.recipes import recipe_config
+    from mnist_cnn.training.engine import train
 
     res = train(recipe_config("fast99").merged({"device": device}), None, quiet=True, data=data)
     model = res.model.eval()
@@ -87,8 +87,8 @@ def main() -> None:
 
     import torch
 
-    from mnist_cnn.data import load_dataset
-    from mnist_cnn.training import resolve_device, setup_threads
+    from mnist_cnn.data.datasets import load_dataset
+    from mnist_cnn.training.device import resolve_device, setup_threads
 
     device = resolve_device(args.device)
     if device.type == "cpu":

@@ -30,7 +30,7 @@ def synthetic_digits(n: int, seed: int = 0, n_classes: int = 10) -> tuple[np.nda
 
 
 def write_dataset(folder: Path, n_train: int = 600, n_test: int = 200, seed: int = 0) -> Path:
-    from mnist_cnn.data import write_idx
+    from mnist_cnn.data.idx import write_idx
 
     folder.mkdir(parents=True, exist_ok=True)
     for prefix, n, s in (("train", n_train, seed), ("t10k", n_test, seed + 1)):

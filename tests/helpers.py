@@ -36,8 +36,8 @@ class _Main:
 
 def tiny_run(tmp_path: Path, data_dir: Path, name: str = "run", **overrides: Any):
     """Train a tiny model1 run (2 epochs on the synthetic set) and return its TrainResult."""
-    from mnist_cnn.config import TrainConfig
-    from mnist_cnn.training import train
+    from mnist_cnn.training.config import TrainConfig
+    from mnist_cnn.training.engine import train
 
     fields = {"data_dir": str(data_dir), "epochs": 2, "batch_size": 64, "val_size": 100, **overrides}
     cfg = TrainConfig(**fields)

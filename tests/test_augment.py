@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from mnist_cnn.augment import (PRESETS, AugmentConfig, augment_batch, elastic_field, parse_augment,
-                               random_affine_matrices)
+from mnist_cnn.training.augment import PRESETS, AugmentConfig, augment_batch, elastic_field, parse_augment, random_affine_matrices
 from mnist_cnn.errors import ConfigError
 from tests.conftest import synthetic_digits
 

@@ -33,7 +33,7 @@ def server_url(run_dir: Path):  # noqa: F811
     """uvicorn serving the app on a free 127.0.0.1 port, in a thread of this process."""
     import uvicorn
 
-    from mnist_cnn.server import load_app
+    from mnist_cnn.serving.server import load_app
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY by asyncio
     sock.bind(("127.0.0.1", 0))

@@ -23,7 +23,9 @@ import numpy as np
 import pytest
 
 from mnist_cnn import data as d
-from mnist_cnn.data import DataError, read_idx, write_idx
+from mnist_cnn.artifacts.files import sha256_file
+from mnist_cnn.errors import DataError
+from mnist_cnn.data.idx import read_idx, write_idx
 from tests.conftest import synthetic_digits, write_dataset
 from tests.helpers import run_cli
 
@@ -36,9 +38,9 @@ TEST_LBL = "t10k-labels-idx1-ubyte.gz"
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     """load_dataset caches per (folder, mtimes): start every test from a clean cache."""
-    d._load_cached.cache_clear()
+    d.clear_cache()
     yield
-    d._load_cached.cache_clear()
+    d.clear_cache()
 
 
 # --------------------------------------------------------------------------- IDX round trip
@@ -292,7 +294,7 @@ def test_checksum_that_differs_warns_once_per_file_and_is_used(tiny_data, capsys
         assert err.count(name) == 1, err
     assert err.count("warning: ") == 4 and "differs from the official" in err
     assert len(ds.train_images) == 600  # not refused
-    d._load_cached.cache_clear()
+    d.clear_cache()
     d.load_dataset("mnist", tiny_data)
     d.verify("mnist", tiny_data)
     assert capsys.readouterr().err == ""  # not repeated in the same process
@@ -306,7 +308,7 @@ def test_data_verify_reports_checksum_difference_and_exits_zero(tiny_data):
 
 
 def test_official_checksum_gives_no_warning(tiny_data, monkeypatch, capsys):
-    files = {s: d.sha256_file(tiny_data / f.name) for s, f in
+    files = {s: sha256_file(tiny_data / f.name) for s, f in
              ((f, f) for f in d.DATASETS["mnist"].all_files())}
     spec = d.DATASETS["mnist"]
     patched = {split: tuple(replace(f, sha256=files[f]) for f in pair) for split, pair in spec.files.items()}
@@ -434,9 +436,9 @@ def test_normalisation_matches_numpy():
 def test_normalisation_comes_from_the_training_split_only(tiny_data):
     import torch
 
-    from mnist_cnn.config import TrainConfig
-    from mnist_cnn.evaluation import normalise
-    from mnist_cnn.training import prepare_data
+    from mnist_cnn.training.config import TrainConfig
+    from mnist_cnn.evaluation.metrics import normalise
+    from mnist_cnn.training.engine import prepare_data
 
     cfg = TrainConfig(data_dir=str(tiny_data), val_size=100)
     dd = prepare_data(cfg, torch.device("cpu"))
@@ -459,7 +461,7 @@ def _message(case: str) -> str:
         except DataError as exc:
             return str(exc).replace(tmp, "$TMP")
         finally:
-            d._load_cached.cache_clear()
+            d.clear_cache()
     return "(accepted!)"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_cnn.inference import evaluate_run
+from mnist_cnn.inference.evaluate import evaluate_run
 from tests.helpers import run_cli, tiny_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +41,7 @@ def test_packaging_a_run_copies_weights_and_writes_provenance(tmp_path, tiny_dat
 
 
 def test_reproduce_command_is_the_recipe_when_the_config_is_the_recipe(tmp_path):
-    from mnist_cnn.recipes import recipe_config
+    from mnist_cnn.training.recipes import recipe_config
 
     tool = _tool()
     cfg = recipe_config("best").merged({"seed": 3, "data_dir": "/data", "threads": 2}).to_dict()

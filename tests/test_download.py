@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from mnist_cnn import data as d
+from mnist_cnn.artifacts.files import sha256_file
 from mnist_cnn.errors import DownloadError
 from tests.conftest import write_dataset
 from tests.helpers import run_cli
@@ -81,7 +82,7 @@ def files(tmp_path, monkeypatch) -> dict[str, bytes]:
     src = write_dataset(tmp_path / "src")
     blobs = {n: (src / n).read_bytes() for n in NAMES}
     spec = d.DATASETS["mnist"]
-    sums = {n: d.sha256_file(src / n) for n in NAMES}
+    sums = {n: sha256_file(src / n) for n in NAMES}
     patched = {s: tuple(replace(f, sha256=sums[f.name]) for f in pair) for s, pair in spec.files.items()}
     monkeypatch.setitem(d.DATASETS, "mnist", replace(spec, files=patched))
     return blobs
@@ -102,7 +103,7 @@ def test_good_files_download_verify_and_load(server, files, tmp_path):
     assert _leftovers(out) == sorted(NAMES)  # no temporary files left
     assert all((out / n).read_bytes() == files[n] for n in NAMES)
     ds = d.load_dataset("mnist", out)
-    assert ds.train_images.shape == (600, 28, 28) and ds.checksums == {n: d.sha256_file(out / n) for n in NAMES}
+    assert ds.train_images.shape == (600, 28, 28) and ds.checksums == {n: sha256_file(out / n) for n in NAMES}
 
 
 def test_default_folder_is_the_user_cache(server, files):

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_cnn.data import load_dataset, sha256_file
-from mnist_cnn.ensemble import build_ensemble, evaluate_ensemble, load_ensemble
+from mnist_cnn.data.datasets import load_dataset
+from mnist_cnn.artifacts.files import sha256_file
+from mnist_cnn.inference.ensemble import build_ensemble, evaluate_ensemble, load_ensemble
 from mnist_cnn.errors import CheckpointError, ConfigError, RunExistsError
-from mnist_cnn.evaluation import predict_logits
-from mnist_cnn.models import load_model, save_model
+from mnist_cnn.evaluation.metrics import predict_logits
+from mnist_cnn.models.files import load_model, save_model
 from tests.conftest import write_dataset
 from tests.helpers import run_cli, tiny_run
 

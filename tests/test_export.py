@@ -12,7 +12,8 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript (pip install 'mnist-cnn[export]')")
 
-from mnist_cnn import export as ex
+from mnist_cnn.inference import export as ex
+from mnist_cnn.inference.onnx import read_onnx_metadata
 from tests.conftest import write_dataset
 from tests.helpers import run_cli, tiny_run
 
@@ -50,8 +51,8 @@ def test_graph_contract_and_checker(exported) -> None:
 
 def test_dynamic_batch_and_normalisation_inside(exported) -> None:
     """Any batch size runs, and feeding uint8/255 gives the torch model's logits on normalised input."""
-    from mnist_cnn.evaluation import predict_logits
-    from mnist_cnn.models import load_model
+    from mnist_cnn.evaluation.metrics import predict_logits
+    from mnist_cnn.models.files import load_model
 
     _, run, r = exported
     model, meta = load_model(run)
@@ -67,7 +68,7 @@ def test_dynamic_batch_and_normalisation_inside(exported) -> None:
 
 def test_metadata_holds_classes_source_accuracy(exported) -> None:
     _, run, r = exported
-    meta = ex.read_onnx_metadata(r.path)
+    meta = read_onnx_metadata(r.path)
     metrics = json.loads((run / "metrics.json").read_text())
     assert meta["classes"] == [str(i) for i in range(10)]
     assert meta["source"] == str(run / "model.safetensors")
@@ -104,7 +105,7 @@ def test_read_metadata_of_a_non_onnx_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a protobuf at all \x00\xff")
     with pytest.raises(ex.ExportError):
-        ex.read_onnx_metadata(bad)
+        read_onnx_metadata(bad)
 
 
 @pytest.mark.integration

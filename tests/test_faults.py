@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_cnn.files import load_tensors
-from mnist_cnn.models import load_model
-from mnist_cnn.training import HISTORY_FIELDS
+from mnist_cnn.artifacts.files import load_tensors
+from mnist_cnn.models.files import load_model
+from mnist_cnn.artifacts.runs import HISTORY_FIELDS
 from tests.conftest import write_dataset
 
 EPOCHS = 6

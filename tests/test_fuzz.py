@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mnist_cnn.data import IDX_DTYPES, read_idx
+from mnist_cnn.data.idx import IDX_DTYPES
+from mnist_cnn.data.idx import read_idx
 from mnist_cnn.errors import DataError, ImageError
 
 FAST = settings(max_examples=150, deadline=None, derandomize=True,
@@ -127,7 +128,7 @@ def test_read_idx_round_trips_every_valid_file(arr, gz):
 
 def check_preprocess(image) -> None:
     """The property: a uint8 [28, 28] MNIST-like image, or ImageError with a one-line message."""
-    from mnist_cnn.preprocessing import preprocess
+    from mnist_cnn.inference.preprocessing import preprocess
 
     try:
         res = preprocess(image)
@@ -227,7 +228,7 @@ def test_preprocess_fuzzer_findings(name):
 
 @pytest.mark.parametrize("shape", [(0, 0), (0, 5), (5, 0, 3)])
 def test_zero_size_arrays_are_an_image_error(shape):
-    from mnist_cnn.preprocessing import preprocess
+    from mnist_cnn.inference.preprocessing import preprocess
 
     with pytest.raises(ImageError, match="no pixels"):
         preprocess(np.zeros(shape, np.uint8))

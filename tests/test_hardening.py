@@ -21,8 +21,10 @@ import pytest
 import torch
 
 from mnist_cnn.errors import CheckpointError, MnistCnnError
-from mnist_cnn.files import OutputError, atomic_write_json, load_tensors, save_tensors
-from mnist_cnn.models import create_model, load_model, save_model
+from mnist_cnn.errors import OutputError
+from mnist_cnn.artifacts.files import atomic_write_json, load_tensors, save_tensors
+from mnist_cnn.models.registry import create_model
+from mnist_cnn.models.files import load_model, save_model
 from tests.conftest import write_dataset
 from tests.helpers import run_cli
 
@@ -148,7 +150,7 @@ BAD_CHECKPOINTS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "metadata is not JSON": (_metadata_not_json, "metadata is not valid JSON"),
     "pickle renamed to .safetensors": (_pickle, "not a valid safetensors file"),
     "torch.save zip renamed to .safetensors": (_torch_save, "not a valid safetensors file"),
-    "a folder named model.safetensors": (_folder, "model file not found"),
+    "a folder named model.safetensors": (_folder, "no such run folder or model file"),
 }
 
 
@@ -205,8 +207,8 @@ def test_resume_from_a_file_that_is_not_a_checkpoint(tiny_data, tmp_path):
 
 
 def test_resume_with_a_checkpoint_of_another_architecture(tiny_data, tmp_path):
-    from mnist_cnn.config import TrainConfig
-    from mnist_cnn.training import train
+    from mnist_cnn.training.config import TrainConfig
+    from mnist_cnn.training.engine import train
 
     cfg = TrainConfig(data_dir=str(tiny_data), epochs=1, batch_size=64, val_size=100)
     train(cfg, tmp_path / "a", quiet=True)
@@ -394,7 +396,7 @@ def test_read_only_output_folder(tiny_data, tmp_path, tmpfs):
 def test_read_only_folder_in_a_real_process(tiny_data, tmp_path, tmpfs):
     ro = tmpfs("ro", ro=True)
     r = subprocess.run([sys.executable, "-m", "mnist_cnn", "train", "--data-dir", str(tiny_data), "--epochs", "1",
-                        "--out", str(ro / "run")], capture_output=True, text=True, timeout=120)
+                        "--val-size", "100", "--out", str(ro / "run")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "cannot create run folder (Read-only file system)" in _one_error_line(r.stderr)
 
 
@@ -427,7 +429,7 @@ def test_disk_full_during_download(tmp_path, tmpfs, server, files):
 
 def _enospc_on(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """Make renaming a temporary file onto ``name`` fail as on a full disk."""
-    import mnist_cnn.files as files_mod
+    import mnist_cnn.artifacts.files as files_mod
 
     real = os.replace
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_real_data_loads_with_expected_shapes(real_data):
-    from mnist_cnn.data import load_dataset
+    from mnist_cnn.data.datasets import load_dataset
 
     ds = load_dataset("mnist", real_data)
     assert ds.train_images.shape == (60000, 28, 28) and ds.test_images.shape == (10000, 28, 28)

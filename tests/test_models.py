@@ -7,7 +7,8 @@ import torch
 
 from mnist_cnn import create_model, list_models
 from mnist_cnn.errors import ConfigError
-from mnist_cnn.models import count_params, load_model, save_model
+from mnist_cnn.models.registry import count_params
+from mnist_cnn.models.files import load_model, save_model
 
 META = {"normalisation": {"mean": 0.13, "std": 0.31}, "classes": [str(i) for i in range(10)], "dataset": "mnist"}
 
@@ -74,7 +75,8 @@ def test_unknown_model_and_option_are_clear_errors():
 
 
 def test_registering_a_model_is_one_decorated_function():
-    from mnist_cnn.models import _REGISTRY, ConvNet, register_model
+    from mnist_cnn.models.registry import _REGISTRY, register_model
+    from mnist_cnn.models.convnet import ConvNet
 
     @register_model
     def tiny_test_net(num_classes: int = 10):

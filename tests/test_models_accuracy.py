@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from mnist_cnn.errors import ConfigError
-from mnist_cnn.models import ConvNet, count_params, create_model, model_entry
+from mnist_cnn.models.convnet import ConvNet
+from mnist_cnn.models.registry import count_params, create_model, model_entry
 from tests.helpers import tiny_run
 
 

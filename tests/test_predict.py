@@ -13,7 +13,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mnist_cnn.errors import CheckpointError, ImageError
-from mnist_cnn.inference import load_predictor
+from mnist_cnn.inference.predictors import load_predictor
 from tests.conftest import write_dataset
 from tests.helpers import ODD_IMAGE_ERRORS, digit_image, odd_images, run_cli, tiny_run
 
@@ -159,7 +159,7 @@ def test_onnx_backend_never_imports_torch(tmp_path: Path) -> None:
 def test_exported_onnx_matches_torch(run_dir: Path, tmp_path: Path) -> None:
     """The real export (by the serving stage) read back by our ONNX predictor agrees with torch."""
     pytest.importorskip("onnxscript")
-    from mnist_cnn.export import export_onnx
+    from mnist_cnn.inference.export import export_onnx
 
     onnx_path = export_onnx(run_dir, tmp_path / "m.onnx", verify=False).path
     torch_p, onnx_p = load_predictor(run_dir), load_predictor(onnx_path)
@@ -224,7 +224,7 @@ def odd_folder(tmp_path: Path) -> Path:
 def test_predict_folder_of_bad_and_odd_images(run_dir: Path, odd_folder: Path) -> None:
     """Each bad image is one line on stderr, no traceback, exit 1; every odd-but-valid one is read
     as the plain PNG of the same digit."""
-    from mnist_cnn.preprocessing import preprocess
+    from mnist_cnn.inference.preprocessing import preprocess
 
     files = sorted(str(f) for f in odd_folder.iterdir())
     bad = {str(odd_folder / name) for name in ODD_IMAGE_ERRORS}
@@ -251,7 +251,7 @@ def test_predict_folder_of_bad_and_odd_images(run_dir: Path, odd_folder: Path) -
 
 def test_predict_json_of_bad_and_odd_images(run_dir: Path, odd_folder: Path) -> None:
     """--json: one object per file, with ``file`` and either digit/probability/top_k or error."""
-    from mnist_cnn.preprocessing import preprocess
+    from mnist_cnn.inference.preprocessing import preprocess
 
     res = run_cli("predict", str(odd_folder), "--model", str(run_dir), "--json")
     assert res.exit_code == 1 and "Traceback" not in res.stderr, res.stderr
@@ -325,7 +325,7 @@ def test_predict_with_onnx_model(tmp_path: Path) -> None:
 
 def test_predict_real_model_reads_photos(tmp_path: Path, real_data: Path) -> None:
     """End to end on real digits: MNIST test digits rendered as dark ink on large, noisy JPEGs."""
-    from mnist_cnn.data import load_dataset
+    from mnist_cnn.data.datasets import load_dataset
 
     ds = load_dataset("mnist", real_data)
     rng = np.random.default_rng(0)
@@ -340,7 +340,7 @@ def test_predict_real_model_reads_photos(tmp_path: Path, real_data: Path) -> Non
         Image.fromarray(noisy).save(buf, format="JPEG", quality=40)
         (tmp_path / "photos").mkdir(exist_ok=True)
         (tmp_path / "photos" / f"{i:03d}.jpg").write_bytes(buf.getvalue())
-    from mnist_cnn.inference import image_files, predict_files
+    from mnist_cnn.inference.batch import image_files, predict_files
 
     records = predict_files(p, image_files([tmp_path / "photos"]))
     photo_acc = np.mean([r["digit"] == ds.test_labels[i] for i, r in enumerate(records)])
@@ -350,8 +350,8 @@ def test_predict_real_model_reads_photos(tmp_path: Path, real_data: Path) -> Non
 
 def _trained_on_real(tmp_path: Path, real_data: Path) -> Path:
     """A small model trained for one epoch on 6,000 real MNIST images (about 10 s on one core)."""
-    from mnist_cnn.config import TrainConfig
-    from mnist_cnn.training import train
+    from mnist_cnn.training.config import TrainConfig
+    from mnist_cnn.training.engine import train
 
     cfg = TrainConfig(data_dir=str(real_data), epochs=1, batch_size=64, val_size=500, train_subset=6000)
     return train(cfg, tmp_path / "real-run", quiet=True).run_dir

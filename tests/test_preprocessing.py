@@ -9,13 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mnist_cnn.errors import ImageError
-from mnist_cnn.preprocessing import (
-    COM_TARGET,
-    decode_image,
-    polarity,
-    preprocess,
-    preprocess_multi,
-)
+from mnist_cnn.inference.preprocessing import COM_TARGET, decode_image, polarity, preprocess, preprocess_multi
 from tests.helpers import encode, png_with_header_size
 
 # --------------------------------------------------------------------------- synthetic images
@@ -149,7 +143,7 @@ def test_centre_of_mass_lands_at_mnist_centre(shape: str) -> None:
 
 def test_mnist_digit_is_nearly_unchanged(real_data) -> None:
     """A real MNIST test digit already is MNIST-like: preprocessing must (almost) keep it."""
-    from mnist_cnn.data import load_dataset
+    from mnist_cnn.data.datasets import load_dataset
 
     images = load_dataset("mnist", real_data).test_images[:50]
     scores = [similar(preprocess(Image.fromarray(x)).image, x) for x in images]

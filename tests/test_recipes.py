@@ -7,7 +7,7 @@ import json
 import pytest
 
 from mnist_cnn.errors import ConfigError
-from mnist_cnn.recipes import RECIPE_DESCRIPTIONS, RECIPES, list_recipes, recipe_config
+from mnist_cnn.training.recipes import RECIPE_DESCRIPTIONS, RECIPES, list_recipes, recipe_config
 from tests.helpers import run_cli
 
 

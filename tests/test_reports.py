@@ -112,7 +112,7 @@ def test_every_train_run_writes_a_report(tmp_path: Path, data_dir: Path) -> None
 
 
 def test_run_report_can_be_rebuilt_from_the_folder_alone(tmp_path: Path, data_dir: Path) -> None:
-    from mnist_cnn.reports import write_run_report
+    from mnist_cnn.reports.run import write_run_report
 
     res = tiny_run(tmp_path, data_dir, epochs=1)
     first = Page((res.run_dir / "report.html").read_text()).text
@@ -141,15 +141,15 @@ def test_compare_trains_missing_runs_and_writes_the_report(compare_dir: Path) ->
     assert pair["paired_seeds"] is True
     assert pair["verdict"].replace("**", "") in page.text
     assert pair["verdict"] in (compare_dir / "summary.md").read_text()
-    from mnist_cnn.stats import format_p
+    from mnist_cnn.evaluation.stats import format_p
 
     assert format_p(pair["mcnemar"]["p_exact"]) in page.text
 
 
 def test_compare_numbers_match_the_runs(compare_dir: Path) -> None:
     """The report's accuracies are the runs' own test accuracies; McNemar counts the votes' disagreements."""
-    from mnist_cnn.compare import group_runs, load_runs
-    from mnist_cnn.stats import majority_vote
+    from mnist_cnn.reports.compare import group_runs, load_runs
+    from mnist_cnn.evaluation.stats import majority_vote
 
     raw = json.loads((compare_dir / "compare.json").read_text())
     rows = list(csv.DictReader(io.StringIO((compare_dir / "runs.csv").read_text())))
@@ -203,9 +203,9 @@ def test_compare_needs_two_models(compare_dir: Path) -> None:
 
 
 def test_explain_report(compare_dir: Path, data_dir: Path, tmp_path: Path) -> None:
-    from mnist_cnn.data import load_dataset
-    from mnist_cnn.evaluation import evaluate_model
-    from mnist_cnn.models import load_model
+    from mnist_cnn.data.datasets import load_dataset
+    from mnist_cnn.evaluation.metrics import evaluate_model
+    from mnist_cnn.models.files import load_model
 
     run = compare_dir / "runs" / "model1-seed0"
     out = tmp_path / "explain"
@@ -234,7 +234,7 @@ def test_explain_report(compare_dir: Path, data_dir: Path, tmp_path: Path) -> No
 
 
 def test_confused_pairs_and_galleries_by_hand() -> None:
-    from mnist_cnn.explain import confused_pairs, least_confident_correct, most_confident_mistakes
+    from mnist_cnn.reports.explain import confused_pairs, least_confident_correct, most_confident_mistakes
 
     cm = np.array([[50, 3, 0], [7, 40, 1], [0, 2, 30]])
     pairs = confused_pairs(cm, ["a", "b", "c"], 5)
@@ -261,7 +261,7 @@ class _Reordered(nn.Module):
 
 
 def test_grad_cam_hooks_the_last_executed_spatial_conv() -> None:
-    from mnist_cnn.explain import grad_cam, last_conv
+    from mnist_cnn.reports.explain import grad_cam, last_conv
 
     torch.manual_seed(0)
     model = _Reordered()
@@ -279,9 +279,9 @@ def test_grad_cam_on_convnet_is_not_disturbed_by_inplace_relu(tmp_path: Path, da
     map equals the one computed by hand from A and dlogit/dA."""
     import torch.nn.functional as F
 
-    from mnist_cnn.data import load_dataset
-    from mnist_cnn.evaluation import normalise
-    from mnist_cnn.explain import grad_cam
+    from mnist_cnn.data.datasets import load_dataset
+    from mnist_cnn.evaluation.metrics import normalise
+    from mnist_cnn.reports.explain import grad_cam
 
     model = tiny_run(tmp_path, data_dir, epochs=1).model.eval()
     x = normalise(torch.from_numpy(load_dataset("mnist", data_dir).test_images[:2].copy()), 0.1, 0.3)  # [2,1,28,28]
@@ -297,7 +297,7 @@ def test_grad_cam_on_convnet_is_not_disturbed_by_inplace_relu(tmp_path: Path, da
 
 
 def test_integrated_gradients_are_complete() -> None:
-    from mnist_cnn.explain import integrated_gradients
+    from mnist_cnn.reports.explain import integrated_gradients
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 26 * 26, 3))
@@ -313,7 +313,7 @@ def test_integrated_gradients_are_complete() -> None:
 
 
 def test_explore_report(data_dir: Path, tmp_path: Path) -> None:
-    from mnist_cnn.data import load_dataset, train_val_split
+    from mnist_cnn.data.datasets import load_dataset, train_val_split
 
     out = tmp_path / "explore"
     r = run_cli("explore", "--data-dir", str(data_dir), "--val-size", "100", "--out", str(out))
@@ -341,7 +341,7 @@ def test_explore_report(data_dir: Path, tmp_path: Path) -> None:
 
 
 def test_report_builder_escapes_and_renders_both_formats(tmp_path: Path) -> None:
-    from mnist_cnn.reports import Report, digit_png
+    from mnist_cnn.reports.html import Report, digit_png
 
     rep = Report("T <b>", "sub")
     rep.section("One").text("**bold** and `code` <script>alert(1)</script>")

@@ -33,7 +33,7 @@ def search_args(storage: str, data: Path, *extra: str) -> list[str]:
 
 
 def load_trials(storage: str, study: str = STUDY) -> list:
-    from mnist_cnn.search import driver_url
+    from mnist_cnn.search.study import driver_url
 
     return optuna.load_study(study_name=study, storage=driver_url(storage)).get_trials()
 
@@ -76,8 +76,8 @@ def test_two_workers_share_one_sqlite_study_and_finish_exactly_n(searched: tuple
 
 
 def test_report_writes_figures_and_a_best_config_that_retrains(searched: tuple[str, Path], tmp_path: Path) -> None:
-    from mnist_cnn.config import load_config_file
-    from mnist_cnn.models import load_model
+    from mnist_cnn.training.config import load_config_file
+    from mnist_cnn.models.files import load_model
 
     storage, data = searched
     out = tmp_path / "report"
@@ -110,11 +110,12 @@ def test_report_without_importances_still_has_the_figure_and_says_why(
         searched: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Too few varied completed trials (two racing workers may prune most of a tiny study): fANOVA
     has nothing to rank, and the report says so instead of dropping the figure."""
-    from mnist_cnn import search
+    from mnist_cnn.search import report as search
+    from mnist_cnn.search.study import driver_url, load_study
 
     monkeypatch.setattr(search, "param_importances", lambda study: {})
     storage, _ = searched
-    files = search.write_report(search.load_study(STUDY, search.driver_url(storage)), tmp_path / "r")
+    files = search.write_report(load_study(STUDY, driver_url(storage)), tmp_path / "r")
     assert files["importances"].stat().st_size > 0
     assert search.NO_IMPORTANCES in (tmp_path / "r" / "summary.md").read_text()
     assert search.NO_IMPORTANCES in (tmp_path / "r" / "report.html").read_text()
@@ -204,8 +205,8 @@ def test_threshold_pruning_stops_trials_after_their_first_epoch(tiny_data: Path,
 
 def test_median_pruner_prunes_below_median_trials(tiny_data: Path, tmp_path: Path) -> None:
     """Five trials through the real objective, then a deliberately bad one (lr far too high)."""
-    from mnist_cnn.config import TrainConfig
-    from mnist_cnn.search import SearchSpec, open_study, run_worker
+    from mnist_cnn.training.config import TrainConfig
+    from mnist_cnn.search.study import SearchSpec, open_study, run_worker
 
     base = TrainConfig(model="fastnet", data_dir=str(tiny_data), val_size=100, batch_size=64, threads=1).to_dict()
     spec = SearchSpec(study="med", storage=f"sqlite:///{tmp_path / 'med.db'}", trials=6, base=base,
@@ -223,8 +224,8 @@ def test_median_pruner_prunes_below_median_trials(tiny_data: Path, tmp_path: Pat
 
 
 def test_invalid_architecture_is_pruned_without_training(tiny_data: Path, tmp_path: Path) -> None:
-    from mnist_cnn.config import TrainConfig
-    from mnist_cnn.search import SearchSpec, open_study, run_worker
+    from mnist_cnn.training.config import TrainConfig
+    from mnist_cnn.search.study import SearchSpec, open_study, run_worker
 
     base = TrainConfig(data_dir=str(tiny_data), val_size=100, threads=1).to_dict()
     spec = SearchSpec(study="inv", storage=f"sqlite:///{tmp_path / 'inv.db'}", trials=1, base=base,
@@ -262,8 +263,8 @@ def test_two_objectives_give_a_pareto_front(tiny_data: Path, tmp_path: Path) -> 
 
 
 def test_count_macs_matches_model1_by_hand() -> None:
-    from mnist_cnn.models import create_model
-    from mnist_cnn.search import count_macs
+    from mnist_cnn.models.registry import create_model
+    from mnist_cnn.search.study import count_macs
 
     # conv outputs 32x26x26, 64x11x11, 128x3x3 (3x3 kernels), then dense 128->128->10
     by_hand = 32 * 26 * 26 * 1 * 9 + 64 * 11 * 11 * 32 * 9 + 128 * 3 * 3 * 64 * 9 + 128 * 128 + 128 * 10

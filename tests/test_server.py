@@ -44,7 +44,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def app(run_dir: Path):
-    from mnist_cnn.server import Limits, load_app
+    from mnist_cnn.serving.server import Limits, load_app
 
     return load_app(str(run_dir), Limits(max_body_bytes=200_000, max_pixels=500 * 500, max_batch=4))
 
@@ -57,14 +57,14 @@ def client(app) -> TestClient:
 @pytest.fixture(scope="module")
 def local(run_dir: Path):
     """The same model loaded directly (no HTTP): what the server's answers must equal."""
-    from mnist_cnn.inference import load_predictor
+    from mnist_cnn.inference.predictors import load_predictor
 
     return load_predictor(str(run_dir))
 
 
 def expected(local, img: Image.Image | bytes) -> np.ndarray:
     """What the library gives: ``preprocessing.preprocess`` (of an image or its encoded bytes) + the same model."""
-    from mnist_cnn.preprocessing import preprocess
+    from mnist_cnn.inference.preprocessing import preprocess
 
     return local.predict_proba(preprocess(img).image[None])[0]  # [C]
 
@@ -201,7 +201,7 @@ def test_bad_requests_elsewhere(client: TestClient, method: str, path: str, kwar
 
 
 def test_page_and_static_files_are_local(client: TestClient) -> None:
-    from mnist_cnn.server import STATIC_DIR
+    from mnist_cnn.serving.server import STATIC_DIR
 
     page = client.get("/")
     assert page.status_code == 200 and "<canvas" in page.text and "default-src 'self'" in page.headers[
@@ -225,8 +225,8 @@ def test_openapi_documents_the_api(client: TestClient) -> None:
 
 
 def test_model_loaded_once(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mnist_cnn import inference
-    from mnist_cnn.server import load_app
+    from mnist_cnn.inference import predictors as inference
+    from mnist_cnn.serving.server import load_app
 
     calls = []
     real = inference.load_predictor
@@ -255,7 +255,7 @@ class _BlockingPredictor:
 def test_inference_does_not_block_the_event_loop() -> None:
     import httpx
 
-    from mnist_cnn.server import create_app
+    from mnist_cnn.serving.server import create_app
 
     predictor = _BlockingPredictor()
     app = create_app(predictor)
@@ -295,7 +295,7 @@ class _EchoPredictor:
 
 
 def test_batcher_merges_waiting_requests_and_routes_answers() -> None:
-    from mnist_cnn.server import Batcher
+    from mnist_cnn.serving.server import Batcher
 
     predictor = _EchoPredictor()
     batcher = Batcher(predictor.predict_proba)
@@ -319,7 +319,7 @@ def test_batcher_merges_waiting_requests_and_routes_answers() -> None:
 
 
 def test_batcher_hands_a_model_failure_to_every_request() -> None:
-    from mnist_cnn.server import Batcher
+    from mnist_cnn.serving.server import Batcher
 
     def broken(images: np.ndarray) -> np.ndarray:
         raise RuntimeError("model exploded")
@@ -370,7 +370,7 @@ def test_serve_reports_a_missing_model(tmp_path: Path) -> None:
 def test_serves_onnx_without_importing_torch(run_dir: Path, local, tmp_path: Path) -> None:
     """`serve --model x.onnx` runs on ONNX Runtime: the server process never imports torch."""
     pytest.importorskip("onnxscript")
-    from mnist_cnn.export import export_onnx
+    from mnist_cnn.inference.export import export_onnx
 
     onnx_path = export_onnx(run_dir, tmp_path / "m.onnx", verify=False).path
     png = encode(digit_image(2, invert=True))

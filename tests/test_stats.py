@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mnist_cnn.errors import ConfigError
-from mnist_cnn.stats import Difference, diff_interval, majority_vote, mcnemar, summarise
+from mnist_cnn.evaluation.stats import Difference, diff_interval, majority_vote, mcnemar, summarise
 
 # t quantiles from printed tables (two-sided 95%): df 2 and df 3
 T_975_DF2 = 4.302653
@@ -87,7 +87,7 @@ def test_mcnemar_symmetric_and_degenerate_cases() -> None:
 
 
 def test_format_p_never_prints_zero() -> None:
-    from mnist_cnn.stats import format_p
+    from mnist_cnn.evaluation.stats import format_p
 
     assert format_p(0.0386) == "0.0386" and format_p(0.0) == "< 1e-300" and format_p(2.4e-150) == "2.4e-150"
 
@@ -112,7 +112,7 @@ def _mc(b: int, c: int):
 
 
 def test_verdict_follows_the_statistics() -> None:
-    from mnist_cnn.compare import verdict
+    from mnist_cnn.reports.compare import verdict
 
     sig = _mc(60, 20)
     assert sig.p_value < 0.05

@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from mnist_cnn.config import TrainConfig
+from mnist_cnn.training.config import TrainConfig
 from mnist_cnn.errors import CheckpointError, ConfigError, RunExistsError
-from mnist_cnn.files import load_tensors
-from mnist_cnn.training import lr_factor, train
+from mnist_cnn.artifacts.files import load_tensors
+from mnist_cnn.training.engine import lr_factor, train
 from tests.helpers import tiny_run
 
 
@@ -83,7 +83,7 @@ def test_early_stopping_restores_best_epoch(tiny_data, tmp_path, monkeypatch):
 
 
 def test_validation_split_is_disjoint_and_test_unused_for_selection(tiny_data, tmp_path, monkeypatch):
-    import mnist_cnn.training as tr
+    import mnist_cnn.training.engine as tr
 
     seen = []
     real = tr.evaluate_model

@@ -21,15 +21,15 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from mnist_cnn.augment import augment_batch, parse_augment
-    from mnist_cnn.data import load_dataset
-    from mnist_cnn.evaluation import normalise
-    from mnist_cnn.reports import _plt, save_figure
+    from mnist_cnn.training.augment import augment_batch, parse_augment
+    from mnist_cnn.data.datasets import load_dataset
+    from mnist_cnn.evaluation.metrics import normalise
+    from mnist_cnn.reports.figures import pyplot, save_figure
 
     ds = load_dataset("mnist", args.data_dir)
     x = normalise(torch.from_numpy(ds.train_images[: args.images].copy()), 0.1307, 0.3081)  # [n,1,28,28]
     presets = args.presets.split(";") if "=" in args.presets else args.presets.split(",")
-    plt = _plt()
+    plt = pyplot()
     cols = args.images * args.draws
     fig, axes = plt.subplots(len(presets), cols, figsize=(cols, 1.15 * len(presets)), squeeze=False)
     for r, name in enumerate(presets):

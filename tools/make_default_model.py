@@ -48,7 +48,7 @@ def train_default(args: argparse.Namespace) -> Path:
 def reproduce_command(cfg: dict[str, Any], run: Path) -> str:
     """The shortest command that trains this model again: the recipe and seed when the stored
     config is exactly that recipe (apart from where/how it ran), else the stored config file."""
-    from mnist_cnn.recipes import RECIPES, recipe_config
+    from mnist_cnn.training.recipes import RECIPES, recipe_config
 
     recipe = cfg.get("recipe")
     where = {"data_dir", "threads", "device", "seed"}
@@ -60,11 +60,11 @@ def reproduce_command(cfg: dict[str, Any], run: Path) -> str:
 
 
 def package(run: Path, dest: Path, data_dir: str | None) -> dict[str, Any]:
-    from mnist_cnn.data import sha256_file
+    from mnist_cnn.artifacts.files import sha256_file
     from mnist_cnn.errors import CheckpointError
-    from mnist_cnn.files import atomic_write_bytes, atomic_write_json, read_json
-    from mnist_cnn.inference import evaluate_run
-    from mnist_cnn.models import load_model
+    from mnist_cnn.artifacts.files import atomic_write_bytes, atomic_write_json, read_json
+    from mnist_cnn.inference.evaluate import evaluate_run
+    from mnist_cnn.models.files import load_model
 
     weights = run / "model.safetensors"
     if not (weights.is_file() and (run / "metrics.json").is_file()):

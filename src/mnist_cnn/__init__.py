@@ -1,19 +1,52 @@
 """mnist-cnn: train, evaluate, compare, explain, export and serve CNNs for MNIST-like digits.
 
-Heavy modules (torch) are imported lazily so ``mnist-cnn --help`` stays fast.
+The public API (everything else is reachable through the stage subpackages, see docs/architecture.md)::
+
+    import mnist_cnn
+    model = mnist_cnn.create_model("model1")                  # any name from mnist_cnn.list_models()
+    result = mnist_cnn.train(mnist_cnn.TrainConfig(model="model2", epochs=5), "runs/m2")
+    metrics = mnist_cnn.evaluate("runs/m2")                   # test accuracy, loss, per class
+    model, meta = mnist_cnn.load_model("default")             # a torch module, from safetensors
+    predictor = mnist_cnn.load_predictor("default")           # run folder, "default" or model.onnx
+    predictor.predict(x_test[:5])                             # (N, 28, 28) arrays, PIL images, paths
+
+Heavy modules (torch) are imported lazily, on first use of a name, so ``mnist-cnn --help`` stays fast.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from mnist_cnn.version import __version__
 
-_LAZY = {
-    "create_model": "models", "list_models": "models", "register_model": "models",
-    "load_model": "models", "save_model": "models",
-    "load_dataset": "data", "TrainConfig": "config", "train": "training", "evaluate_model": "evaluation",
-    "recipe_config": "recipes", "list_recipes": "recipes", "MnistCnnError": "errors",
+if TYPE_CHECKING:
+    from mnist_cnn.data.datasets import load_dataset
+    from mnist_cnn.errors import MnistCnnError
+    from mnist_cnn.inference.evaluate import evaluate_run as evaluate
+    from mnist_cnn.inference.predictors import Prediction, Predictor, load_predictor
+    from mnist_cnn.models.files import load_model
+    from mnist_cnn.models.registry import create_model, list_models, register_model
+    from mnist_cnn.training.config import TrainConfig
+    from mnist_cnn.training.engine import train
+    from mnist_cnn.training.recipes import list_recipes, recipe_config
+
+# public name -> (module, attribute)
+_LAZY: dict[str, tuple[str, str]] = {
+    "create_model": ("mnist_cnn.models.registry", "create_model"),
+    "list_models": ("mnist_cnn.models.registry", "list_models"),
+    "register_model": ("mnist_cnn.models.registry", "register_model"),
+    "load_model": ("mnist_cnn.models.files", "load_model"),
+    "load_predictor": ("mnist_cnn.inference.predictors", "load_predictor"),
+    "Predictor": ("mnist_cnn.inference.predictors", "Predictor"),
+    "Prediction": ("mnist_cnn.inference.predictors", "Prediction"),
+    "train": ("mnist_cnn.training.engine", "train"),
+    "evaluate": ("mnist_cnn.inference.evaluate", "evaluate_run"),
+    "TrainConfig": ("mnist_cnn.training.config", "TrainConfig"),
+    "recipe_config": ("mnist_cnn.training.recipes", "recipe_config"),
+    "list_recipes": ("mnist_cnn.training.recipes", "list_recipes"),
+    "load_dataset": ("mnist_cnn.data.datasets", "load_dataset"),
+    "MnistCnnError": ("mnist_cnn.errors", "MnistCnnError"),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -21,8 +54,10 @@ __all__ = sorted(_LAZY) + ["__version__"]
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        import importlib
-
-        module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        return getattr(module, name)
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'mnist_cnn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,6 +1,6 @@
 """``python -m mnist_cnn`` (also what ``torchrun -m mnist_cnn`` runs)."""
 
-from .cli import main
+from mnist_cnn.cli import main
 
 if __name__ == "__main__":
     main()

@@ -36,3 +36,47 @@ class ImageError(MnistCnnError):
 
 class RunExistsError(ConfigError):
     """The output run directory exists and neither --resume nor --force was given."""
+
+
+class OutputError(MnistCnnError):
+    """An output file or folder cannot be written (read-only, disk full, ...)."""
+
+
+class ExportError(MnistCnnError):
+    """The model cannot be exported, or the exported graph does not match PyTorch."""
+
+
+class Interrupted(MnistCnnError):
+    """Training was stopped with Ctrl-C (SIGINT); the last completed epoch is saved."""
+
+    exit_code = 130
+
+
+class RequestError(MnistCnnError):
+    """A malformed request to the server (400): bad JSON, missing field, wrong shape."""
+
+    status = 400
+
+
+class PayloadTooLarge(RequestError):
+    """The request body or batch is larger than the server accepts (413)."""
+
+    status = 413
+
+
+class UnsupportedMediaType(RequestError):
+    """The request's content type is not one the endpoint takes (415)."""
+
+    status = 415
+
+
+class InvalidImage(RequestError):
+    """The request is well-formed but its image cannot be used (422)."""
+
+    status = 422
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty): for one-line errors."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

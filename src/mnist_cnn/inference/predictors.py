@@ -1,0 +1,178 @@
+"""Predictors: one interface over every kind of saved model.
+
+:func:`load_predictor` gives one interface over three kinds of model file:
+
+* a run folder / ``.safetensors`` / ``default``: PyTorch (:class:`TorchPredictor`);
+* an ensemble folder (``ensemble.json``): the members' mean probabilities, PyTorch;
+* an ``.onnx`` file from ``mnist-cnn export``: ONNX Runtime (:class:`OnnxPredictor`), which
+  never imports torch (torch is imported lazily by the other two only).
+
+``Predictor.predict`` is the public entry: NumPy arrays, PIL images or file paths in (see
+:mod:`mnist_cnn.inference.inputs`), one :class:`Prediction` per image out. ``predict_proba`` is the
+low-level path: uint8 ``[N, 28, 28]`` MNIST-like images in, float32 probabilities ``[N, C]`` out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_cnn.artifacts.runs import MANIFEST, is_ensemble, model_id, read_metrics, resolve_model_path
+from mnist_cnn.errors import CheckpointError, ImageError, first_line
+from mnist_cnn.inference.inputs import Preprocess, as_batch
+from mnist_cnn.inference.onnx import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, onnx_input, onnx_session, softmax
+
+
+def check_images(images: Any) -> np.ndarray:
+    """uint8 ``[N, 28, 28]`` (a single ``[28, 28]`` becomes N=1), or :class:`ImageError`."""
+    a = np.asarray(images)
+    if a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3 or a.shape[1:] != (28, 28):
+        raise ImageError(f"images have shape {list(a.shape)}; expected [N, 28, 28] (run preprocess first)")
+    if a.dtype != np.uint8:
+        raise ImageError(f"images are {a.dtype}; expected uint8 0..255 (run preprocess first)")
+    return np.ascontiguousarray(a)
+
+
+def model_info(meta: dict[str, Any], backend: str, path: Path) -> dict[str, Any]:
+    """What ``GET /api/model`` and ``predict --json`` report about a model, from its metadata."""
+    arch = meta.get("arch") or {}
+    metrics = meta.get("metrics") or {}
+    cfg = meta.get("config") or {}
+    provenance = {"file": str(path), "source": meta.get("source"), "recipe": cfg.get("recipe"),
+                  "seed": cfg.get("seed"), "epochs": cfg.get("epochs"), "data_checksums": meta.get("data_checksums")}
+    return {"name": arch.get("name"), "arch": arch, "params": meta.get("params"),
+            "accuracy": metrics.get("test_accuracy", meta.get("accuracy")),
+            "val_accuracy": metrics.get("val_accuracy"), "dataset": meta.get("dataset"),
+            "classes": [str(c) for c in meta.get("classes", [])], "normalisation": meta.get("normalisation"),
+            "backend": backend, "model_id": model_id(path),
+            "provenance": {k: v for k, v in provenance.items() if v is not None}}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's answer: the class index, its name, its probability and the ``k`` best classes."""
+
+    digit: int  # class index (for MNIST the digit itself)
+    label: str  # class name ("7"; "Sneaker" for Fashion-MNIST)
+    probability: float
+    top_k: list[tuple[str, float]]  # (label, probability), most probable first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"digit": self.digit, "label": self.label, "probability": self.probability,
+                "top_k": [{"label": c, "probability": p} for c, p in self.top_k]}
+
+
+class Predictor:
+    """uint8 ``[N, 28, 28]`` -> probabilities ``[N, C]``; ``classes`` and ``info`` describe the model."""
+
+    classes: list[str]
+    info: dict[str, Any]
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def predict(self, images: Any, top_k: int = 3, preprocess: Preprocess = "auto") -> list[Prediction]:
+        """One :class:`Prediction` per image: ``images`` is a NumPy array ((N, 28, 28) MNIST-format, or
+        photos (N, H, W[, C])), a PIL image, a file path, or a list of these (:mod:`~mnist_cnn.inference.inputs`)."""
+        probs = self.predict_proba(as_batch(images, preprocess))
+        k = max(1, min(top_k, len(self.classes)))
+        return [Prediction(int(np.argmax(p)), self.classes[int(np.argmax(p))], float(np.max(p)), top)
+                for p, top in zip(probs, self.top_k(probs, k))]
+
+    def top_k(self, probs: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
+        """Per row of ``probs`` [N, C]: the ``k`` most probable (class, probability), best first."""
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        return [[(self.classes[j], float(p[j])) for j in row] for row, p in zip(order, probs)]
+
+
+class TorchPredictor(Predictor):
+    def __init__(self, path: Path):
+        from mnist_cnn.models.files import load_model
+
+        self.model, self.meta = load_model(path)
+        self.path = path
+        self.classes = [str(c) for c in self.meta["classes"]]
+        self.info = model_info(self.meta, "torch", path)
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        from mnist_cnn.evaluation.metrics import predict_logits
+
+        x = check_images(images)
+        n = self.meta["normalisation"]
+        return predict_logits(self.model, x, n["mean"], n["std"]).softmax(1).numpy().astype(np.float32)
+
+
+class EnsemblePredictor(Predictor):
+    def __init__(self, folder: Path):
+        from mnist_cnn.inference.ensemble import load_ensemble
+
+        self.members, manifest = load_ensemble(folder)
+        self.tta = bool(manifest.get("tta"))
+        meta = self.members[0].meta
+        self.classes = [str(c) for c in meta["classes"]]
+        metrics = read_metrics(folder)
+        self.info = {**model_info(meta, "torch", folder / MANIFEST), "name": f"ensemble of {len(self.members)}",
+                     "params": sum(int(m.meta.get("params") or 0) for m in self.members),
+                     "accuracy": metrics.get("test_accuracy"),
+                     "members": [str(m.path) for m in self.members]}
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        from mnist_cnn.inference.ensemble import ensemble_probs
+
+        return ensemble_probs(self.members, check_images(images), tta=self.tta)[0].astype(np.float32)
+
+
+class OnnxPredictor(Predictor):
+    """ONNX Runtime on a file written by ``mnist-cnn export`` (input ``images`` float32
+    [N,1,28,28] in 0..1, output ``logits`` [N,C], metadata_props ``mnist_cnn``). No torch."""
+
+    def __init__(self, path: Path, threads: int | None = None):
+        try:
+            self.session = onnx_session(path, threads)
+        except ImportError:
+            raise CheckpointError("ONNX models need onnxruntime: pip install 'mnist-cnn[export]'") from None
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for bad files
+            first = first_line(exc)[:160]
+            raise CheckpointError(f"{path}: not a loadable ONNX model ({first}); re-export it") from None
+        raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if raw is None:
+            raise CheckpointError(f"{path}: has no mnist_cnn metadata; export it with `mnist-cnn export`")
+        try:
+            self.meta = json.loads(raw)
+        except json.JSONDecodeError:
+            raise CheckpointError(f"{path}: its mnist_cnn metadata is not valid JSON; re-export it") from None
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs or "classes" not in self.meta:
+            raise CheckpointError(f"{path}: expected input {INPUT_NAME!r}, output {OUTPUT_NAME!r} and classes in "
+                                  f"its metadata (has {inputs} -> {outputs}); re-export it")
+        self.input_name, self.output_name = INPUT_NAME, OUTPUT_NAME
+        self.path = path
+        self.classes = [str(c) for c in self.meta["classes"]]
+        self.info = model_info(self.meta, "onnxruntime", path)
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        x = check_images(images)
+        if len(x) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        logits = self.session.run([self.output_name], {self.input_name: onnx_input(x)})[0]  # [N, C]
+        return softmax(np.asarray(logits, dtype=np.float32)).astype(np.float32)
+
+
+def load_predictor(spec: str | os.PathLike[str]) -> Predictor:
+    """A run folder, .safetensors file, ``default``, ensemble folder or .onnx file -> :class:`Predictor`."""
+    p = Path(spec)
+    if p.suffix.lower() == ".onnx":
+        if not p.is_file():
+            raise CheckpointError(f"{spec}: no such ONNX file; export one with `mnist-cnn export RUN --out {p.name}`")
+        return OnnxPredictor(p)
+    if p.is_dir() and is_ensemble(p):
+        return EnsemblePredictor(p)
+    return TorchPredictor(resolve_model_path(spec))

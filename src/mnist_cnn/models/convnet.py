@@ -1,0 +1,110 @@
+"""The ConvNet family: conv blocks (conv -> [BN] -> ReLU -> [pool] -> [dropout]) and a dense head.
+
+Every registered architecture is a point in this family (see :mod:`mnist_cnn.models.registry`).
+"""
+
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+# --------------------------------------------------------------------------- the ConvNet family
+
+
+def _per_layer(value: Any, n: int, what: str) -> list[Any]:
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != n:
+            raise ValueError(f"{what} has {len(value)} entries for {n} conv layers")
+        return list(value)
+    return [value] * n
+
+
+class ConvNet(nn.Module):
+    """Conv layers (each: conv -> [BatchNorm] -> ReLU -> [MaxPool2] -> [Dropout2d]) then a dense head.
+
+    ``kernel_size``, ``stride``, ``padding``, ``pool`` and ``conv_dropout`` take one value or one per layer.
+
+    Shapes for the seed's model1: [B,1,28,28] -conv3-> [B,32,26,26] -pool-> [B,32,13,13]
+    -conv3-> [B,64,11,11] -pool-> [B,64,5,5] -conv3-> [B,128,3,3] -pool-> [B,128,1,1]
+    -flatten-> [B,128] -dense-> [B,128] -dense-> [B,10].
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int] = (32, 64, 128),
+        kernel_size: int | Sequence[int] = 3,
+        pool: bool | Sequence[bool] = True,
+        padding: str | Sequence[str] = "valid",
+        batchnorm: bool = False,
+        head: Sequence[int] = (128,),
+        dropout: float = 0.3,
+        conv_dropout: float | Sequence[float] = 0.0,
+        global_pool: bool = False,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        stride: int | Sequence[int] = 1,
+        init: str = "torch",
+    ):
+        super().__init__()
+        if init not in ("torch", "keras"):
+            raise ValueError("init must be 'torch' or 'keras'")
+        n = len(channels)
+        if n == 0:
+            raise ValueError("channels must list at least one conv layer")
+        pads = _per_layer(padding, n, "padding")
+        strides = _per_layer(stride, n, "stride")
+        cdrops = _per_layer(conv_dropout, n, "conv_dropout")
+        if any(pd not in ("valid", "same") for pd in pads):
+            raise ValueError("padding must be 'valid' or 'same'")
+        if not 0.0 <= dropout < 1.0 or not all(0.0 <= d < 1.0 for d in cdrops):
+            raise ValueError("dropout must be in [0, 1)")
+        kernels = _per_layer(kernel_size, n, "kernel_size")
+        pools = _per_layer(pool, n, "pool")
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for c_out, k, p, pd, s, conv_dropout in zip(channels, kernels, pools, pads, strides, cdrops):
+            # torch refuses padding="same" with stride > 1: pad k//2 (output ceil(in / s))
+            pad = k // 2 if pd == "same" and s > 1 else pd
+            # bias is redundant before BatchNorm (its shift absorbs it)
+            layers.append(nn.Conv2d(c_in, c_out, k, stride=s, padding=pad, bias=not batchnorm))
+            if batchnorm:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(nn.ReLU(inplace=True))
+            if p:
+                layers.append(nn.MaxPool2d(2))
+            if conv_dropout:
+                layers.append(nn.Dropout2d(conv_dropout))
+            c_in = c_out
+        if global_pool:
+            layers.append(nn.AdaptiveAvgPool2d(1))
+        layers.append(nn.Flatten())
+        self.features = nn.Sequential(*layers)
+        try:  # infer the flattened size with a dry run on two 28x28 images (BatchNorm needs >1 value)
+            with torch.no_grad():
+                flat = self.features(torch.zeros(2, in_channels, 28, 28)).shape[1]
+        except RuntimeError:
+            flat = 0
+        if flat == 0:
+            raise ValueError("the conv/pool stack shrinks a 28x28 image to nothing")
+        dense: list[nn.Module] = []
+        d_in = flat
+        for width in head:
+            dense += [nn.Linear(d_in, width), nn.ReLU(inplace=True)]
+            if dropout:
+                dense.append(nn.Dropout(dropout))
+            d_in = width
+        dense.append(nn.Linear(d_in, num_classes))
+        self.classifier = nn.Sequential(*dense)
+        if init == "keras":  # the seed tutorial's Keras defaults: glorot-uniform weights, zero biases
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.xavier_uniform_(m.weight)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))

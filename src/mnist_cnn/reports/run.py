@@ -1,0 +1,132 @@
+"""A run folder's evaluation artifacts (metrics, classification report, confusion matrix) and its report.html."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnist_cnn.artifacts.files import atomic_write_json, atomic_write_text, read_json
+from mnist_cnn.artifacts.runs import METRICS, REPORT, read_run_config
+from mnist_cnn.evaluation.metrics import EvalResult
+from mnist_cnn.reports.figures import plot_confusion
+from mnist_cnn.reports.html import Report, fmt, pct
+
+
+def write_confusion_csv(path: Path, cm: np.ndarray, classes: list[str] | tuple[str, ...]) -> None:
+    rows = ["true\\pred," + ",".join(classes)]
+    rows += [f"{c}," + ",".join(str(int(v)) for v in cm[i]) for i, c in enumerate(classes)]
+    atomic_write_text(path, "\n".join(rows) + "\n")
+
+
+def write_eval_artifacts(out: Path, result: EvalResult, classes: list[str] | tuple[str, ...],
+                         metrics: dict[str, Any], split: str = "test") -> None:
+    """metrics.json, classification_report.txt, confusion_matrix.{csv,png} for ``split``."""
+    suffix = "" if split == "test" else f"_{split}"
+    cm = result.confusion(len(classes))
+    write_confusion_csv(out / f"confusion_matrix{suffix}.csv", cm, classes)
+    plot_confusion(out / f"confusion_matrix{suffix}.png", cm, classes,
+                   f"confusion matrix, {split} set (accuracy {100 * result.accuracy:.2f}%)")
+    atomic_write_text(out / f"classification_report{suffix}.txt", result.report(classes))
+    atomic_write_json(out / f"metrics{suffix}.json", metrics)
+
+
+# --------------------------------------------------------------------------- one run's report.html
+
+
+def _run_test_result(out: Path, config: dict[str, Any], result: EvalResult | None, data: Any):
+    """The test-set result and images for the mistakes gallery; re-evaluates the saved model
+    when ``result`` is not given. Returns (result, images) or (None, None) without data."""
+    from mnist_cnn.errors import MnistCnnError
+
+    try:
+        if data is None:
+            from mnist_cnn.data.datasets import load_dataset
+
+            data = load_dataset(config.get("dataset", "mnist"), config.get("data_dir"))
+        if result is None:
+            from mnist_cnn.evaluation.metrics import evaluate_model
+            from mnist_cnn.models.files import load_model
+
+            model, meta = load_model(out)
+            result = evaluate_model(model, data.test_images, data.test_labels, meta["normalisation"])
+    except MnistCnnError:
+        return None, None
+    return result, data.test_images
+
+
+def write_run_report(out: Path, result: EvalResult | None = None, data: Any = None) -> Path:
+    """``out/report.html`` for a finished run folder: metrics, learning curves, confusion matrix,
+    per-class table, classification report, the most confident mistakes and the configuration.
+
+    ``result``/``data`` (the test-set EvalResult and Dataset) avoid re-running the model when the
+    caller has them (training does); otherwise the saved model is evaluated again.
+    """
+    from mnist_cnn.reports.explain import confused_pairs, most_confident_mistakes, prediction_cards
+
+    out = Path(out)
+    metrics = read_json(out / METRICS, "metrics file")
+    config = read_run_config(out)
+    rep = Report(f"Run report: {out.name}",
+                 f"{metrics.get('model')} on {metrics.get('dataset')}, seed {metrics.get('seed')}, "
+                 f"{metrics.get('epochs_run')} epochs")
+    rows = [["test accuracy", pct(metrics.get("test_accuracy"))], ["test loss", fmt(metrics.get("test_loss"))],
+            ["validation accuracy", pct(metrics.get("val_accuracy"))], ["validation loss", fmt(metrics.get("val_loss"))],
+            ["parameters", f"{metrics.get('params', 0):,}"], ["epochs run", str(metrics.get("epochs_run"))],
+            ["train time", f"{metrics.get('train_seconds', 0):.1f} s"]]
+    rep.section("Metrics").table(["metric", "value"], rows)
+    if (out / "history.png").exists():
+        rep.section("Learning curves").figure(out / "history.png", "loss and accuracy per epoch, train and validation")
+    classes = list(metrics.get("per_class") or [])
+    if (out / "confusion_matrix.png").exists():
+        rep.section("Confusion matrix").figure(out / "confusion_matrix.png", "test set, rows normalised by true class")
+    result, images = _run_test_result(out, config, result, data) if classes else (None, None)
+    if result is not None:
+        pairs = confused_pairs(result.confusion(len(classes)), classes, 5)
+        rep.table(["classes", "confusions", "breakdown"], [[p["pair"], p["total"], p["breakdown"]] for p in pairs],
+                  "most-confused class pairs (both directions)")
+    if classes:
+        pc = metrics["per_class"]
+        rep.section("Per class").table(["class", "precision", "recall", "F1", "support"],
+                                       [[c, fmt(v["precision"]), fmt(v["recall"]), fmt(v["f1"]), v["support"]]
+                                        for c, v in pc.items()])
+        rep.text("The same numbers with averages: `classification_report.txt`.")
+    if result is not None:
+        idx = most_confident_mistakes(result.probs, result.labels, 12)
+        rep.section("Most confident mistakes")
+        if len(idx):
+            rep.text(f"The {len(idx)} test images the model got wrong with the highest confidence "
+                     f"({int((result.preds != result.labels).sum())} mistakes in all).")
+            rep.gallery(prediction_cards(images, result, classes, idx))
+        else:
+            rep.text("No mistakes on the test set.")
+    if config:
+        import json
+
+        rep.section("Configuration").pre(json.dumps(config, indent=2), "json")
+    return rep.write(out, REPORT, md_name=None)
+
+
+# --------------------------------------------------------------------------- TensorBoard
+
+
+def tensorboard_writer(logdir: str):
+    """A ``torch.utils.tensorboard.SummaryWriter`` for ``train --tensorboard DIR``."""
+    from mnist_cnn.errors import ConfigError
+
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("--tensorboard needs the tensorboard package; install it with "
+                          "`pip install 'mnist-cnn[tensorboard]'` or drop --tensorboard") from None
+    return SummaryWriter(log_dir=logdir)
+
+
+def log_scalars(tb: Any, row: dict[str, float]) -> None:
+    """One epoch's history row as TensorBoard scalars (train/loss, val/accuracy, lr, ...), flushed
+    so the curves are on disk even if the run is killed."""
+    for k, v in row.items():
+        if k != "epoch":
+            tb.add_scalar(k.replace("_", "/", 1), v, int(row["epoch"]))
+    tb.flush()
