@@ -234,7 +234,7 @@ def test_explain_report(compare_dir: Path, data_dir: Path, tmp_path: Path) -> No
 
 
 def test_confused_pairs_and_galleries_by_hand() -> None:
-    from mnist_cnn.reports.explain import confused_pairs, least_confident_correct, most_confident_mistakes
+    from mnist_cnn.reports.mistakes import confused_pairs, least_confident_correct, most_confident_mistakes
 
     cm = np.array([[50, 3, 0], [7, 40, 1], [0, 2, 30]])
     pairs = confused_pairs(cm, ["a", "b", "c"], 5)

@@ -49,7 +49,23 @@ _LAZY: dict[str, tuple[str, str]] = {
     "MnistCnnError": ("mnist_cnn.errors", "MnistCnnError"),
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+__all__ = [
+    "MnistCnnError",
+    "Prediction",
+    "Predictor",
+    "TrainConfig",
+    "__version__",
+    "create_model",
+    "evaluate",
+    "list_models",
+    "list_recipes",
+    "load_dataset",
+    "load_model",
+    "load_predictor",
+    "recipe_config",
+    "register_model",
+    "train",
+]
 
 
 def __getattr__(name: str) -> Any:

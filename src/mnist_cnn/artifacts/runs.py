@@ -54,8 +54,9 @@ def resolve_model_path(spec: str | os.PathLike[str]) -> Path:
     if p.is_dir():
         p = p / MODEL
     if not p.is_file():
-        raise CheckpointError(f"{p}: no such run folder or model file; train one first (mnist-cnn train) "
-                              "or check the path")
+        raise CheckpointError(
+            f"{p}: no such run folder or model file; train one first (mnist-cnn train) or check the path"
+        )
     return p
 
 
@@ -135,7 +136,6 @@ def split_of(config: Mapping[str, Any] | None) -> SplitSpec:
     return SplitSpec(int(cfg.get("val_size", DEFAULT_VAL_SIZE)), int(cfg.get("seed", DEFAULT_SEED)))
 
 
-
 def is_unstarted(run: str | os.PathLike[str]) -> bool:
     """A folder a killed run left before its first checkpoint: nothing in it but the files a run
     writes when it starts (config.json, interrupted temporary files). Starting it afresh loses nothing."""
@@ -157,8 +157,10 @@ def check_run_dir(out: Path, *, resume: bool, force: bool) -> bool:
     if resume and has_checkpoint(out):
         return True
     if out.exists() and any(out.iterdir()) and not is_unstarted(out) and not force:
-        raise RunExistsError(f"{out}: run folder already exists; pass --resume to continue it, "
-                             "--force to overwrite it, or choose another --out")
+        raise RunExistsError(
+            f"{out}: run folder already exists; pass --resume to continue it, "
+            "--force to overwrite it, or choose another --out"
+        )
     return False
 
 

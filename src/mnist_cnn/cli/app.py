@@ -22,8 +22,21 @@ def cli() -> None:
 
 
 # in the order `mnist-cnn --help` lists them: the data path from data set to served answer
-COMMANDS = [data_group, models_cmd, recipes_cmd, train_cmd, evaluate_cmd, ensemble_cmd, explore_cmd, compare_cmd,
-            explain_cmd, predict_cmd, export_cmd, serve_cmd, search_cmd]
+COMMANDS = [
+    data_group,
+    models_cmd,
+    recipes_cmd,
+    train_cmd,
+    evaluate_cmd,
+    ensemble_cmd,
+    explore_cmd,
+    compare_cmd,
+    explain_cmd,
+    predict_cmd,
+    export_cmd,
+    serve_cmd,
+    search_cmd,
+]
 for command in COMMANDS:
     cli.add_command(command)
 

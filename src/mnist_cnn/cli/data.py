@@ -29,8 +29,11 @@ def data_info(dataset: str, data_dir: Path | None, as_json: bool) -> None:
     splits = {}
     for split in ("train", "test"):
         x, y = ds.split(split)
-        splits[split] = {"images": len(x), "shape": list(x.shape[1:]),
-                         "per_class": np.bincount(y, minlength=len(ds.classes)).tolist()}
+        splits[split] = {
+            "images": len(x),
+            "shape": list(x.shape[1:]),
+            "per_class": np.bincount(y, minlength=len(ds.classes)).tolist(),
+        }
     if as_json:
         echo_json({"dataset": dataset, "folder": str(folder), "classes": list(ds.classes), "splits": splits})
         return

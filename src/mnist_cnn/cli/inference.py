@@ -15,16 +15,27 @@ from mnist_cnn.errors import ConfigError
 
 @click.command("predict")
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--model", "model_spec", default="default", show_default=True,
-              help="Run folder, .safetensors, ensemble folder, .onnx (ONNX Runtime, no torch) or `default`.")
+@click.option(
+    "--model",
+    "model_spec",
+    default="default",
+    show_default=True,
+    help="Run folder, .safetensors, ensemble folder, .onnx (ONNX Runtime, no torch) or `default`.",
+)
 @json_option("Print one JSON object per image (JSON Lines).")
-@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
-              help="How many most probable classes to show.")
-@click.option("--save-preprocessed", "save_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Also write each image's 28x28 preprocessed version (PNG) into this folder.")
+@click.option(
+    "--top-k", type=click.IntRange(min=1), default=3, show_default=True, help="How many most probable classes to show."
+)
+@click.option(
+    "--save-preprocessed",
+    "save_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Also write each image's 28x28 preprocessed version (PNG) into this folder.",
+)
 @click.option("--multi", is_flag=True, help="Read a row of several digits (e.g. a year), left to right.")
-def predict_cmd(images: tuple[Path, ...], model_spec: str, as_json: bool, top_k: int, save_dir: Path | None,
-                multi: bool) -> None:
+def predict_cmd(
+    images: tuple[Path, ...], model_spec: str, as_json: bool, top_k: int, save_dir: Path | None, multi: bool
+) -> None:
     """Predict the digit in each IMAGE (photo, scan, drawing; PNG, JPEG, ...). Folders are walked.
 
     Each image is preprocessed like MNIST (polarity, background removal, crop, 20 px, centre of
@@ -35,8 +46,10 @@ def predict_cmd(images: tuple[Path, ...], model_spec: str, as_json: bool, top_k:
     predictor = load_predictor(model_spec)  # a bad --model fails before any image is read
     files = image_files(list(images))
     if not files:
-        raise ConfigError(f"no image files found in {', '.join(map(str, images))} "
-                          "(looked for .png .jpg .jpeg .gif .bmp .tif .webp ...)")
+        raise ConfigError(
+            f"no image files found in {', '.join(map(str, images))} "
+            "(looked for .png .jpg .jpeg .gif .bmp .tif .webp ...)"
+        )
     top_k = min(top_k, len(predictor.classes))
     records = predict_files(predictor, files, top_k=top_k, multi=multi, save_dir=save_dir)
     for rec in records:

@@ -24,8 +24,13 @@ DATASETS = ["mnist", "fashion-mnist"]
 
 
 def dataset_option(default: str | None = "mnist") -> Callable[[F], F]:
-    return click.option("--dataset", type=click.Choice(DATASETS), default=default, show_default=default is not None,
-                        help="Which data set.")
+    return click.option(
+        "--dataset",
+        type=click.Choice(DATASETS),
+        default=default,
+        show_default=default is not None,
+        help="Which data set.",
+    )
 
 
 def data_dir_option(help: str = "Folder with the four IDX files (env: MNIST_CNN_DATA_DIR).") -> Callable[[F], F]:
@@ -57,10 +62,16 @@ def train_options(f: F) -> F:
     opts = [
         click.option("--model", help="Registered model name (see `mnist-cnn models`)."),
         click.option("--recipe", help="Start from a named recipe (see `mnist-cnn recipes`); flags override it."),
-        click.option("--config", "config_file", type=click.Path(path_type=Path),
-                     help="JSON file of training options (e.g. a search's best.json)."),
-        click.option("--epochs", type=int), click.option("--batch-size", type=int),
-        click.option("--lr", type=float), click.option("--seed", type=int),
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(path_type=Path),
+            help="JSON file of training options (e.g. a search's best.json).",
+        ),
+        click.option("--epochs", type=int),
+        click.option("--batch-size", type=int),
+        click.option("--lr", type=float),
+        click.option("--seed", type=int),
         click.option("--val-size", type=int, help="Validation images held out of training (default 5000)."),
         click.option("--early-stopping-patience", type=int, help="Stop after N epochs without improvement."),
         click.option("--early-stopping-monitor", type=click.Choice(["val_loss", "val_accuracy"])),
@@ -69,16 +80,24 @@ def train_options(f: F) -> F:
         click.option("--device", help="auto, cpu or cuda."),
         click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd", "nesterov"])),
         click.option("--schedule", type=click.Choice(["constant", "onecycle", "cosine", "linear"])),
-        click.option("--weight-decay", type=float), click.option("--label-smoothing", type=float),
+        click.option("--weight-decay", type=float),
+        click.option("--label-smoothing", type=float),
         click.option("--augment", help="Augmentation preset: none, light, medium, strong."),
         click.option("--ema", type=float, help="EMA decay of weights, e.g. 0.999 (0: off)."),
         click.option("--threads", type=int, help="CPU threads (default: all cores)."),
         click.option("--train-subset", type=int, help="Train on only the first N training images."),
         click.option("--tensorboard", help="Log training curves to this TensorBoard folder (pip install tensorboard)."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]),
-                     help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32."),
-        click.option("--compile/--no-compile", "compile", default=None,
-                     help="torch.compile the model (warm-up timed apart; often slower for tiny nets)."),
+        click.option(
+            "--precision",
+            type=click.Choice(["auto", "fp32", "bf16"]),
+            help="auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32.",
+        ),
+        click.option(
+            "--compile/--no-compile",
+            "compile",
+            default=None,
+            help="torch.compile the model (warm-up timed apart; often slower for tiny nets).",
+        ),
     ]
     for opt in reversed(opts):
         f = opt(f)

@@ -23,8 +23,13 @@ from mnist_cnn.errors import ConfigError
 @click.command("explore")
 @dataset_option()
 @data_dir_option()
-@click.option("--val-size", type=click.IntRange(min=0), default=5000, show_default=True,
-              help="Validation images held out of training (as `train --val-size`).")
+@click.option(
+    "--val-size",
+    type=click.IntRange(min=0),
+    default=5000,
+    show_default=True,
+    help="Validation images held out of training (as `train --val-size`).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the validation split and the samples.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Report folder.")
 @json_option("Print the report's numbers (explore.json) as JSON.")
@@ -37,9 +42,12 @@ def explore_cmd(dataset: str, data_dir: Path | None, val_size: int, seed: int, o
         echo_json({"report": str(out / "explore.html"), **raw})
         return
     shift = raw["train_vs_test"]
-    click.echo(f"{out / 'explore.html'}: {dataset}, " + ", ".join(f"{k} {sum(v):,}" for k, v in raw["counts"].items())
-               + f"; train vs test class proportions p = {shift['class_proportions']['p']:.3g}, "
-               f"ink KS D = {shift['ink']['ks_d']:.4f}")
+    click.echo(
+        f"{out / 'explore.html'}: {dataset}, "
+        + ", ".join(f"{k} {sum(v):,}" for k, v in raw["counts"].items())
+        + f"; train vs test class proportions p = {shift['class_proportions']['p']:.3g}, "
+        f"ink KS D = {shift['ink']['ks_d']:.4f}"
+    )
 
 
 def _model_names(names: tuple[str, ...]) -> list[str]:
@@ -58,17 +66,39 @@ def _command_line(models: list[str], seeds: int, flags: dict[str, Any], out: Pat
 
 @click.command("compare")
 @click.argument("names", nargs=-1)
-@click.option("--models", "use_models", is_flag=True,
-              help="NAMES are registered models to train (--seeds each) instead of run folders.")
-@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True,
-              help="With --models: train seeds SEED..SEED+N-1 of each model (--seed sets the first, default 0).")
+@click.option(
+    "--models",
+    "use_models",
+    is_flag=True,
+    help="NAMES are registered models to train (--seeds each) instead of run folders.",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="With --models: train seeds SEED..SEED+N-1 of each model (--seed sets the first, default 0).",
+)
 @train_options
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="Report folder; trained runs go to OUT/runs/<model>-seed<k> and are reused on a re-run.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Report folder; trained runs go to OUT/runs/<model>-seed<k> and are reused on a re-run.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No epoch lines while training.")
 @json_option("Print the comparison's numbers (compare.json) as JSON.")
-def compare_cmd(names: tuple[str, ...], use_models: bool, seeds: int, recipe: str | None, config_file: Path | None,
-                out: Path, quiet: bool, as_json: bool, **flags: Any) -> None:
+def compare_cmd(
+    names: tuple[str, ...],
+    use_models: bool,
+    seeds: int,
+    recipe: str | None,
+    config_file: Path | None,
+    out: Path,
+    quiet: bool,
+    as_json: bool,
+    **flags: Any,
+) -> None:
     """Compare RUN_DIRs, or train `--models A B --seeds N`, with statistics and a verdict.
 
     \b
@@ -115,28 +145,69 @@ def compare_cmd(names: tuple[str, ...], use_models: bool, seeds: int, recipe: st
 @click.command("explain")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--images", help="Test-set indices to explain, e.g. 0,7,42 (default: --random images).")
-@click.option("--random", "n_random", type=click.IntRange(min=1), default=8, show_default=True,
-              help="How many random test images get saliency maps when --images is not given.")
+@click.option(
+    "--random",
+    "n_random",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="How many random test images get saliency maps when --images is not given.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the random images.")
-@click.option("--top", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Images in each gallery (confident mistakes, unsure correct).")
-@click.option("--method", type=click.Choice(["both", "gradcam", "ig"]), default="both", show_default=True,
-              help="Saliency: Grad-CAM on the last conv layer, integrated gradients, or both.")
-@click.option("--ig-steps", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Integration steps of integrated gradients.")
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Images in each gallery (confident mistakes, unsure correct).",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["both", "gradcam", "ig"]),
+    default="both",
+    show_default=True,
+    help="Saliency: Grad-CAM on the last conv layer, integrated gradients, or both.",
+)
+@click.option(
+    "--ig-steps",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Integration steps of integrated gradients.",
+)
 @data_dir_option()
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Report folder.")
 @json_option("Print the report's numbers (explain.json) as JSON.")
-def explain_cmd(run: Path, images: str | None, n_random: int, seed: int, top: int, method: str, ig_steps: int,
-                data_dir: Path | None, out: Path, as_json: bool) -> None:
+def explain_cmd(
+    run: Path,
+    images: str | None,
+    n_random: int,
+    seed: int,
+    top: int,
+    method: str,
+    ig_steps: int,
+    data_dir: Path | None,
+    out: Path,
+    as_json: bool,
+) -> None:
     """Explain a run: confident mistakes, unsure right answers, saliency maps, confused pairs."""
     from mnist_cnn.reports.explain import explain_run
 
-    raw = explain_run(run, out, images=images, n_random=n_random, seed=seed, top=top, method=method,
-                      data_dir=data_dir, ig_steps=ig_steps)
+    raw = explain_run(
+        run,
+        out,
+        images=images,
+        n_random=n_random,
+        seed=seed,
+        top=top,
+        method=method,
+        data_dir=data_dir,
+        ig_steps=ig_steps,
+    )
     if as_json:
         echo_json({"report": str(out / "explain.html"), **raw})
         return
     pairs = ", ".join(f"{p['pair']} ({p['total']})" for p in raw["confused_pairs"][:3]) or "none"
-    click.echo(f"{out / 'explain.html'}: {raw['mistakes']} mistakes in {raw['n_test']:,} test images; "
-               f"most confused: {pairs}")
+    click.echo(
+        f"{out / 'explain.html'}: {raw['mistakes']} mistakes in {raw['n_test']:,} test images; most confused: {pairs}"
+    )

@@ -16,13 +16,18 @@ from mnist_cnn.errors import ConfigError, MnistCnnError
 @click.command("export")
 @click.argument("model")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The .onnx file to write.")
-@click.option("--verify/--no-verify", default=True, show_default=True,
-              help="Check ONNX Runtime against PyTorch (max |logit diff| <= 1e-4) on the test split.")
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Check ONNX Runtime against PyTorch (max |logit diff| <= 1e-4) on the test split.",
+)
 @click.option("--verify-images", type=click.IntRange(min=1), help="Compare on only the first N test images.")
 @data_dir_option()
 @json_option("Print what was written (file, size, parity) as JSON.")
-def export_cmd(model: str, out: Path, verify: bool, verify_images: int | None, data_dir: Path | None,
-               as_json: bool) -> None:
+def export_cmd(
+    model: str, out: Path, verify: bool, verify_images: int | None, data_dir: Path | None, as_json: bool
+) -> None:
     """Export MODEL (run folder, .safetensors or `default`) to ONNX with normalisation inside.
 
     The graph takes float32 [N,1,28,28] in 0..1 (uint8 pixels / 255) as 'images' and returns
@@ -33,33 +38,69 @@ def export_cmd(model: str, out: Path, verify: bool, verify_images: int | None, d
         raise ConfigError(f"--out {out}: the file name must end in .onnx")
     r = export_onnx(model, out, verify=verify, data_dir=data_dir, max_images=verify_images)
     if as_json:
-        echo_json({"file": str(out), "size_bytes": r.size_bytes, "source": str(r.source), "metadata": r.metadata,
-                   "parity": None if r.parity is None else vars(r.parity)})
+        echo_json(
+            {
+                "file": str(out),
+                "size_bytes": r.size_bytes,
+                "source": str(r.source),
+                "metadata": r.metadata,
+                "parity": None if r.parity is None else vars(r.parity),
+            }
+        )
         return
     acc = r.metadata.get("accuracy")
-    click.echo(f"wrote {out} ({r.size_bytes / 1024:.0f} KiB) from {r.source}"
-               + (f"; test accuracy {100 * acc:.2f}%" if isinstance(acc, (int, float)) else ""))
+    click.echo(
+        f"wrote {out} ({r.size_bytes / 1024:.0f} KiB) from {r.source}"
+        + (f"; test accuracy {100 * acc:.2f}%" if isinstance(acc, (int, float)) else "")
+    )
     if r.parity is not None:
         p = r.parity
-        click.echo(f"parity on {p.images}: max |logit diff| {p.max_abs_logit_diff:.2e}, "
-                   f"max |prob diff| {p.max_abs_prob_diff:.2e}, same prediction {100 * p.same_argmax:.2f}%")
+        click.echo(
+            f"parity on {p.images}: max |logit diff| {p.max_abs_logit_diff:.2e}, "
+            f"max |prob diff| {p.max_abs_prob_diff:.2e}, same prediction {100 * p.same_argmax:.2f}%"
+        )
 
 
 @click.command("serve")
-@click.option("--model", "model_spec", default="default", show_default=True,
-              help="Run folder, .safetensors, .onnx (ONNX Runtime, no torch) or `default`.")
+@click.option(
+    "--model",
+    "model_spec",
+    default="default",
+    show_default=True,
+    help="Run folder, .safetensors, .onnx (ONNX Runtime, no torch) or `default`.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: all).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port (0: any free).")
-@click.option("--max-upload-mb", type=click.FloatRange(min=0.001), default=5.0, show_default=True,
-              help="Largest request body accepted (413 above).")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=4096 * 4096, show_default=True,
-              help="Largest decoded image (width*height) accepted: guards against decompression bombs.")
-@click.option("--max-batch", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Most images in one /api/predict/batch request.")
-@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
-              default="info", show_default=True)
-def serve_cmd(model_spec: str, host: str, port: int, max_upload_mb: float, max_pixels: int, max_batch: int,
-              log_level: str) -> None:
+@click.option(
+    "--max-upload-mb",
+    type=click.FloatRange(min=0.001),
+    default=5.0,
+    show_default=True,
+    help="Largest request body accepted (413 above).",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=4096 * 4096,
+    show_default=True,
+    help="Largest decoded image (width*height) accepted: guards against decompression bombs.",
+)
+@click.option(
+    "--max-batch",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Most images in one /api/predict/batch request.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+)
+def serve_cmd(
+    model_spec: str, host: str, port: int, max_upload_mb: float, max_pixels: int, max_batch: int, log_level: str
+) -> None:
     """Serve the drawing web app (/) and the REST API (/api/..., docs at /docs)."""
     import uvicorn
 
@@ -69,8 +110,10 @@ def serve_cmd(model_spec: str, host: str, port: int, max_upload_mb: float, max_p
     app = load_app(model_spec, limits)  # the model loads once, before the port opens
     sock = _bind(host, port)
     shown = f"[{host}]" if ":" in host else host
-    click.echo(f"serving {app.state.service.model_id} on http://{shown}:{sock.getsockname()[1]}/ "
-               f"(API docs at /docs; Ctrl-C stops)")
+    click.echo(
+        f"serving {app.state.service.model_id} on http://{shown}:{sock.getsockname()[1]}/ "
+        f"(API docs at /docs; Ctrl-C stops)"
+    )
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo("note: listening beyond this machine; there is no authentication", err=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5))
@@ -93,7 +136,8 @@ def _bind(host: str, port: int):
     except OSError as exc:
         if sock is not None:
             sock.close()
-        raise MnistCnnError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); "
-                            "choose another --port or --host") from None
+        raise MnistCnnError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port or --host"
+        ) from None
     sock.set_inheritable(True)
     return sock

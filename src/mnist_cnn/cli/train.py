@@ -20,8 +20,10 @@ def models_cmd(as_json: bool) -> None:
     """List registered models: name, parameters, description."""
     from mnist_cnn.models.registry import count_params, create_model, list_models, model_entry
 
-    rows = [{"name": n, "params": count_params(create_model(n)), "description": model_entry(n).description}
-            for n in list_models()]
+    rows = [
+        {"name": n, "params": count_params(create_model(n)), "description": model_entry(n).description}
+        for n in list_models()
+    ]
     if as_json:
         echo_json(rows)
         return
@@ -35,8 +37,10 @@ def recipes_cmd(as_json: bool) -> None:
     """List training recipes (train --recipe NAME)."""
     from mnist_cnn.training.recipes import RECIPE_DESCRIPTIONS, RECIPES
 
-    rows = [{"name": name, "model": r.get("model", "model1"), "description": RECIPE_DESCRIPTIONS.get(name, ""),
-             "config": r} for name, r in RECIPES.items()]
+    rows = [
+        {"name": name, "model": r.get("model", "model1"), "description": RECIPE_DESCRIPTIONS.get(name, ""), "config": r}
+        for name, r in RECIPES.items()
+    ]
     if as_json:
         echo_json(rows)
         return
@@ -51,13 +55,34 @@ def recipes_cmd(as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing run folder.")
 @click.option("--download", is_flag=True, help="Download the data set first if it is missing.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or epoch lines.")
-@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Train with N processes (DistributedDataParallel via torchrun; gloo on CPU, nccl on GPUs).")
-@click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Train N seeds (seed, seed+1, ...) into OUT/member-k and average them in OUT.")
+@click.option(
+    "--nproc",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Train with N processes (DistributedDataParallel via torchrun; gloo on CPU, nccl on GPUs).",
+)
+@click.option(
+    "--ensemble",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Train N seeds (seed, seed+1, ...) into OUT/member-k and average them in OUT.",
+)
 @json_option("Print the run's metrics as JSON (epoch lines still go to stderr unless --quiet).")
-def train_cmd(recipe: str | None, config_file: Path | None, out: Path | None, resume: bool, force: bool,
-              download: bool, quiet: bool, nproc: int, ensemble: int, as_json: bool, **flags: Any) -> None:
+def train_cmd(
+    recipe: str | None,
+    config_file: Path | None,
+    out: Path | None,
+    resume: bool,
+    force: bool,
+    download: bool,
+    quiet: bool,
+    nproc: int,
+    ensemble: int,
+    as_json: bool,
+    **flags: Any,
+) -> None:
     """Train a model and write a run folder (weights, metrics, report, plots)."""
     cfg = build_config(recipe, config_file, flags)
     if nproc > 1:
@@ -80,8 +105,10 @@ def train_cmd(recipe: str | None, config_file: Path | None, out: Path | None, re
     if as_json:
         echo_json({"run": str(out), **m})
         return
-    click.echo(f"{out}: test accuracy {100 * m['test_accuracy']:.2f}%  test loss {m['test_loss']:.4f}  "
-               f"val accuracy {100 * m.get('val_accuracy', float('nan')):.2f}%  train {m['train_seconds']:.1f}s")
+    click.echo(
+        f"{out}: test accuracy {100 * m['test_accuracy']:.2f}%  test loss {m['test_loss']:.4f}  "
+        f"val accuracy {100 * m.get('val_accuracy', float('nan')):.2f}%  train {m['train_seconds']:.1f}s"
+    )
 
 
 def _download_if_missing(dataset: str, data_dir: str | None) -> None:
@@ -99,8 +126,16 @@ def _relaunch_with_torchrun(nproc: int) -> None:
     argv = sys.argv[1:]
     drop = {i for i, a in enumerate(argv) if a == "--nproc"} | {i + 1 for i, a in enumerate(argv) if a == "--nproc"}
     args = [a for i, a in enumerate(argv) if i not in drop and not a.startswith("--nproc=")]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "mnist_cnn", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "mnist_cnn",
+        *args,
+    ]
     sys.exit(subprocess.call(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}))
 
 
@@ -118,8 +153,10 @@ def evaluate_cmd(run: Path, split: str, tta: bool, data_dir: Path | None, as_jso
     if as_json:
         echo_json(metrics)
     else:
-        click.echo(f"{run}: {split} accuracy {100 * metrics['accuracy']:.2f}%  loss {metrics['loss']:.4f}  "
-                   f"({metrics['n']:,} images{', TTA' if tta else ''})")
+        click.echo(
+            f"{run}: {split} accuracy {100 * metrics['accuracy']:.2f}%  loss {metrics['loss']:.4f}  "
+            f"({metrics['n']:,} images{', TTA' if tta else ''})"
+        )
 
 
 @click.command("ensemble")
@@ -129,8 +166,9 @@ def evaluate_cmd(run: Path, split: str, tta: bool, data_dir: Path | None, as_jso
 @click.option("--force", is_flag=True, help="Replace an ensemble already saved in --out.")
 @data_dir_option()
 @json_option("Print the metrics as JSON.")
-def ensemble_cmd(runs: tuple[Path, ...], out: Path, tta: bool, force: bool, data_dir: Path | None,
-                 as_json: bool) -> None:
+def ensemble_cmd(
+    runs: tuple[Path, ...], out: Path, tta: bool, force: bool, data_dir: Path | None, as_json: bool
+) -> None:
     """Average the probabilities of RUN folders (or model files); evaluate and save it like a run."""
     from mnist_cnn.inference.ensemble import build_ensemble
 
@@ -142,5 +180,7 @@ def _echo_ensemble(out: Path, m: dict[str, Any], as_json: bool) -> None:
         echo_json(m)
         return
     each = " ".join(f"{100 * a:.2f}" for a in m["member_accuracy"])
-    click.echo(f"{out}: ensemble of {m['members']} test accuracy {100 * m['accuracy']:.2f}%  loss {m['loss']:.4f}"
-               f"{'  (TTA)' if m['tta'] else ''}; members {each} (mean {100 * m['member_accuracy_mean']:.2f}%)")
+    click.echo(
+        f"{out}: ensemble of {m['members']} test accuracy {100 * m['accuracy']:.2f}%  loss {m['loss']:.4f}"
+        f"{'  (TTA)' if m['tta'] else ''}; members {each} (mean {100 * m['member_accuracy_mean']:.2f}%)"
+    )

@@ -26,6 +26,19 @@ from mnist_cnn.data.download import download
 from mnist_cnn.data.idx import IDX_DTYPES, read_idx, write_idx
 
 __all__ = [
-    "DATASETS", "ENV_DATA_DIR", "IDX_DTYPES", "Dataset", "cache_dir", "clear_cache", "download", "get_spec",
-    "load_dataset", "normalisation", "read_idx", "resolve_data_dir", "train_val_split", "verify", "write_idx",
+    "DATASETS",
+    "ENV_DATA_DIR",
+    "IDX_DTYPES",
+    "Dataset",
+    "cache_dir",
+    "clear_cache",
+    "download",
+    "get_spec",
+    "load_dataset",
+    "normalisation",
+    "read_idx",
+    "resolve_data_dir",
+    "train_val_split",
+    "verify",
+    "write_idx",
 ]

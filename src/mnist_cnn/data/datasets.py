@@ -78,8 +78,16 @@ DATASETS: dict[str, DatasetSpec] = {
     "fashion-mnist": DatasetSpec(
         name="fashion-mnist",
         classes=(
-            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
         ),
         files={
             "train": _pair(
@@ -142,8 +150,10 @@ def resolve_data_dir(dataset: str = "mnist", data_dir: str | os.PathLike[str] | 
     if given is not None:
         folder = Path(given).expanduser()
         if not folder.exists():
-            raise DataError(f"{folder}: data folder does not exist; create it and run "
-                            f"`mnist-cnn data download --dataset {dataset} --data-dir {folder}`")
+            raise DataError(
+                f"{folder}: data folder does not exist; create it and run "
+                f"`mnist-cnn data download --dataset {dataset} --data-dir {folder}`"
+            )
         if not folder.is_dir():
             raise DataError(f"{folder}: is not a folder; --data-dir must name the folder holding the IDX files")
         _check_present(folder, spec)
@@ -210,7 +220,9 @@ class Dataset:
         return self.train_images[va], self.train_labels[va]
 
 
-def _load_pair(folder: Path, pair: tuple[FileSpec, FileSpec], n_classes: int) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+def _load_pair(
+    folder: Path, pair: tuple[FileSpec, FileSpec], n_classes: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
     img_spec, lbl_spec = pair
     img_path, lbl_path = (_find_file(folder, s) or folder / s.name for s in pair)
     images = read_idx(img_path, ndim=3)
@@ -219,14 +231,21 @@ def _load_pair(folder: Path, pair: tuple[FileSpec, FileSpec], n_classes: int) ->
         bad = img_path if images.dtype != np.uint8 else lbl_path
         raise DataError(f"{bad}: IDX type must be unsigned byte (0x08); the file is not MNIST-format, replace it")
     if images.shape[1:] != (28, 28):
-        raise DataError(f"{img_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28; the file is not MNIST-format, replace it")
+        raise DataError(
+            f"{img_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28; "
+            "the file is not MNIST-format, replace it"
+        )
     if len(images) != len(labels):
-        raise DataError(f"{img_path}: has {len(images):,} images but {lbl_path.name} has {len(labels):,} labels; "
-                        "the two files do not belong together, re-download both")
+        raise DataError(
+            f"{img_path}: has {len(images):,} images but {lbl_path.name} has {len(labels):,} labels; "
+            "the two files do not belong together, re-download both"
+        )
     if len(labels) and int(labels.max()) >= n_classes:
         bad_i = int(np.argmax(labels >= n_classes))
-        raise DataError(f"{lbl_path}: label {int(labels[bad_i])} at index {bad_i} is out of range 0..{n_classes - 1}; "
-                        "the file is corrupt, re-download it")
+        raise DataError(
+            f"{lbl_path}: label {int(labels[bad_i])} at index {bad_i} is out of range 0..{n_classes - 1}; "
+            "the file is corrupt, re-download it"
+        )
     sums = {}
     for path, spec in ((img_path, img_spec), (lbl_path, lbl_spec)):
         if path.name == spec.name:  # compressed file: compare against the official checksum
@@ -280,11 +299,17 @@ def verify(dataset: str = "mnist", data_dir: str | os.PathLike[str] | None = Non
         x, _ = ds.split(split)
         for f in (img, lbl):
             path = _find_file(folder, f)
-            actual = ds.checksums.get(f.name) or sha256_file(path)
-            rows.append({
-                "file": str(path), "split": split, "kind": f.kind, "count": len(x),
-                "sha256": actual, "official": actual == f.sha256,
-            })
+            actual = ds.checksums.get(f.name) or sha256_file(path or folder / f.name)
+            rows.append(
+                {
+                    "file": str(path),
+                    "split": split,
+                    "kind": f.kind,
+                    "count": len(x),
+                    "sha256": actual,
+                    "official": actual == f.sha256,
+                }
+            )
     return rows
 
 

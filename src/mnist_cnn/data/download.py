@@ -1,6 +1,4 @@
-"""Download a data set's official files: every mirror tried in turn, sha256 verified, atomic, idempotent.
-"""
-
+"""Download a data set's official files: every mirror tried in turn, sha256 verified, atomic, idempotent."""
 
 from __future__ import annotations
 
@@ -70,8 +68,10 @@ def _download_one(f: FileSpec, target: Path, mirrors: tuple[str, ...], timeout: 
             return
         except _MirrorFailed as exc:  # try the next mirror; atomic_path has removed the partial file
             failures.append(f"{url}: {exc}")
-    raise DownloadError(f"{f.name}: every mirror failed ({'; '.join(failures)}); "
-                        f"check your connection or put the file in {target.parent} by hand")
+    raise DownloadError(
+        f"{f.name}: every mirror failed ({'; '.join(failures)}); "
+        f"check your connection or put the file in {target.parent} by hand"
+    )
 
 
 class _MirrorFailed(Exception):

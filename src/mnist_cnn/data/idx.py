@@ -4,7 +4,6 @@ Nothing here imports torch: arrays are numpy. A malformed file raises :class:`Da
 file and what is wrong with it.
 """
 
-
 from __future__ import annotations
 
 import errno
@@ -15,6 +14,7 @@ import struct
 import sys
 import zlib
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -90,7 +90,7 @@ class _open_checked:
 
     def __init__(self, path: Path):
         self.path = path
-        self.raw = None
+        self.raw: BinaryIO | None = None
 
     def __enter__(self):
         p = self.path
@@ -98,8 +98,9 @@ class _open_checked:
             self.raw = open(p, "rb")  # noqa: SIM115 - closed in __exit__
         except FileNotFoundError:
             if p.is_symlink():
-                raise DataError(f"{p}: broken symbolic link to {os.readlink(p)}; fix the link or put the real "
-                                "file there") from None
+                raise DataError(
+                    f"{p}: broken symbolic link to {os.readlink(p)}; fix the link or put the real file there"
+                ) from None
             raise DataError(f"{p}: file not found; check the path") from None
         except IsADirectoryError:
             raise DataError(f"{p}: is a folder, expected an IDX file; remove it or point elsewhere") from None
@@ -112,10 +113,12 @@ class _open_checked:
         try:
             return self._stream(p)
         except BaseException:
-            self.raw.close()  # __exit__ does not run when __enter__ raises
+            if self.raw is not None:
+                self.raw.close()  # __exit__ does not run when __enter__ raises
             raise
 
-    def _stream(self, p: Path):
+    def _stream(self, p: Path) -> Any:
+        assert self.raw is not None
         size = os.fstat(self.raw.fileno()).st_size
         start = self.raw.read(16)
         self.raw.seek(0)
@@ -160,5 +163,8 @@ def _read_body(fh, p: Path, expected: int, dims: tuple[int, ...]) -> bytearray:
             )
         body += chunk
     if _guarded_read(fh, p, 1):
-        raise DataError(f"{p}: has trailing bytes after the {expected:,} declared by its header; the file is corrupt, re-download it")
+        raise DataError(
+            f"{p}: has trailing bytes after the {expected:,} declared by its header; "
+            "the file is corrupt, re-download it"
+        )
     return body

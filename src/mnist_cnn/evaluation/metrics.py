@@ -87,8 +87,12 @@ class EvalResult:
         from sklearn.metrics import classification_report
 
         return classification_report(
-            self.labels, self.preds, labels=list(range(len(classes))), target_names=list(classes),
-            digits=4, zero_division=0,
+            self.labels,
+            self.preds,
+            labels=list(range(len(classes))),
+            target_names=list(classes),
+            digits=4,
+            zero_division=0,
         )
 
     def confusion(self, n_classes: int) -> np.ndarray:
@@ -107,14 +111,22 @@ def result_from_probs(probs: np.ndarray, labels: np.ndarray, loss: float | None 
     labels = np.asarray(labels).astype(np.int64)
     preds = probs.argmax(1) if len(probs) else np.zeros(0, dtype=np.int64)
     if loss is None:
-        loss = float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1)).mean()) if len(labels) else float("nan")
+        loss = (
+            float(-np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1)).mean())
+            if len(labels)
+            else float("nan")
+        )
     acc = float((preds == labels).mean()) if len(labels) else float("nan")
     return EvalResult(probs=probs, preds=preds, labels=labels, loss=loss, accuracy=acc)
 
 
 def evaluate_model(
-    model: nn.Module, images: Any, labels: Any, normalisation: dict[str, float],
-    batch_size: int = 2000, tta: bool = False,
+    model: nn.Module,
+    images: Any,
+    labels: Any,
+    normalisation: dict[str, float],
+    batch_size: int = 2000,
+    tta: bool = False,
 ) -> EvalResult:
     logits = predict_logits(model, images, normalisation["mean"], normalisation["std"], batch_size, tta=tta)
     return result_from_logits(logits, labels)

@@ -43,7 +43,7 @@ def _t_half_width(std: float, n: int, confidence: float) -> float:
     return float(t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
 
 
-def summarise(values: Sequence[float], confidence: float = 0.95) -> Summary:
+def summarise(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> Summary:
     """Mean ± std and the t interval mean ± t * std / sqrt(n) (needs n >= 2 for std and CI)."""
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
@@ -153,8 +153,9 @@ def mcnemar(correct_a: np.ndarray, correct_b: np.ndarray, method: str = "exact")
         p_exact = min(1.0, 2.0 * float(binom.cdf(min(b, c), d, 0.5)))
         stat = (abs(b - c) - 1) ** 2 / d if abs(b - c) >= 1 else 0.0
         p_chi = float(chi2.sf(stat, 1))
-    return McNemar(int(ra.size), int((ra & rb).sum()), b, c, int((~ra & ~rb).sum()),
-                   p_exact, float(stat), p_chi, method)
+    return McNemar(
+        int(ra.size), int((ra & rb).sum()), b, c, int((~ra & ~rb).sum()), p_exact, float(stat), p_chi, method
+    )
 
 
 def format_p(p: float) -> str:

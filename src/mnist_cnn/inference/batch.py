@@ -10,8 +10,21 @@ import numpy as np
 from mnist_cnn.errors import MnistCnnError
 from mnist_cnn.inference.predictors import Predictor
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm",
-                  ".pnm", ".jfif"}
+IMAGE_SUFFIXES = {
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".gif",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".pgm",
+    ".ppm",
+    ".pbm",
+    ".pnm",
+    ".jfif",
+}
 
 
 def image_files(paths: list[Path]) -> list[Path]:
@@ -20,15 +33,23 @@ def image_files(paths: list[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                              and not any(part.startswith(".") for part in f.relative_to(p).parts)))
+            out.extend(
+                sorted(
+                    f
+                    for f in p.rglob("*")
+                    if f.is_file()
+                    and f.suffix.lower() in IMAGE_SUFFIXES
+                    and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                )
+            )
         else:
             out.append(p)
     return out
 
 
-def predict_files(predictor: Predictor, files: list[Path], top_k: int = 3, multi: bool = False,
-                  save_dir: Path | None = None) -> list[dict[str, Any]]:
+def predict_files(
+    predictor: Predictor, files: list[Path], top_k: int = 3, multi: bool = False, save_dir: Path | None = None
+) -> list[dict[str, Any]]:
     """One record per file: ``file``, ``digit`` (class index), ``label``, ``probability``, ``top_k``
     and the preprocessing diagnostics; with ``multi`` the digits of a row (``digits``, ``items``);
     ``file`` and ``error`` for a file that failed. All images go through the model in one batch."""
@@ -61,15 +82,23 @@ def predict_files(predictor: Predictor, files: list[Path], top_k: int = 3, multi
 def _answer(predictor: Predictor, p: np.ndarray, top_k: int, pre: Any) -> dict[str, Any]:
     k = int(np.argmax(p))
     top = predictor.top_k(p[None], top_k)[0]
-    return {"digit": k, "label": predictor.classes[k], "probability": float(p[k]),
-            "top_k": [{"label": c, "digit": predictor.classes.index(c), "probability": q} for c, q in top],
-            "preprocessing": pre.summary()}
+    return {
+        "digit": k,
+        "label": predictor.classes[k],
+        "probability": float(p[k]),
+        "top_k": [{"label": c, "digit": predictor.classes.index(c), "probability": q} for c, q in top],
+        "preprocessing": pre.summary(),
+    }
 
 
 def _multi_record(f: Path, answers: list[dict[str, Any]]) -> dict[str, Any]:
     """A row of digits: the string read, the probability that every digit is right (product)."""
-    return {"file": str(f), "digits": "".join(a["label"] for a in answers),
-            "probability": float(np.prod([a["probability"] for a in answers])), "items": answers}
+    return {
+        "file": str(f),
+        "digits": "".join(a["label"] for a in answers),
+        "probability": float(np.prod([a["probability"] for a in answers])),
+        "items": answers,
+    }
 
 
 class _SaveNames:
@@ -77,7 +106,8 @@ class _SaveNames:
     never overwriting one written in the same run (two 'a.jpg' in different folders: a.png, a-2.png)."""
 
     def __init__(self, folder: Path | None):
-        self.folder, self.used = folder, set()
+        self.folder = folder
+        self.used: set[str] = set()
 
     def save(self, f: Path, k: int | None, image: np.ndarray) -> None:
         import io

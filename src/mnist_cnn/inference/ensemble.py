@@ -51,8 +51,10 @@ def _check_compatible(members: Sequence[Member]) -> None:
     for m in members[1:]:
         for key in ("dataset", "classes"):
             if m.meta.get(key) != first.meta.get(key):
-                raise ConfigError(f"{m.path}: its {key} {m.meta.get(key)!r} differs from {first.path}'s "
-                                  f"{first.meta.get(key)!r}; ensemble only models of the same data set")
+                raise ConfigError(
+                    f"{m.path}: its {key} {m.meta.get(key)!r} differs from {first.path}'s "
+                    f"{first.meta.get(key)!r}; ensemble only models of the same data set"
+                )
     seen: dict[str, Path] = {}
     for m in members:
         if m.sha256 in seen:
@@ -60,8 +62,9 @@ def _check_compatible(members: Sequence[Member]) -> None:
         seen[m.sha256] = m.path
 
 
-def ensemble_probs(members: Sequence[Member], images: np.ndarray, tta: bool = False,
-                   batch_size: int = 2000) -> tuple[np.ndarray, list[np.ndarray]]:
+def ensemble_probs(
+    members: Sequence[Member], images: np.ndarray, tta: bool = False, batch_size: int = 2000
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Mean of the members' softmax probabilities ``[N, C]`` for uint8 images ``[N, 28, 28]``,
     and each member's own probabilities (each member uses its own normalisation)."""
     from mnist_cnn.evaluation.metrics import predict_logits
@@ -85,8 +88,10 @@ def _split(members: Sequence[Member], split: str, data_dir: Any) -> tuple[np.nda
         return ds.test_images, ds.test_labels, ds
     splits = {split_of(m.meta.get("config")) for m in members}
     if len(splits) > 1:
-        raise ConfigError("the members were trained with different validation splits (seeds "
-                          f"{sorted(s.seed for s in splits)}); evaluate this ensemble with --split test")
+        raise ConfigError(
+            "the members were trained with different validation splits (seeds "
+            f"{sorted(s.seed for s in splits)}); evaluate this ensemble with --split test"
+        )
     spec = splits.pop()
     x, y = ds.validation(spec.val_size, spec.seed)
     if len(y) == 0:
@@ -94,8 +99,9 @@ def _split(members: Sequence[Member], split: str, data_dir: Any) -> tuple[np.nda
     return x, y, ds
 
 
-def evaluate_members(members: Sequence[Member], split: str = "test", tta: bool = False,
-                     data_dir: Any = None) -> tuple[dict[str, Any], Any, Any]:
+def evaluate_members(
+    members: Sequence[Member], split: str = "test", tta: bool = False, data_dir: Any = None
+) -> tuple[dict[str, Any], Any, Any]:
     """Ensemble metrics on ``split`` -> ``(metrics, EvalResult, dataset)``; metrics has the same keys
     as ``inference.evaluate_run`` plus each member's own accuracy."""
     from mnist_cnn.evaluation.metrics import result_from_probs
@@ -104,14 +110,28 @@ def evaluate_members(members: Sequence[Member], split: str = "test", tta: bool =
     probs, each = ensemble_probs(members, x, tta)
     result = result_from_probs(probs, y)
     member_acc = [float((p.argmax(1) == y).mean()) for p in each]
-    metrics = {"split": split, "accuracy": result.accuracy, "loss": result.loss, "n": len(y), "tta": tta,
-               "members": len(members), "member_accuracy": member_acc,
-               "member_accuracy_mean": float(np.mean(member_acc)), "per_class": result.per_class(ds.classes)}
+    metrics = {
+        "split": split,
+        "accuracy": result.accuracy,
+        "loss": result.loss,
+        "n": len(y),
+        "tta": tta,
+        "members": len(members),
+        "member_accuracy": member_acc,
+        "member_accuracy_mean": float(np.mean(member_acc)),
+        "per_class": result.per_class(ds.classes),
+    }
     return metrics, result, ds
 
 
-def build_ensemble(specs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], tta: bool = False,
-                   data_dir: Any = None, force: bool = False, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_ensemble(
+    specs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    tta: bool = False,
+    data_dir: Any = None,
+    force: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Evaluate the ensemble of ``specs`` on the test split and save it as folder ``out``
     (``extra`` is added to its metrics.json)."""
     from mnist_cnn.artifacts.files import atomic_write_json
@@ -123,8 +143,13 @@ def build_ensemble(specs: Sequence[str | os.PathLike[str]], out: str | os.PathLi
     members = [load_member(s) for s in specs]
     _check_compatible(members)
     metrics, result, ds = evaluate_members(members, "test", tta, data_dir)
-    metrics = {"kind": "ensemble", "test_accuracy": metrics["accuracy"], "test_loss": metrics["loss"], **metrics,
-               **(extra or {})}
+    metrics = {
+        "kind": "ensemble",
+        "test_accuracy": metrics["accuracy"],
+        "test_loss": metrics["loss"],
+        **metrics,
+        **(extra or {}),
+    }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / MANIFEST, _manifest(members, out, tta))
     write_eval_artifacts(out, result, ds.classes, metrics, split="test")
@@ -134,11 +159,21 @@ def build_ensemble(specs: Sequence[str | os.PathLike[str]], out: str | os.PathLi
 def _manifest(members: Sequence[Member], out: Path, tta: bool) -> dict[str, Any]:
     first = members[0].meta
     return {
-        "format": FORMAT, "combine": "mean of member softmax probabilities", "tta": tta,
-        "dataset": first.get("dataset"), "classes": first.get("classes"),
-        "members": [{"path": os.path.relpath(m.path, out.resolve()), "sha256": m.sha256,
-                     "arch": m.meta.get("arch"), "seed": (m.meta.get("config") or {}).get("seed"),
-                     "recipe": (m.meta.get("config") or {}).get("recipe")} for m in members],
+        "format": FORMAT,
+        "combine": "mean of member softmax probabilities",
+        "tta": tta,
+        "dataset": first.get("dataset"),
+        "classes": first.get("classes"),
+        "members": [
+            {
+                "path": os.path.relpath(m.path, out.resolve()),
+                "sha256": m.sha256,
+                "arch": m.meta.get("arch"),
+                "seed": (m.meta.get("config") or {}).get("seed"),
+                "recipe": (m.meta.get("config") or {}).get("recipe"),
+            }
+            for m in members
+        ],
     }
 
 
@@ -154,17 +189,22 @@ def load_ensemble(folder: str | os.PathLike[str]) -> tuple[list[Member], dict[st
     for entry in manifest["members"]:
         path = (folder / entry["path"]).resolve()
         if not path.is_file():
-            raise CheckpointError(f"{folder / MANIFEST}: member {entry['path']} is missing; restore it or rebuild "
-                                  "the ensemble (mnist-cnn ensemble ... --force)")
+            raise CheckpointError(
+                f"{folder / MANIFEST}: member {entry['path']} is missing; restore it or rebuild "
+                "the ensemble (mnist-cnn ensemble ... --force)"
+            )
         if sha256_file(path) != entry["sha256"]:
-            raise CheckpointError(f"{path}: weights changed since the ensemble was built (sha256 mismatch); "
-                                  "rebuild it (mnist-cnn ensemble ... --force)")
+            raise CheckpointError(
+                f"{path}: weights changed since the ensemble was built (sha256 mismatch); "
+                "rebuild it (mnist-cnn ensemble ... --force)"
+            )
         members.append(load_member(path))
     return members, manifest
 
 
-def evaluate_ensemble(folder: str | os.PathLike[str], split: str = "test", tta: bool = False,
-                      data_dir: Any = None) -> dict[str, Any]:
+def evaluate_ensemble(
+    folder: str | os.PathLike[str], split: str = "test", tta: bool = False, data_dir: Any = None
+) -> dict[str, Any]:
     """``evaluate`` for an ensemble folder (same result keys as ``inference.evaluate_run``); an
     ensemble built with TTA is always evaluated with TTA, so it reproduces its metrics.json."""
     members, manifest = load_ensemble(folder)

@@ -9,8 +9,9 @@ from mnist_cnn.artifacts.runs import is_ensemble, resolve_model_path, split_of
 from mnist_cnn.errors import CheckpointError
 
 
-def evaluate_run(run: str | os.PathLike[str], split: str = "test", tta: bool = False,
-                 data_dir: Any = None) -> dict[str, Any]:
+def evaluate_run(
+    run: str | os.PathLike[str], split: str = "test", tta: bool = False, data_dir: Any = None
+) -> dict[str, Any]:
     """Accuracy and loss of a saved model (run folder, model file, ``default`` or ensemble folder) on the
     test split, or on the validation split it was trained with (rebuilt from its stored config)."""
     from mnist_cnn.data.datasets import load_dataset
@@ -30,5 +31,11 @@ def evaluate_run(run: str | os.PathLike[str], split: str = "test", tta: bool = F
         if len(y) == 0:
             raise CheckpointError(f"{run}: this model was trained without a validation split (val_size 0)")
     r = evaluate_model(model, x, y, meta["normalisation"], tta=tta)
-    return {"split": split, "accuracy": r.accuracy, "loss": r.loss, "n": len(y), "tta": tta,
-            "per_class": r.per_class(ds.classes)}
+    return {
+        "split": split,
+        "accuracy": r.accuracy,
+        "loss": r.loss,
+        "n": len(y),
+        "tta": tta,
+        "per_class": r.per_class(ds.classes),
+    }

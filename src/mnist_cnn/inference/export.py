@@ -31,9 +31,11 @@ from mnist_cnn.inference.onnx import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, onnx
 PARITY_TOLERANCE = 1e-4  # max |logit_torch - logit_onnxruntime| accepted by verify_parity
 OPSET = 18
 
-INPUT_DOC = ("input 'images': float32 [N,1,28,28], values 0..1 (uint8 pixels / 255), digit bright on dark, "
-             "dynamic batch N; output 'logits': float32 [N,C] (softmax for probabilities); "
-             "normalisation is inside the graph; metadata_props['mnist_cnn'] holds classes, source and accuracy")
+INPUT_DOC = (
+    "input 'images': float32 [N,1,28,28], values 0..1 (uint8 pixels / 255), digit bright on dark, "
+    "dynamic batch N; output 'logits': float32 [N,C] (softmax for probabilities); "
+    "normalisation is inside the graph; metadata_props['mnist_cnn'] holds classes, source and accuracy"
+)
 
 
 @dataclass
@@ -84,8 +86,10 @@ def export_onnx(
             images, where = parity_images(meta, data_dir, max_images)
             parity = verify_parity(tmp, model, meta["normalisation"], images, where)
             if not parity.ok:
-                raise ExportError(f"{out}: ONNX Runtime differs from PyTorch by {parity.max_abs_logit_diff:.2e} "
-                                  f"(> {PARITY_TOLERANCE:g}) on {parity.images}; file not written")
+                raise ExportError(
+                    f"{out}: ONNX Runtime differs from PyTorch by {parity.max_abs_logit_diff:.2e} "
+                    f"(> {PARITY_TOLERANCE:g}) on {parity.images}; file not written"
+                )
         size = tmp.stat().st_size
     return ExportResult(out, source, metadata, parity, size)
 
@@ -93,9 +97,13 @@ def export_onnx(
 def onnx_metadata(meta: dict[str, Any], source: Path) -> dict[str, Any]:
     """The safetensors metadata plus where the model came from and its test accuracy."""
     metrics = meta.get("metrics") or {}
-    return {**meta, "source": str(source), "accuracy": metrics.get("test_accuracy"),
-            "input": {"name": INPUT_NAME, "shape": ["N", 1, 28, 28], "dtype": "float32", "range": [0.0, 1.0]},
-            "output": {"name": OUTPUT_NAME, "shape": ["N", len(meta["classes"])], "kind": "logits"}}
+    return {
+        **meta,
+        "source": str(source),
+        "accuracy": metrics.get("test_accuracy"),
+        "input": {"name": INPUT_NAME, "shape": ["N", 1, 28, 28], "dtype": "float32", "range": [0.0, 1.0]},
+        "output": {"name": OUTPUT_NAME, "shape": ["N", len(meta["classes"])], "kind": "logits"},
+    }
 
 
 def build_onnx(model: Any, normalisation: dict[str, float], metadata: dict[str, Any]) -> Any:
@@ -109,14 +117,22 @@ def build_onnx(model: Any, normalisation: dict[str, float], metadata: dict[str, 
     try:
         with _quiet_exporter():
             program = torch.onnx.export(
-                wrapped, example, dynamo=True, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: batch},), opset_version=OPSET, verbose=False,
+                wrapped,
+                example,
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: batch},),
+                opset_version=OPSET,
+                verbose=False,
             )
     except ImportError as exc:  # onnxscript is the dynamo exporter's dependency
         raise ExportError(f"ONNX export needs {exc.name or 'onnxscript'}: pip install 'mnist-cnn[export]'") from None
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types; report one line
         first = first_line(exc)
         raise ExportError(f"torch.onnx.export failed for {metadata['arch']['name']!r}: {first}") from None
+    if program is None:  # only with dynamo=False, which this exporter never uses
+        raise ExportError(f"torch.onnx.export returned no program for {metadata['arch']['name']!r}")
     proto = program.model_proto
     proto.producer_name = "mnist-cnn"
     proto.doc_string = INPUT_DOC
@@ -185,19 +201,28 @@ def parity_images(meta: dict[str, Any], data_dir: Any, max_images: int | None) -
     return images, f"{len(images):,} {where}"
 
 
-def verify_parity(onnx_path: str | Path, model: Any, normalisation: dict[str, float], images: np.ndarray,
-                  where: str = "images", batch_size: int = 1000) -> ParityReport:
+def verify_parity(
+    onnx_path: str | Path,
+    model: Any,
+    normalisation: dict[str, float],
+    images: np.ndarray,
+    where: str = "images",
+    batch_size: int = 1000,
+) -> ParityReport:
     """Compare ONNX Runtime logits with PyTorch's (the project's own inference path) on ``images``."""
     from mnist_cnn.evaluation.metrics import predict_logits
 
     torch_logits = predict_logits(model, images, normalisation["mean"], normalisation["std"]).numpy()
     session = onnx_session(onnx_path)
-    ort_logits = np.concatenate([
-        session.run([OUTPUT_NAME], {INPUT_NAME: onnx_input(images[i : i + batch_size])})[0]
-        for i in range(0, len(images), batch_size)
-    ])
+    ort_logits = np.concatenate(
+        [
+            session.run([OUTPUT_NAME], {INPUT_NAME: onnx_input(images[i : i + batch_size])})[0]
+            for i in range(0, len(images), batch_size)
+        ]
+    )
     return ParityReport(
-        n=len(images), images=where,
+        n=len(images),
+        images=where,
         max_abs_logit_diff=float(np.abs(torch_logits - ort_logits).max()),
         max_abs_prob_diff=float(np.abs(softmax(torch_logits) - softmax(ort_logits)).max()),
         same_argmax=float((torch_logits.argmax(1) == ort_logits.argmax(1)).mean()),

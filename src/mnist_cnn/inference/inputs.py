@@ -42,8 +42,9 @@ def split_items(images: Any) -> list[Any]:
         if images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in _CHANNELS):
             return list(images)
         if images.ndim not in (2, 3):
-            raise ImageError(f"array of shape {list(images.shape)}: expected (28, 28), (N, 28, 28), (H, W[, C]) "
-                             "or (N, H, W[, C])")
+            raise ImageError(
+                f"array of shape {list(images.shape)}: expected (28, 28), (N, 28, 28), (H, W[, C]) or (N, H, W[, C])"
+            )
     return [images]
 
 
@@ -58,10 +59,12 @@ def as_mnist(image: Any, preprocess: Preprocess = "auto") -> np.ndarray:
         image = array
     elif preprocess is False:
         raise ImageError(f"preprocess=False needs 28x28 arrays, got a {type(image).__name__}")
-    if not isinstance(image, (np.ndarray, bytes, bytearray, memoryview, str, os.PathLike)) \
-            and not hasattr(image, "getpixel"):  # a PIL image
-        raise ImageError(f"cannot read a {type(image).__name__} as an image; pass an array, a PIL image, "
-                         "a file path or image bytes")
+    if not isinstance(image, (np.ndarray, bytes, bytearray, memoryview, str, os.PathLike)) and not hasattr(
+        image, "getpixel"
+    ):  # a PIL image
+        raise ImageError(
+            f"cannot read a {type(image).__name__} as an image; pass an array, a PIL image, a file path or image bytes"
+        )
     return run_preprocess(image).image
 
 
@@ -69,8 +72,9 @@ def mnist_pixels(array: np.ndarray) -> np.ndarray:
     """A 28x28 MNIST-format array as uint8: uint8 as it is, floats in 0..1 scaled by 255, other
     numbers clipped to 0..255."""
     if array.shape != (28, 28):
-        raise ImageError(f"an MNIST-format image must be 28x28, got {list(array.shape)}; pass preprocess=True "
-                         "(or 'auto') for photos")
+        raise ImageError(
+            f"an MNIST-format image must be 28x28, got {list(array.shape)}; pass preprocess=True (or 'auto') for photos"
+        )
     if array.dtype == np.uint8:
         return array
     if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):

@@ -1,6 +1,4 @@
-"""ONNX Runtime side of exported models: names, session, input conversion. Never imports torch.
-"""
-
+"""ONNX Runtime side of exported models: names, session, input conversion. Never imports torch."""
 
 from __future__ import annotations
 

@@ -45,14 +45,27 @@ def model_info(meta: dict[str, Any], backend: str, path: Path) -> dict[str, Any]
     arch = meta.get("arch") or {}
     metrics = meta.get("metrics") or {}
     cfg = meta.get("config") or {}
-    provenance = {"file": str(path), "source": meta.get("source"), "recipe": cfg.get("recipe"),
-                  "seed": cfg.get("seed"), "epochs": cfg.get("epochs"), "data_checksums": meta.get("data_checksums")}
-    return {"name": arch.get("name"), "arch": arch, "params": meta.get("params"),
-            "accuracy": metrics.get("test_accuracy", meta.get("accuracy")),
-            "val_accuracy": metrics.get("val_accuracy"), "dataset": meta.get("dataset"),
-            "classes": [str(c) for c in meta.get("classes", [])], "normalisation": meta.get("normalisation"),
-            "backend": backend, "model_id": model_id(path),
-            "provenance": {k: v for k, v in provenance.items() if v is not None}}
+    provenance = {
+        "file": str(path),
+        "source": meta.get("source"),
+        "recipe": cfg.get("recipe"),
+        "seed": cfg.get("seed"),
+        "epochs": cfg.get("epochs"),
+        "data_checksums": meta.get("data_checksums"),
+    }
+    return {
+        "name": arch.get("name"),
+        "arch": arch,
+        "params": meta.get("params"),
+        "accuracy": metrics.get("test_accuracy", meta.get("accuracy")),
+        "val_accuracy": metrics.get("val_accuracy"),
+        "dataset": meta.get("dataset"),
+        "classes": [str(c) for c in meta.get("classes", [])],
+        "normalisation": meta.get("normalisation"),
+        "backend": backend,
+        "model_id": model_id(path),
+        "provenance": {k: v for k, v in provenance.items() if v is not None},
+    }
 
 
 @dataclass(frozen=True)
@@ -65,8 +78,12 @@ class Prediction:
     top_k: list[tuple[str, float]]  # (label, probability), most probable first
 
     def to_dict(self) -> dict[str, Any]:
-        return {"digit": self.digit, "label": self.label, "probability": self.probability,
-                "top_k": [{"label": c, "probability": p} for c, p in self.top_k]}
+        return {
+            "digit": self.digit,
+            "label": self.label,
+            "probability": self.probability,
+            "top_k": [{"label": c, "probability": p} for c, p in self.top_k],
+        }
 
 
 class Predictor:
@@ -83,8 +100,10 @@ class Predictor:
         photos (N, H, W[, C])), a PIL image, a file path, or a list of these (:mod:`~mnist_cnn.inference.inputs`)."""
         probs = self.predict_proba(as_batch(images, preprocess))
         k = max(1, min(top_k, len(self.classes)))
-        return [Prediction(int(np.argmax(p)), self.classes[int(np.argmax(p))], float(np.max(p)), top)
-                for p, top in zip(probs, self.top_k(probs, k))]
+        return [
+            Prediction(int(np.argmax(p)), self.classes[int(np.argmax(p))], float(np.max(p)), top)
+            for p, top in zip(probs, self.top_k(probs, k))
+        ]
 
     def top_k(self, probs: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
         """Per row of ``probs`` [N, C]: the ``k`` most probable (class, probability), best first."""
@@ -118,10 +137,13 @@ class EnsemblePredictor(Predictor):
         meta = self.members[0].meta
         self.classes = [str(c) for c in meta["classes"]]
         metrics = read_metrics(folder)
-        self.info = {**model_info(meta, "torch", folder / MANIFEST), "name": f"ensemble of {len(self.members)}",
-                     "params": sum(int(m.meta.get("params") or 0) for m in self.members),
-                     "accuracy": metrics.get("test_accuracy"),
-                     "members": [str(m.path) for m in self.members]}
+        self.info = {
+            **model_info(meta, "torch", folder / MANIFEST),
+            "name": f"ensemble of {len(self.members)}",
+            "params": sum(int(m.meta.get("params") or 0) for m in self.members),
+            "accuracy": metrics.get("test_accuracy"),
+            "members": [str(m.path) for m in self.members],
+        }
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         from mnist_cnn.inference.ensemble import ensemble_probs
@@ -151,8 +173,10 @@ class OnnxPredictor(Predictor):
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs or "classes" not in self.meta:
-            raise CheckpointError(f"{path}: expected input {INPUT_NAME!r}, output {OUTPUT_NAME!r} and classes in "
-                                  f"its metadata (has {inputs} -> {outputs}); re-export it")
+            raise CheckpointError(
+                f"{path}: expected input {INPUT_NAME!r}, output {OUTPUT_NAME!r} and classes in "
+                f"its metadata (has {inputs} -> {outputs}); re-export it"
+            )
         self.input_name, self.output_name = INPUT_NAME, OUTPUT_NAME
         self.path = path
         self.classes = [str(c) for c in self.meta["classes"]]

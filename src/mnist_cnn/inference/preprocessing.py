@@ -78,11 +78,19 @@ class PreprocessResult:
 
     def summary(self) -> dict[str, Any]:
         """The diagnostics as a JSON-friendly dict (without the image)."""
-        return {"inverted": self.inverted, "bbox": list(self.bbox), "size": list(self.size),
-                "background": round(self.background, 1), "contrast": round(self.contrast, 1),
-                "noise": round(self.noise, 2), "threshold": round(self.threshold, 1),
-                "stroke_width": round(self.stroke_width, 2), "stroke_filter": self.stroke_filter,
-                "components": self.components, "shift": list(self.shift)}
+        return {
+            "inverted": self.inverted,
+            "bbox": list(self.bbox),
+            "size": list(self.size),
+            "background": round(self.background, 1),
+            "contrast": round(self.contrast, 1),
+            "noise": round(self.noise, 2),
+            "threshold": round(self.threshold, 1),
+            "stroke_width": round(self.stroke_width, 2),
+            "stroke_filter": self.stroke_filter,
+            "components": self.components,
+            "shift": list(self.shift),
+        }
 
 
 # --------------------------------------------------------------------------- decoding
@@ -109,8 +117,10 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageError(f"cannot read the image header ({_why(exc)}); the file is corrupt") from None
     w, h = img.size
     if w < 1 or h < 1 or w * h > max_pixels:
-        raise ImageError(f"the image is {w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,} "
-                         "(decompression bomb guard); send a smaller image")
+        raise ImageError(
+            f"the image is {w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,} "
+            "(decompression bomb guard); send a smaller image"
+        )
     try:
         img.seek(0)  # animated GIF/PNG/WebP: the first frame
         img.load()
@@ -266,8 +276,10 @@ def find_ink(full: np.ndarray, small: np.ndarray, factor: int, bg: np.ndarray, s
     flat = ink.ravel()
     peak = float(np.partition(flat, -20)[-20]) if flat.size > 20 else float(flat.max())  # 20th strongest pixel
     if peak < max(MIN_CONTRAST, 2 * NOISE_K * noise):
-        raise ImageError(f"no digit found: the image is blank or too faint (ink {round(peak)} grey levels above a "
-                         f"background with noise {noise:.1f}); use a darker pen or more light")
+        raise ImageError(
+            f"no digit found: the image is blank or too faint (ink {round(peak)} grey levels above a "
+            f"background with noise {noise:.1f}); use a darker pen or more light"
+        )
     threshold = max(otsu(ink[ink > 0], peak), NOISE_K * noise, MIN_CONTRAST / 2)
     low = max(0.5 * threshold, 0.75 * NOISE_K * noise, MIN_CONTRAST / 4)  # hysteresis: faint parts of strokes
     labels, comps = components(ink, low, threshold)
@@ -306,7 +318,7 @@ def background(a: np.ndarray, percentile: float) -> np.ndarray:
     for k in range(c):
         g = ndi.median_filter(grid[..., k], size=3, mode="nearest")
         # pixel coordinate p sits at grid coordinate p / step (block i spans [i, i + 1)): interpolate
-        up = Image.fromarray(g, mode="F").resize((w, h), Image.BILINEAR, box=(0, 0, w / step, h / step))
+        up = Image.fromarray(g, mode="F").resize((w, h), Image.Resampling.BILINEAR, box=(0, 0, w / step, h / step))
         out[..., k] = np.asarray(up)
     return out
 
@@ -315,8 +327,9 @@ def border(a: np.ndarray) -> np.ndarray:
     """The pixels ``[n, C]`` of a frame ~4% wide (at least 1 px) around ``a`` ``[h, w, C]``."""
     h, w, c = a.shape
     t = max(1, min(h, w) // 25)
-    return np.concatenate([a[:t].reshape(-1, c), a[-t:].reshape(-1, c),
-                           a[t:-t, :t].reshape(-1, c), a[t:-t, -t:].reshape(-1, c)])
+    return np.concatenate(
+        [a[:t].reshape(-1, c), a[-t:].reshape(-1, c), a[t:-t, :t].reshape(-1, c), a[t:-t, -t:].reshape(-1, c)]
+    )
 
 
 def polarity(a: np.ndarray, bg: np.ndarray) -> float:
@@ -386,18 +399,25 @@ def components(ink: np.ndarray, low: float, high: float) -> tuple[np.ndarray, li
         masses = ndi.sum_labels(ink, labels, idx)
         for k, sl in enumerate(ndi.find_objects(labels), start=1):
             if strong[k]:
-                comps.append({"label": k, "area": int(areas[k - 1]), "mass": float(masses[k - 1]),
-                              "bbox": (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)})  # l, t, r, b
+                comps.append(
+                    {
+                        "label": k,
+                        "area": int(areas[k - 1]),
+                        "mass": float(masses[k - 1]),
+                        "bbox": (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop),
+                    }
+                )  # l, t, r, b
     return labels.astype(np.int32), comps
 
 
 def _touches_border(bbox: tuple[int, int, int, int], shape: tuple[int, ...]) -> bool:
-    l, t, r, b = bbox
-    return l == 0 or t == 0 or r == shape[1] or b == shape[0]
+    left, top, right, bottom = bbox
+    return left == 0 or top == 0 or right == shape[1] or bottom == shape[0]
 
 
 def _main_component(an: Analysis) -> dict[str, Any]:
     """The digit's main stroke: the most ink, border-touching blobs (shadow edges, paper edges) discounted."""
+
     def score(c: dict[str, Any]) -> float:
         return c["mass"] * (0.3 if _touches_border(c["bbox"], an.labels.shape) else 1.0)
 
@@ -471,8 +491,12 @@ def render(an: Analysis, comps: list[dict[str, Any]]) -> PreprocessResult:
     b = max(c["bbox"][3] for c in comps)
     H, W = an.pixels.shape[:2]
     s = an.scale
-    box = (max(0, int((l - 1) * s)), max(0, int((t - 1) * s)), min(W, int(np.ceil((r + 1) * s))),
-           min(H, int(np.ceil((b + 1) * s))))
+    box = (
+        max(0, int((l - 1) * s)),
+        max(0, int((t - 1) * s)),
+        min(W, int(np.ceil((r + 1) * s))),
+        min(H, int(np.ceil((b + 1) * s))),
+    )
     v = _soft_ink(an, box, keep)  # float32 [bh, bw] 0..1 at (up to) full resolution
     work_scale = 1.0  # full-res px per work px
     if max(v.shape) > WORK_SIDE:  # box-reduce huge crops: still >= 50x the final 20 px
@@ -489,10 +513,19 @@ def render(an: Analysis, comps: list[dict[str, Any]]) -> PreprocessResult:
     image, shift = _paste_centred(small)
     bbox_full = (box[0], box[1], box[2], box[3])
     return PreprocessResult(
-        image=image, inverted=an.sign < 0, bbox=bbox_full, size=(W, H),
-        background=float(np.median(an.bg.mean(axis=2))), contrast=an.level, noise=an.noise,
-        threshold=an.threshold, stroke_width=width, stroke_filter=int(round(filt * work_scale)),
-        components=len(comps), shift=shift)
+        image=image,
+        inverted=an.sign < 0,
+        bbox=bbox_full,
+        size=(W, H),
+        background=float(np.median(an.bg.mean(axis=2))),
+        contrast=an.level,
+        noise=an.noise,
+        threshold=an.threshold,
+        stroke_width=width,
+        stroke_filter=int(round(filt * work_scale)),
+        components=len(comps),
+        shift=shift,
+    )
 
 
 def _soft_ink(an: Analysis, box: tuple[int, int, int, int], keep: np.ndarray) -> np.ndarray:
@@ -504,10 +537,19 @@ def _soft_ink(an: Analysis, box: tuple[int, int, int, int], keep: np.ndarray) ->
     s = an.scale
     h, w = an.ink.shape
     src = (x0 / s, y0 / s, min(w, x1 / s), min(h, y1 / s))  # the same box in analysis coordinates
-    bg = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(an.bg[..., k]), mode="F")
-                              .resize((bw, bh), Image.BILINEAR, box=src)) for k in range(crop.shape[2])], axis=2)
+    bg = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(np.ascontiguousarray(an.bg[..., k]), mode="F").resize(
+                    (bw, bh), Image.Resampling.BILINEAR, box=src
+                )
+            )
+            for k in range(crop.shape[2])
+        ],
+        axis=2,
+    )
     ink = (an.sign * (crop - bg)).max(axis=2)  # [bh, bw]
-    m = np.asarray(Image.fromarray(keep.astype(np.uint8) * 255).resize((bw, bh), Image.NEAREST, box=src)) > 0
+    m = np.asarray(Image.fromarray(keep.astype(np.uint8) * 255).resize((bw, bh), Image.Resampling.NEAREST, box=src)) > 0
     lo = ink_floor(an)
     hi = max(an.level, lo + 1.0)
     return (np.clip((ink - lo) / (hi - lo), 0.0, 1.0) * m).astype(np.float32)
@@ -564,7 +606,7 @@ def _scale_to_box(v: np.ndarray) -> np.ndarray:
     h, w = v.shape
     f = BOX / max(h, w)
     size = (max(1, round(w * f)), max(1, round(h * f)))
-    out = np.asarray(Image.fromarray(v.astype(np.float32), mode="F").resize(size, Image.LANCZOS))
+    out = np.asarray(Image.fromarray(v.astype(np.float32), mode="F").resize(size, Image.Resampling.LANCZOS))
     out = np.clip(out, 0.0, None)
     top = float(out.max())
     return out / top if top > 0 else out

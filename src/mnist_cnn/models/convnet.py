@@ -3,7 +3,6 @@
 Every registered architecture is a point in this family (see :mod:`mnist_cnn.models.registry`).
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -66,7 +65,7 @@ class ConvNet(nn.Module):
         pools = _per_layer(pool, n, "pool")
         layers: list[nn.Module] = []
         c_in = in_channels
-        for c_out, k, p, pd, s, conv_dropout in zip(channels, kernels, pools, pads, strides, cdrops):
+        for c_out, k, p, pd, s, drop in zip(channels, kernels, pools, pads, strides, cdrops):
             # torch refuses padding="same" with stride > 1: pad k//2 (output ceil(in / s))
             pad = k // 2 if pd == "same" and s > 1 else pd
             # bias is redundant before BatchNorm (its shift absorbs it)
@@ -76,8 +75,8 @@ class ConvNet(nn.Module):
             layers.append(nn.ReLU(inplace=True))
             if p:
                 layers.append(nn.MaxPool2d(2))
-            if conv_dropout:
-                layers.append(nn.Dropout2d(conv_dropout))
+            if drop:
+                layers.append(nn.Dropout2d(drop))
             c_in = c_out
         if global_pool:
             layers.append(nn.AdaptiveAvgPool2d(1))

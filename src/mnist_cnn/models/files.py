@@ -31,8 +31,10 @@ def check_metadata(meta: dict[str, Any], source: Any) -> None:
     """The fields every model file needs, and a format this version understands."""
     fmt = meta.get("format", FORMAT)  # files from before the field existed are format 1
     if fmt != FORMAT:
-        raise CheckpointError(f"{source}: model file format {fmt!r} is not {FORMAT!r}, the one this mnist-cnn "
-                              "reads; upgrade mnist-cnn or re-export the model")
+        raise CheckpointError(
+            f"{source}: model file format {fmt!r} is not {FORMAT!r}, the one this mnist-cnn "
+            "reads; upgrade mnist-cnn or re-export the model"
+        )
     for key in ("normalisation", "classes"):
         if key not in meta:
             raise CheckpointError(f"{source}: metadata lacks {key!r}; it was not written by mnist-cnn")
@@ -44,8 +46,10 @@ def build_from_meta(meta: dict[str, Any], source: Any = "model") -> nn.Module:
     if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
         raise CheckpointError(f"{source}: metadata has no architecture ('arch'); it was not written by mnist-cnn")
     if not is_registered(arch["name"]):
-        raise CheckpointError(f"{source}: unknown architecture {arch['name']!r}; this mnist-cnn knows: "
-                              f"{', '.join(list_models())} (upgrade mnist-cnn?)")
+        raise CheckpointError(
+            f"{source}: unknown architecture {arch['name']!r}; this mnist-cnn knows: "
+            f"{', '.join(list_models())} (upgrade mnist-cnn?)"
+        )
     try:
         return create_model(arch["name"], **(arch.get("kwargs") or {}))
     except ConfigError as exc:
@@ -65,8 +69,9 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     problems = _misfits(tensors, model.state_dict())
     if problems:
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise CheckpointError(f"{p}: weights do not fit architecture {meta['arch']['name']!r}: "
-                              f"{'; '.join(problems[:3])}{more}")
+        raise CheckpointError(
+            f"{p}: weights do not fit architecture {meta['arch']['name']!r}: {'; '.join(problems[:3])}{more}"
+        )
     model.load_state_dict(tensors)
     return model.to(device).eval(), meta
 

@@ -66,7 +66,8 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
         model = entry.fn(**overrides)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"model {name!r}: invalid options {overrides}: {exc}") from None
-    model.arch = {"name": name, "kwargs": dict(overrides)}
+    # kept on the module so save_model can write it; nn.Module.__setattr__ is typed for tensors/modules only
+    model.arch = {"name": name, "kwargs": dict(overrides)}  # type: ignore[assignment]
     return model
 
 
@@ -92,7 +93,6 @@ def model2(dropout: float = 0.3, num_classes: int = 10, init: str = "torch") -> 
     return ConvNet((32, 64, 128), head=(128, 64, 32), dropout=dropout, num_classes=num_classes, init=init)
 
 
-
 @register_model
 def fastnet(width: int = 16, blocks: int = 3, num_classes: int = 10) -> nn.Module:
     """Speed-recipe net: BN conv blocks of width*2^i channels (3x3 same, pool each) -> linear."""
@@ -112,7 +112,15 @@ def bncnn(width: int = 32, dropout: float = 0.4, num_classes: int = 10) -> nn.Mo
     # learnable (strided) downsampling instead of max-pooling, dropout after each block:
     # [B,1,28,28] -3-> 26 -3-> 24 -5/2-> [B,w,12,12] -3-> 10 -3-> 8 -5/2-> [B,2w,4,4] -4-> [B,4w,1,1] -> 10
     w, d = width, dropout
-    return ConvNet((w, w, w, 2 * w, 2 * w, 2 * w, 4 * w), kernel_size=(3, 3, 5, 3, 3, 5, 4),
-                   stride=(1, 1, 2, 1, 1, 2, 1), padding=("valid", "valid", "same") * 2 + ("valid",),
-                   pool=False, batchnorm=True, conv_dropout=(0, 0, d, 0, 0, d, d), head=(), dropout=0.0,
-                   num_classes=num_classes)
+    return ConvNet(
+        (w, w, w, 2 * w, 2 * w, 2 * w, 4 * w),
+        kernel_size=(3, 3, 5, 3, 3, 5, 4),
+        stride=(1, 1, 2, 1, 1, 2, 1),
+        padding=("valid", "valid", "same") * 2 + ("valid",),
+        pool=False,
+        batchnorm=True,
+        conv_dropout=(0, 0, d, 0, 0, d, d),
+        head=(),
+        dropout=0.0,
+        num_classes=num_classes,
+    )

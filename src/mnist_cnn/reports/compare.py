@@ -77,11 +77,23 @@ def load_runs(paths: Sequence[Path], data_dir: Any = None) -> list[Run]:
         res = evaluate_model(model, ds.test_images, ds.test_labels, meta["normalisation"])
         f1 = {c: v["f1"] for c, v in res.per_class(ds.classes).items()}
         label = cfg.get("model") or meta["arch"]["name"]
-        runs.append(Run(p, str(label), int(cfg.get("seed", 0)), {**metrics, "classes": list(ds.classes)},
-                        read_history(p), res.probs, res.labels, res.loss, f1))
+        runs.append(
+            Run(
+                p,
+                str(label),
+                int(cfg.get("seed", 0)),
+                {**metrics, "classes": list(ds.classes)},
+                read_history(p),
+                res.probs,
+                res.labels,
+                res.loss,
+                f1,
+            )
+        )
     if len({(len(r.labels), r.labels.tobytes()) for r in runs}) > 1:
-        raise ConfigError("compare: the runs were evaluated on different test sets (another --dataset?); "
-                          "compare runs of one data set")
+        raise ConfigError(
+            "compare: the runs were evaluated on different test sets (another --dataset?); compare runs of one data set"
+        )
     return runs
 
 
@@ -119,12 +131,20 @@ def pair_stats(a: list[Run], b: list[Run], alpha: float = ALPHA) -> dict[str, An
     vote_a = majority_vote(np.stack([r.probs for r in a])) == labels
     vote_b = majority_vote(np.stack([r.probs for r in b])) == labels
     mc = mcnemar(vote_a, vote_b)
-    per_seed = [{"seed": ra.seed, **mcnemar(ra.correct, rb.correct).to_dict()}
-                for ra, rb in zip(a, b)] if paired else []
-    return {"a": a[0].label, "b": b[0].label, "paired_seeds": paired, "difference": diff.to_dict(),
-            "vote_accuracy": {"a": float(vote_a.mean()), "b": float(vote_b.mean())},
-            "mcnemar": mc.to_dict(), "mcnemar_per_seed": per_seed, "alpha": alpha,
-            **dict(zip(("verdict", "verdict_kind"), verdict(a[0].label, b[0].label, diff, mc, alpha, len(a), len(b))))}
+    per_seed = (
+        [{"seed": ra.seed, **mcnemar(ra.correct, rb.correct).to_dict()} for ra, rb in zip(a, b)] if paired else []
+    )
+    return {
+        "a": a[0].label,
+        "b": b[0].label,
+        "paired_seeds": paired,
+        "difference": diff.to_dict(),
+        "vote_accuracy": {"a": float(vote_a.mean()), "b": float(vote_b.mean())},
+        "mcnemar": mc.to_dict(),
+        "mcnemar_per_seed": per_seed,
+        "alpha": alpha,
+        **dict(zip(("verdict", "verdict_kind"), verdict(a[0].label, b[0].label, diff, mc, alpha, len(a), len(b)))),
+    }
 
 
 def _pp(x: float) -> str:
@@ -149,18 +169,35 @@ def verdict(name_a: str, name_b: str, diff: Any, mc: Any, alpha: float, n_a: int
     one_seed = math.isnan(diff.ci_low)
     if significant and (one_seed or diff.excludes_zero):
         caveat = " (one seed per model: the spread between training seeds is not measured)" if one_seed else ""
-        return (f"**{hi}** is more accurate than **{lo}** by {_pp(gap)}{ci}; {p}: significant at {level}{caveat}.",
-                "warn" if one_seed else "sig")
+        return (
+            f"**{hi}** is more accurate than **{lo}** by {_pp(gap)}{ci}; {p}: significant at {level}{caveat}.",
+            "warn" if one_seed else "sig",
+        )
     if significant:
-        return ((f"**{hi}** scores {_pp(gap)} higher than **{lo}**{ci}. {p} is significant at {level} on this test "
-                 "set, but the confidence interval over seeds includes 0: the gap does not hold up across training "
-                 "seeds, so it is not an established difference."), "warn")
+        return (
+            (
+                f"**{hi}** scores {_pp(gap)} higher than **{lo}**{ci}. {p} is significant at {level} on this test "
+                "set, but the confidence interval over seeds includes 0: the gap does not hold up across training "
+                "seeds, so it is not an established difference."
+            ),
+            "warn",
+        )
     if diff.excludes_zero:
-        return ((f"No significant difference on the test set between **{name_a}** and **{name_b}**: {p} ≥ "
-                 f"{alpha:.3g}. {hi} is ahead by {_pp(gap)}{ci} consistently across seeds, but the gap is too small "
-                 "for the test set to confirm."), "warn")
-    return ((f"No significant difference between **{name_a}** and **{name_b}**: {hi} − {lo} = {_pp(gap)}{ci}; "
-             f"{p} ≥ {alpha:.3g}."), "nosig")
+        return (
+            (
+                f"No significant difference on the test set between **{name_a}** and **{name_b}**: {p} ≥ "
+                f"{alpha:.3g}. {hi} is ahead by {_pp(gap)}{ci} consistently across seeds, but the gap is too small "
+                "for the test set to confirm."
+            ),
+            "warn",
+        )
+    return (
+        (
+            f"No significant difference between **{name_a}** and **{name_b}**: {hi} − {lo} = {_pp(gap)}{ci}; "
+            f"{p} ≥ {alpha:.3g}."
+        ),
+        "nosig",
+    )
 
 
 # --------------------------------------------------------------------------- figures
@@ -187,8 +224,15 @@ def plot_learning_curves(path: Path, groups: dict[str, list[Run]]) -> None:
                     continue
                 y = np.array([c[:n] for c in curves])  # [seeds, epochs]
                 ep = np.arange(1, n + 1)
-                ax.plot(ep, y.mean(0), style, color=_colour(i), marker="o", ms=3,
-                        label=f"{label} {'train' if split == 'train' else 'validation'}")
+                ax.plot(
+                    ep,
+                    y.mean(0),
+                    style,
+                    color=_colour(i),
+                    marker="o",
+                    ms=3,
+                    label=f"{label} {'train' if split == 'train' else 'validation'}",
+                )
                 if len(runs) > 1:
                     ax.fill_between(ep, y.min(0), y.max(0), color=_colour(i), alpha=0.15, linewidth=0)
     last = max((len(r.history) for runs in groups.values() for r in runs), default=1)
@@ -215,8 +259,9 @@ def plot_accuracy_by_seed(path: Path, groups: dict[str, list[Run]]) -> None:
         s = summarise(acc)
         ax.scatter([i] * len(acc), acc, color=_colour(i), alpha=0.7, zorder=3, label=label)
         if s.n > 1:
-            ax.errorbar(i + 0.15, s.mean, yerr=[[s.mean - s.ci_low], [s.ci_high - s.mean]], fmt="D",
-                        color=_colour(i), capsize=5)
+            ax.errorbar(
+                i + 0.15, s.mean, yerr=[[s.mean - s.ci_low], [s.ci_high - s.mean]], fmt="D", color=_colour(i), capsize=5
+            )
     ax.set_xticks(range(len(groups)), labels=list(groups))
     ax.set_xlim(-0.6, len(groups) - 0.4)
     ax.set_ylabel("test accuracy (%)")
@@ -236,8 +281,9 @@ def plot_f1(path: Path, groups: dict[str, list[Run]], classes: list[str]) -> Non
     for i, (label, runs) in enumerate(groups.items()):
         f = np.array([[r.per_class_f1[c] for c in classes] for r in runs])  # [seeds, classes]
         x = np.arange(len(classes)) + (i - (len(groups) - 1) / 2) * w
-        ax.bar(x, f.mean(0), w, yerr=f.std(0, ddof=1) if len(runs) > 1 else None, color=_colour(i), label=label,
-               capsize=2)
+        ax.bar(
+            x, f.mean(0), w, yerr=f.std(0, ddof=1) if len(runs) > 1 else None, color=_colour(i), label=label, capsize=2
+        )
         lows.append(f.mean(0).min())
     ax.set_xticks(range(len(classes)), labels=classes, rotation=30 if max(map(len, classes)) > 2 else 0)
     ax.set_ylim(max(0.0, min(lows) - 0.05), 1.0)  # zoomed: the differences are in the last percent
@@ -279,65 +325,133 @@ def build_report(groups: dict[str, list[Run]], out: Path, command: str = "") -> 
     alpha = ALPHA / n_pairs  # Bonferroni: every pair is tested at 5% / pairs
     pairs = [pair_stats(groups[a], groups[b], alpha) for a, b in itertools.combinations(groups, 2)]
     models = {label: _model_summary(runs) for label, runs in groups.items()}
-    raw = {"models": models, "pairs": pairs, "alpha": alpha, "classes": classes,
-           "runs": [_run_row(r) for rs in groups.values() for r in rs], "command": command}
+    raw = {
+        "models": models,
+        "pairs": pairs,
+        "alpha": alpha,
+        "classes": classes,
+        "runs": [_run_row(r) for rs in groups.values() for r in rs],
+        "command": command,
+    }
     plot_accuracy_by_seed(out / "accuracy_by_seed.png", groups)
     plot_learning_curves(out / "learning_curves.png", groups)
     plot_f1(out / "per_class_f1.png", groups, classes)
     for label, runs in groups.items():
-        cm = sum(_confusion(r, len(classes)) for r in runs)
-        plot_confusion(out / f"confusion_{_slug(label)}.png", cm, classes,
-                       f"{label}: confusion matrix, test set, {len(runs)} seed(s) summed")
+        cm = np.sum([_confusion(r, len(classes)) for r in runs], axis=0)
+        plot_confusion(
+            out / f"confusion_{_slug(label)}.png",
+            cm,
+            classes,
+            f"{label}: confusion matrix, test set, {len(runs)} seed(s) summed",
+        )
     atomic_write_json(out / "compare.json", raw)
     atomic_write_text(out / "runs.csv", _csv(raw["runs"]))
     atomic_write_text(out / "pairwise.csv", _csv([_pair_row(p) for p in pairs]))
-    f1_rows = [{"class": c, **{label: summarise([r.per_class_f1[c] for r in rs]).mean for label, rs in groups.items()}}
-               for c in classes]
+    f1_rows = [
+        {"class": c, **{label: summarise([r.per_class_f1[c] for r in rs]).mean for label, rs in groups.items()}}
+        for c in classes
+    ]
     atomic_write_text(out / "per_class_f1.csv", _csv(f1_rows))
 
     names = list(groups)
-    rep = Report("Model comparison: " + " vs ".join(names),
-                 f"{sum(map(len, groups.values()))} runs on the {len(next(iter(groups.values()))[0].labels):,}-image "
-                 f"test set; seeds {', '.join(sorted({str(r.seed) for rs in groups.values() for r in rs}))}")
+    rep = Report(
+        "Model comparison: " + " vs ".join(names),
+        f"{sum(map(len, groups.values()))} runs on the {len(next(iter(groups.values()))[0].labels):,}-image "
+        f"test set; seeds {', '.join(sorted({str(r.seed) for rs in groups.values() for r in rs}))}",
+    )
     rep.section("Verdict")
     for p in pairs:
         rep.verdict(p["verdict"], p["verdict_kind"])
-    rep.text(f"How to read it: the confidence interval shows whether the gap survives retraining with other seeds; "
-             f"McNemar's exact test on the test images where the models disagree shows whether it is more than "
-             f"test-set luck (each model's prediction per image: majority vote of its seeds). Significance level "
-             f"{100 * alpha:.3g}%{' (5% / ' + str(n_pairs) + ' pairs, Bonferroni)' if n_pairs > 1 else ''}.")
+    rep.text(
+        f"How to read it: the confidence interval shows whether the gap survives retraining with other seeds; "
+        f"McNemar's exact test on the test images where the models disagree shows whether it is more than "
+        f"test-set luck (each model's prediction per image: majority vote of its seeds). Significance level "
+        f"{100 * alpha:.3g}%{' (5% / ' + str(n_pairs) + ' pairs, Bonferroni)' if n_pairs > 1 else ''}."
+    )
     rep.section("Summary").table(
         ["model", "seeds", "params", "train time", "val accuracy", "test accuracy", "95% CI", "test loss", "95% CI"],
-        [[label, m["n"], f"{m['params']:,}", m["train_time"], m["val_accuracy"], m["test_accuracy"],
-          m["test_accuracy_ci"], m["test_loss"], m["test_loss_ci"]] for label, m in models.items()],
-        "mean ± std over seeds; 95% CI: t interval of the mean over seeds (needs 2+ seeds)")
+        [
+            [
+                label,
+                m["n"],
+                f"{m['params']:,}",
+                m["train_time"],
+                m["val_accuracy"],
+                m["test_accuracy"],
+                m["test_accuracy_ci"],
+                m["test_loss"],
+                m["test_loss_ci"],
+            ]
+            for label, m in models.items()
+        ],
+        "mean ± std over seeds; 95% CI: t interval of the mean over seeds (needs 2+ seeds)",
+    )
     rep.figure(out / "accuracy_by_seed.png", "test accuracy of each seed, and the mean with its 95% CI")
     rep.section("Statistical tests").table(
-        ["A vs B", "A − B", "95% CI", "CI method", "A right, B wrong", "A wrong, B right", "McNemar p (exact)",
-         "p (χ², corrected)"],
-        [[f"{p['a']} vs {p['b']}", _pp(p["difference"]["mean"]), _ci_pp(p["difference"]), p["difference"]["method"],
-          p["mcnemar"]["b"], p["mcnemar"]["c"], format_p(p["mcnemar"]["p_exact"]), format_p(p["mcnemar"]["p_chi2"])]
-         for p in pairs],
-        "McNemar counts are of the majority-vote predictions over each model's seeds")
-    per_seed = [[f"{p['a']} vs {p['b']}", s["seed"], s["b"], s["c"], format_p(s["p_exact"])]
-                for p in pairs for s in p["mcnemar_per_seed"]]
+        [
+            "A vs B",
+            "A − B",
+            "95% CI",
+            "CI method",
+            "A right, B wrong",
+            "A wrong, B right",
+            "McNemar p (exact)",
+            "p (χ², corrected)",
+        ],
+        [
+            [
+                f"{p['a']} vs {p['b']}",
+                _pp(p["difference"]["mean"]),
+                _ci_pp(p["difference"]),
+                p["difference"]["method"],
+                p["mcnemar"]["b"],
+                p["mcnemar"]["c"],
+                format_p(p["mcnemar"]["p_exact"]),
+                format_p(p["mcnemar"]["p_chi2"]),
+            ]
+            for p in pairs
+        ],
+        "McNemar counts are of the majority-vote predictions over each model's seeds",
+    )
+    per_seed = [
+        [f"{p['a']} vs {p['b']}", s["seed"], s["b"], s["c"], format_p(s["p_exact"])]
+        for p in pairs
+        for s in p["mcnemar_per_seed"]
+    ]
     if per_seed:
         rep.heading("McNemar per seed pair")
-        rep.table(["A vs B", "seed", "A right, B wrong", "A wrong, B right", "p (exact)"], per_seed,
-                  "the same test on each pair of runs trained with the same seed")
+        rep.table(
+            ["A vs B", "seed", "A right, B wrong", "A wrong, B right", "p (exact)"],
+            per_seed,
+            "the same test on each pair of runs trained with the same seed",
+        )
     rep.section("Per-class F1").table(
-        ["class", *names], [[r["class"], *(fmt(r[n]) for n in names)] for r in f1_rows],
-        "F1 on the test set, mean over seeds")
+        ["class", *names],
+        [[r["class"], *(fmt(r[n]) for n in names)] for r in f1_rows],
+        "F1 on the test set, mean over seeds",
+    )
     rep.figure(out / "per_class_f1.png", "per-class F1 side by side")
-    rep.section("Learning curves").figure(out / "learning_curves.png",
-                                          "train (solid) and validation (dashed) loss and accuracy per epoch")
+    rep.section("Learning curves").figure(
+        out / "learning_curves.png", "train (solid) and validation (dashed) loss and accuracy per epoch"
+    )
     rep.section("Confusion matrices")
     for label in names:
         rep.figure(out / f"confusion_{_slug(label)}.png", f"{label}: rows normalised by true class")
-    rep.section("Runs").table(["model", "seed", "val accuracy", "test accuracy", "test loss", "train time", "folder"],
-                              [[r["model"], r["seed"], pct(r["val_accuracy"]), pct(r["test_accuracy"]),
-                                fmt(r["test_loss"]), f"{r['train_seconds']:.1f} s", f"`{r['path']}`"]
-                               for r in raw["runs"]])
+    rep.section("Runs").table(
+        ["model", "seed", "val accuracy", "test accuracy", "test loss", "train time", "folder"],
+        [
+            [
+                r["model"],
+                r["seed"],
+                pct(r["val_accuracy"]),
+                pct(r["test_accuracy"]),
+                fmt(r["test_loss"]),
+                f"{r['train_seconds']:.1f} s",
+                f"`{r['path']}`",
+            ]
+            for r in raw["runs"]
+        ],
+    )
     rep.section("Reproduce")
     if command:
         rep.pre(command, "sh")
@@ -357,25 +471,51 @@ def _model_summary(runs: list[Run]) -> dict[str, Any]:
 
     acc, loss = [r.accuracy for r in runs], [r.loss for r in runs]
     vals = [r.metrics["val_accuracy"] for r in runs if r.metrics.get("val_accuracy") is not None]
-    return {"n": len(runs), "seeds": [r.seed for r in runs], "params": int(runs[0].metrics.get("params", 0)),
-            "test_accuracy_stats": summarise(acc).to_dict(), "test_loss_stats": summarise(loss).to_dict(),
-            "train_time": _ms([r.metrics.get("train_seconds", math.nan) for r in runs], digits=1, unit=" s"),
-            "val_accuracy": _ms(vals, 100, unit="%") if vals else "–",
-            "test_accuracy": _ms(acc, 100, unit="%"), "test_accuracy_ci": _ci(acc, 100, unit="%"),
-            "test_loss": _ms(loss, digits=4), "test_loss_ci": _ci(loss, digits=4)}
+    return {
+        "n": len(runs),
+        "seeds": [r.seed for r in runs],
+        "params": int(runs[0].metrics.get("params", 0)),
+        "test_accuracy_stats": summarise(acc).to_dict(),
+        "test_loss_stats": summarise(loss).to_dict(),
+        "train_time": _ms([r.metrics.get("train_seconds", math.nan) for r in runs], digits=1, unit=" s"),
+        "val_accuracy": _ms(vals, 100, unit="%") if vals else "–",
+        "test_accuracy": _ms(acc, 100, unit="%"),
+        "test_accuracy_ci": _ci(acc, 100, unit="%"),
+        "test_loss": _ms(loss, digits=4),
+        "test_loss_ci": _ci(loss, digits=4),
+    }
 
 
 def _run_row(r: Run) -> dict[str, Any]:
-    return {"model": r.label, "seed": r.seed, "path": str(r.path), "params": r.metrics.get("params"),
-            "epochs_run": r.metrics.get("epochs_run"), "train_seconds": r.metrics.get("train_seconds", math.nan),
-            "val_accuracy": r.metrics.get("val_accuracy"), "test_accuracy": r.accuracy, "test_loss": r.loss}
+    return {
+        "model": r.label,
+        "seed": r.seed,
+        "path": str(r.path),
+        "params": r.metrics.get("params"),
+        "epochs_run": r.metrics.get("epochs_run"),
+        "train_seconds": r.metrics.get("train_seconds", math.nan),
+        "val_accuracy": r.metrics.get("val_accuracy"),
+        "test_accuracy": r.accuracy,
+        "test_loss": r.loss,
+    }
 
 
 def _pair_row(p: dict[str, Any]) -> dict[str, Any]:
     d, m = p["difference"], p["mcnemar"]
-    return {"a": p["a"], "b": p["b"], "diff": d["mean"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
-            "ci_method": d["method"], "mcnemar_b": m["b"], "mcnemar_c": m["c"], "p_exact": m["p_exact"],
-            "p_chi2": m["p_chi2"], "alpha": p["alpha"], "verdict": p["verdict"].replace("**", "")}
+    return {
+        "a": p["a"],
+        "b": p["b"],
+        "diff": d["mean"],
+        "ci_low": d["ci_low"],
+        "ci_high": d["ci_high"],
+        "ci_method": d["method"],
+        "mcnemar_b": m["b"],
+        "mcnemar_c": m["c"],
+        "p_exact": m["p_exact"],
+        "p_chi2": m["p_chi2"],
+        "alpha": p["alpha"],
+        "verdict": p["verdict"].replace("**", ""),
+    }
 
 
 def _confusion(r: Run, n: int) -> np.ndarray:

@@ -1,7 +1,6 @@
 """Explain a trained model: where it fails and what it looks at.
 
-* :func:`most_confident_mistakes` / :func:`least_confident_correct`: galleries of test images;
-* :func:`confused_pairs`: the class pairs the confusion matrix mixes up most (both directions);
+* galleries of test images and confused class pairs (:mod:`mnist_cnn.reports.mistakes`);
 * :func:`grad_cam`: Grad-CAM (Selvaraju et al. 2017) on the last convolution the model *runs*,
   found by hooking every ``nn.Conv2d`` during one forward pass, so any registered architecture
   works, not only those with a ``features`` block;
@@ -13,7 +12,6 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
@@ -23,56 +21,12 @@ from torch import nn
 
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.evaluation.metrics import EvalResult
-
-# --------------------------------------------------------------------------- galleries + pairs
-
-
-def most_confident_mistakes(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Indices of up to ``k`` wrong predictions, highest predicted probability first."""
-    preds, conf = probs.argmax(1), probs.max(1)
-    wrong = np.flatnonzero(preds != labels)
-    return wrong[np.argsort(-conf[wrong], kind="stable")][:k]
-
-
-def least_confident_correct(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Indices of up to ``k`` right predictions, lowest predicted probability first."""
-    preds, conf = probs.argmax(1), probs.max(1)
-    right = np.flatnonzero(preds == labels)
-    return right[np.argsort(conf[right], kind="stable")][:k]
-
-
-def confused_pairs(cm: np.ndarray, classes: list[str] | tuple[str, ...], k: int = 10) -> list[dict[str, Any]]:
-    """The ``k`` unordered class pairs {a, b} with the most confusions ``cm[a, b] + cm[b, a]``
-    (rows: true class), each with both directions, largest first; pairs never confused are left out."""
-    sym = np.triu(cm + cm.T, 1)  # [C, C] upper triangle: each unordered pair once
-    flat = np.argsort(-sym, axis=None, kind="stable")[:k]
-    out = []
-    for a, b in zip(*np.unravel_index(flat, sym.shape)):
-        if sym[a, b] == 0:
-            break
-        ca, cb = classes[a], classes[b]
-        out.append({"pair": f"{ca} ↔ {cb}", "a": ca, "b": cb, "total": int(sym[a, b]),
-                    "a_as_b": int(cm[a, b]), "b_as_a": int(cm[b, a]),
-                    "breakdown": f"{ca}→{cb}: {int(cm[a, b])}, {cb}→{ca}: {int(cm[b, a])}"})
-    return out
-
-
-def prediction_cards(images: np.ndarray, result: EvalResult, classes: list[str] | tuple[str, ...],
-                     idx: np.ndarray, top: int = 3) -> list[tuple[bytes, str]]:
-    """Gallery cards (PNG, caption HTML): test index, true and predicted class, top probabilities."""
-    from mnist_cnn.reports.html import digit_png
-
-    cards = []
-    for i in idx:
-        p = result.probs[i]
-        t, y = int(result.labels[i]), int(result.preds[i])
-        mark = "ok" if t == y else "bad"
-        tops = " · ".join(f"{html.escape(classes[j])} {100 * p[j]:.1f}%" for j in np.argsort(-p)[:top])
-        cap = (f"#{int(i)} true <b>{html.escape(classes[t])}</b><br>"
-               f'<span class="{mark}">pred {html.escape(classes[y])}</span> {100 * p[y]:.1f}%<br><small>{tops}</small>')
-        cards.append((digit_png(images[i]), cap))
-    return cards
-
+from mnist_cnn.reports.mistakes import (
+    confused_pairs,
+    least_confident_correct,
+    most_confident_mistakes,
+    prediction_cards,
+)
 
 # --------------------------------------------------------------------------- saliency
 
@@ -81,8 +35,11 @@ def last_conv(model: nn.Module, example: torch.Tensor) -> nn.Conv2d:
     """The last ``nn.Conv2d`` executed in a forward pass of ``example`` whose output is larger
     than 1x1 (a 1x1 map gives a uniform, uninformative Grad-CAM)."""
     ran: list[tuple[nn.Conv2d, tuple[int, ...]]] = []
-    hooks = [m.register_forward_hook(lambda mod, _i, o: ran.append((mod, tuple(o.shape))))
-             for m in model.modules() if isinstance(m, nn.Conv2d)]
+    hooks = [
+        m.register_forward_hook(lambda mod, _i, o: ran.append((mod, tuple(o.shape))))
+        for m in model.modules()
+        if isinstance(m, nn.Conv2d)
+    ]
     try:
         with torch.no_grad():
             model(example)
@@ -91,8 +48,10 @@ def last_conv(model: nn.Module, example: torch.Tensor) -> nn.Conv2d:
             h.remove()
     spatial = [m for m, shape in ran if shape[-1] * shape[-2] > 1]
     if not spatial:
-        raise ConfigError("Grad-CAM needs a convolution with a spatial output; this model has none "
-                          "(use --method ig for integrated gradients)")
+        raise ConfigError(
+            "Grad-CAM needs a convolution with a spatial output; this model has none "
+            "(use --method ig for integrated gradients)"
+        )
     return spatial[-1]
 
 
@@ -128,8 +87,9 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: nn.
     return (cam / peak).numpy()
 
 
-def integrated_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, baseline: torch.Tensor,
-                         steps: int = 64) -> np.ndarray:
+def integrated_gradients(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, baseline: torch.Tensor, steps: int = 64
+) -> np.ndarray:
     """Integrated gradients ``[B, 28, 28]`` of logit_target for ``x [B, 1, 28, 28]`` against
     ``baseline`` (same shape): (x - x0) * mean over alpha of the gradient at x0 + alpha (x - x0),
     midpoint rule with ``steps`` points (the images are done one alpha batch at a time)."""
@@ -145,8 +105,9 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor
     return ((x - baseline) * total / steps)[:, 0].detach().numpy()
 
 
-def plot_saliency(path: Path, images: np.ndarray, cams: np.ndarray | None, igs: np.ndarray,
-                  titles: list[str], per_row: int = 2) -> None:
+def plot_saliency(
+    path: Path, images: np.ndarray, cams: np.ndarray | None, igs: np.ndarray, titles: list[str], per_row: int = 2
+) -> None:
     """``per_row`` images per row, each as: the digit, its Grad-CAM overlay (when available),
     its integrated-gradients attribution (red: evidence for the class, blue: against)."""
     from mnist_cnn.reports.figures import pyplot, save_figure
@@ -158,7 +119,7 @@ def plot_saliency(path: Path, images: np.ndarray, cams: np.ndarray | None, igs: 
     for ax in axes.flat:
         ax.axis("off")
     for i, img in enumerate(images):
-        ax = axes[i // per_row, (i % per_row) * panels:]
+        ax = axes[i // per_row, (i % per_row) * panels :]
         ax[0].imshow(img, cmap="gray")
         ax[0].set_title(titles[i], fontsize=9)
         if cams is not None:
@@ -207,8 +168,18 @@ def parse_indices(spec: str | None, n: int) -> list[int] | None:
     return idx
 
 
-def explain_run(run: Path, out: Path, *, images: str | None = None, n_random: int = 8, seed: int = 0,
-                top: int = 16, method: str = "both", data_dir: Any = None, ig_steps: int = 64) -> dict[str, Any]:
+def explain_run(
+    run: Path,
+    out: Path,
+    *,
+    images: str | None = None,
+    n_random: int = 8,
+    seed: int = 0,
+    top: int = 16,
+    method: str = "both",
+    data_dir: Any = None,
+    ig_steps: int = 64,
+) -> dict[str, Any]:
     """Write the explain report for ``run`` into ``out``; returns the raw numbers (explain.json)."""
     from mnist_cnn.artifacts.files import atomic_write_json, atomic_write_text
     from mnist_cnn.artifacts.runs import resolve_model_path
@@ -231,8 +202,9 @@ def explain_run(run: Path, out: Path, *, images: str | None = None, n_random: in
     unsure = least_confident_correct(res.probs, res.labels, top)
     chosen = parse_indices(images, len(res.labels))
     if chosen is None:
-        chosen = sorted(np.random.default_rng(seed).choice(len(res.labels), min(n_random, len(res.labels)),
-                                                           replace=False).tolist())
+        chosen = sorted(
+            np.random.default_rng(seed).choice(len(res.labels), min(n_random, len(res.labels)), replace=False).tolist()
+        )
     # saliency for the chosen images, explaining the predicted class
     x = normalise(torch.from_numpy(ds.test_images[chosen].copy()), norm["mean"], norm["std"])  # [B,1,28,28]
     target = torch.from_numpy(res.preds[chosen])
@@ -247,61 +219,107 @@ def explain_run(run: Path, out: Path, *, images: str | None = None, n_random: in
             if method == "gradcam":
                 raise
             cam_note = f"Grad-CAM skipped: {exc}."
-    baseline = normalise(torch.zeros_like(torch.from_numpy(ds.test_images[chosen[:1]].copy())), norm["mean"], norm["std"])
+    baseline = normalise(
+        torch.zeros_like(torch.from_numpy(ds.test_images[chosen[:1]].copy())), norm["mean"], norm["std"]
+    )
     igs = integrated_gradients(model, x, target, baseline.expand_as(x), ig_steps)
     with torch.no_grad():
-        gap = (model(x).gather(1, target.view(-1, 1)) - model(baseline.expand_as(x)).gather(1, target.view(-1, 1)))[:, 0]
-    completeness = float(np.max(np.abs(igs.reshape(len(chosen), -1).sum(1) - gap.numpy()) / np.maximum(np.abs(gap.numpy()), 1e-6)))
+        gap = (model(x).gather(1, target.view(-1, 1)) - model(baseline.expand_as(x)).gather(1, target.view(-1, 1)))[
+            :, 0
+        ]
+    completeness = float(
+        np.max(np.abs(igs.reshape(len(chosen), -1).sum(1) - gap.numpy()) / np.maximum(np.abs(gap.numpy()), 1e-6))
+    )
     titles = [f"#{i}: true {classes[res.labels[i]]}, pred {classes[res.preds[i]]}" for i in chosen]
     plot_saliency(out / "saliency.png", ds.test_images[chosen], cams, igs, titles)
-    plot_digit_grid(out / "mistakes.png", ds.test_images[wrong],
-                    [f"{classes[res.labels[i]]}→{classes[res.preds[i]]} {100 * res.probs[i].max():.0f}%" for i in wrong],
-                    "most confident mistakes (true→predicted, confidence)")
-    plot_digit_grid(out / "unsure_correct.png", ds.test_images[unsure],
-                    [f"{classes[res.labels[i]]} {100 * res.probs[i].max():.0f}%" for i in unsure],
-                    "least confident correct predictions (class, confidence)")
+    plot_digit_grid(
+        out / "mistakes.png",
+        ds.test_images[wrong],
+        [f"{classes[res.labels[i]]}→{classes[res.preds[i]]} {100 * res.probs[i].max():.0f}%" for i in wrong],
+        "most confident mistakes (true→predicted, confidence)",
+    )
+    plot_digit_grid(
+        out / "unsure_correct.png",
+        ds.test_images[unsure],
+        [f"{classes[res.labels[i]]} {100 * res.probs[i].max():.0f}%" for i in unsure],
+        "least confident correct predictions (class, confidence)",
+    )
     cm = res.confusion(len(classes))
     write_confusion_csv(out / "confusion_matrix.csv", cm, classes)
-    plot_confusion(out / "confusion_matrix.png", cm, classes, f"confusion matrix, test set (accuracy {100 * res.accuracy:.2f}%)")
+    plot_confusion(
+        out / "confusion_matrix.png", cm, classes, f"confusion matrix, test set (accuracy {100 * res.accuracy:.2f}%)"
+    )
     pairs = confused_pairs(cm, classes, 10)
 
     def rows(idx: np.ndarray) -> list[dict[str, Any]]:
-        return [{"index": int(i), "true": classes[res.labels[i]], "pred": classes[res.preds[i]],
-                 "confidence": float(res.probs[i].max()), "p_true": float(res.probs[i, res.labels[i]]),
-                 "probs": [round(float(p), 6) for p in res.probs[i]]} for i in idx]
+        return [
+            {
+                "index": int(i),
+                "true": classes[res.labels[i]],
+                "pred": classes[res.preds[i]],
+                "confidence": float(res.probs[i].max()),
+                "p_true": float(res.probs[i, res.labels[i]]),
+                "probs": [round(float(p), 6) for p in res.probs[i]],
+            }
+            for i in idx
+        ]
 
-    raw = {"run": str(run), "model": meta["arch"]["name"], "test_accuracy": res.accuracy, "test_loss": res.loss,
-           "n_test": len(res.labels), "mistakes": int((res.preds != res.labels).sum()),
-           "most_confident_mistakes": rows(wrong), "least_confident_correct": rows(unsure),
-           "confused_pairs": pairs, "saliency_images": rows(np.asarray(chosen)),
-           "saliency": {"gradcam": cam_note, "ig_steps": ig_steps, "ig_baseline": "black image",
-                        "ig_max_relative_completeness_error": completeness}}
+    raw = {
+        "run": str(run),
+        "model": meta["arch"]["name"],
+        "test_accuracy": res.accuracy,
+        "test_loss": res.loss,
+        "n_test": len(res.labels),
+        "mistakes": int((res.preds != res.labels).sum()),
+        "most_confident_mistakes": rows(wrong),
+        "least_confident_correct": rows(unsure),
+        "confused_pairs": pairs,
+        "saliency_images": rows(np.asarray(chosen)),
+        "saliency": {
+            "gradcam": cam_note,
+            "ig_steps": ig_steps,
+            "ig_baseline": "black image",
+            "ig_max_relative_completeness_error": completeness,
+        },
+    }
     atomic_write_json(out / "explain.json", raw)
     atomic_write_text(out / "mistakes.csv", _mistakes_csv(res, classes))
 
-    rep = Report(f"Explaining {Path(run).name}",
-                 f"{meta['arch']['name']} on {meta.get('dataset', 'mnist')}: test accuracy {pct(res.accuracy)}, "
-                 f"{raw['mistakes']} mistakes in {len(res.labels):,} test images")
+    rep = Report(
+        f"Explaining {Path(run).name}",
+        f"{meta['arch']['name']} on {meta.get('dataset', 'mnist')}: test accuracy {pct(res.accuracy)}, "
+        f"{raw['mistakes']} mistakes in {len(res.labels):,} test images",
+    )
     rep.section("Most confident mistakes")
-    rep.text("Wrong predictions the model was surest about: label noise, ambiguous writing or a real blind spot. "
-             "Each card: test-set index, true class, prediction with its probability, top-3 probabilities.")
+    rep.text(
+        "Wrong predictions the model was surest about: label noise, ambiguous writing or a real blind spot. "
+        "Each card: test-set index, true class, prediction with its probability, top-3 probabilities."
+    )
     rep.gallery(prediction_cards(ds.test_images, res, classes, wrong), "![most confident mistakes](mistakes.png)")
     rep.section("Least confident correct predictions")
     rep.text("Right answers the model nearly got wrong: the hardest images it still classifies correctly.")
-    rep.gallery(prediction_cards(ds.test_images, res, classes, unsure), "![least confident correct](unsure_correct.png)")
+    rep.gallery(
+        prediction_cards(ds.test_images, res, classes, unsure), "![least confident correct](unsure_correct.png)"
+    )
     rep.section("Most-confused class pairs")
-    rep.table(["classes", "confusions", "breakdown (true→predicted)"],
-              [[p["pair"], p["total"], p["breakdown"]] for p in pairs] or [["none", 0, ""]])
+    rep.table(
+        ["classes", "confusions", "breakdown (true→predicted)"],
+        [[p["pair"], p["total"], p["breakdown"]] for p in pairs] or [["none", 0, ""]],
+    )
     rep.figure(out / "confusion_matrix.png", "test-set confusion matrix, rows normalised by true class")
     rep.section("Saliency maps")
-    rep.text(f"Images {', '.join(f'#{i}' for i in chosen)} of the test set "
-             f"({'chosen with --images' if images else f'drawn at random, seed {seed}'}), explaining the predicted "
-             f"class. {cam_note} Integrated gradients: {ig_steps} steps from a black image; red pixels raise the "
-             "predicted class's logit, blue ones lower it. Completeness check: the attributions add up to the logit "
-             f"change within {100 * completeness:.1f}%.")
+    rep.text(
+        f"Images {', '.join(f'#{i}' for i in chosen)} of the test set "
+        f"({'chosen with --images' if images else f'drawn at random, seed {seed}'}), explaining the predicted "
+        f"class. {cam_note} Integrated gradients: {ig_steps} steps from a black image; red pixels raise the "
+        "predicted class's logit, blue ones lower it. Completeness check: the attributions add up to the logit "
+        f"change within {100 * completeness:.1f}%."
+    )
     rep.figure(out / "saliency.png", "digit, Grad-CAM overlay, integrated gradients")
-    rep.section("Files").text("Raw numbers: `explain.json` (every gallery image with its probabilities, the pairs, "
-                              "the saliency settings), `mistakes.csv` (every test mistake), `confusion_matrix.csv`.")
+    rep.section("Files").text(
+        "Raw numbers: `explain.json` (every gallery image with its probabilities, the pairs, "
+        "the saliency settings), `mistakes.csv` (every test mistake), `confusion_matrix.csv`."
+    )
     rep.write(out, "explain.html")
     return raw
 
@@ -313,6 +331,8 @@ def _module_name(model: nn.Module, layer: nn.Module) -> str:
 def _mistakes_csv(res: EvalResult, classes: list[str]) -> str:
     lines = ["index,true,pred,confidence,p_true"]
     for i in most_confident_mistakes(res.probs, res.labels, len(res.labels)):
-        lines.append(f"{i},{classes[res.labels[i]]},{classes[res.preds[i]]},{res.probs[i].max():.6f},"
-                     f"{res.probs[i, res.labels[i]]:.6f}")
+        lines.append(
+            f"{i},{classes[res.labels[i]]},{classes[res.preds[i]]},{res.probs[i].max():.6f},"
+            f"{res.probs[i, res.labels[i]]:.6f}"
+        )
     return "\n".join(lines) + "\n"

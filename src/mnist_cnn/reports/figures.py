@@ -1,6 +1,4 @@
-"""Figures: matplotlib (Agg backend, no display) written atomically, one palette for every plot.
-"""
-
+"""Figures: matplotlib (Agg backend, no display) written atomically, one palette for every plot."""
 
 from __future__ import annotations
 
@@ -25,8 +23,9 @@ def pyplot():
 
 
 def save_figure(fig: Any, path: Path) -> None:
-    atomic_save(path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110,
-                                              bbox_inches="tight"))
+    atomic_save(
+        path, lambda tmp: fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=110, bbox_inches="tight")
+    )
     pyplot().close(fig)
 
 
@@ -45,8 +44,15 @@ def plot_confusion(path: Path, cm: np.ndarray, classes: list[str] | tuple[str, .
     for i in range(len(classes)):
         for j in range(len(classes)):
             if cm[i, j]:
-                ax.text(j, i, f"{norm[i, j]:.2f}" if i == j else f"{norm[i, j]:.3f}".lstrip("0"),
-                        ha="center", va="center", fontsize=7, color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{norm[i, j]:.2f}" if i == j else f"{norm[i, j]:.3f}".lstrip("0"),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
     save_figure(fig, path)
 

@@ -20,14 +20,19 @@ def write_confusion_csv(path: Path, cm: np.ndarray, classes: list[str] | tuple[s
     atomic_write_text(path, "\n".join(rows) + "\n")
 
 
-def write_eval_artifacts(out: Path, result: EvalResult, classes: list[str] | tuple[str, ...],
-                         metrics: dict[str, Any], split: str = "test") -> None:
+def write_eval_artifacts(
+    out: Path, result: EvalResult, classes: list[str] | tuple[str, ...], metrics: dict[str, Any], split: str = "test"
+) -> None:
     """metrics.json, classification_report.txt, confusion_matrix.{csv,png} for ``split``."""
     suffix = "" if split == "test" else f"_{split}"
     cm = result.confusion(len(classes))
     write_confusion_csv(out / f"confusion_matrix{suffix}.csv", cm, classes)
-    plot_confusion(out / f"confusion_matrix{suffix}.png", cm, classes,
-                   f"confusion matrix, {split} set (accuracy {100 * result.accuracy:.2f}%)")
+    plot_confusion(
+        out / f"confusion_matrix{suffix}.png",
+        cm,
+        classes,
+        f"confusion matrix, {split} set (accuracy {100 * result.accuracy:.2f}%)",
+    )
     atomic_write_text(out / f"classification_report{suffix}.txt", result.report(classes))
     atomic_write_json(out / f"metrics{suffix}.json", metrics)
 
@@ -63,18 +68,25 @@ def write_run_report(out: Path, result: EvalResult | None = None, data: Any = No
     ``result``/``data`` (the test-set EvalResult and Dataset) avoid re-running the model when the
     caller has them (training does); otherwise the saved model is evaluated again.
     """
-    from mnist_cnn.reports.explain import confused_pairs, most_confident_mistakes, prediction_cards
+    from mnist_cnn.reports.mistakes import confused_pairs, most_confident_mistakes, prediction_cards
 
     out = Path(out)
     metrics = read_json(out / METRICS, "metrics file")
     config = read_run_config(out)
-    rep = Report(f"Run report: {out.name}",
-                 f"{metrics.get('model')} on {metrics.get('dataset')}, seed {metrics.get('seed')}, "
-                 f"{metrics.get('epochs_run')} epochs")
-    rows = [["test accuracy", pct(metrics.get("test_accuracy"))], ["test loss", fmt(metrics.get("test_loss"))],
-            ["validation accuracy", pct(metrics.get("val_accuracy"))], ["validation loss", fmt(metrics.get("val_loss"))],
-            ["parameters", f"{metrics.get('params', 0):,}"], ["epochs run", str(metrics.get("epochs_run"))],
-            ["train time", f"{metrics.get('train_seconds', 0):.1f} s"]]
+    rep = Report(
+        f"Run report: {out.name}",
+        f"{metrics.get('model')} on {metrics.get('dataset')}, seed {metrics.get('seed')}, "
+        f"{metrics.get('epochs_run')} epochs",
+    )
+    rows = [
+        ["test accuracy", pct(metrics.get("test_accuracy"))],
+        ["test loss", fmt(metrics.get("test_loss"))],
+        ["validation accuracy", pct(metrics.get("val_accuracy"))],
+        ["validation loss", fmt(metrics.get("val_loss"))],
+        ["parameters", f"{metrics.get('params', 0):,}"],
+        ["epochs run", str(metrics.get("epochs_run"))],
+        ["train time", f"{metrics.get('train_seconds', 0):.1f} s"],
+    ]
     rep.section("Metrics").table(["metric", "value"], rows)
     if (out / "history.png").exists():
         rep.section("Learning curves").figure(out / "history.png", "loss and accuracy per epoch, train and validation")
@@ -84,20 +96,26 @@ def write_run_report(out: Path, result: EvalResult | None = None, data: Any = No
     result, images = _run_test_result(out, config, result, data) if classes else (None, None)
     if result is not None:
         pairs = confused_pairs(result.confusion(len(classes)), classes, 5)
-        rep.table(["classes", "confusions", "breakdown"], [[p["pair"], p["total"], p["breakdown"]] for p in pairs],
-                  "most-confused class pairs (both directions)")
+        rep.table(
+            ["classes", "confusions", "breakdown"],
+            [[p["pair"], p["total"], p["breakdown"]] for p in pairs],
+            "most-confused class pairs (both directions)",
+        )
     if classes:
         pc = metrics["per_class"]
-        rep.section("Per class").table(["class", "precision", "recall", "F1", "support"],
-                                       [[c, fmt(v["precision"]), fmt(v["recall"]), fmt(v["f1"]), v["support"]]
-                                        for c, v in pc.items()])
+        rep.section("Per class").table(
+            ["class", "precision", "recall", "F1", "support"],
+            [[c, fmt(v["precision"]), fmt(v["recall"]), fmt(v["f1"]), v["support"]] for c, v in pc.items()],
+        )
         rep.text("The same numbers with averages: `classification_report.txt`.")
     if result is not None:
         idx = most_confident_mistakes(result.probs, result.labels, 12)
         rep.section("Most confident mistakes")
-        if len(idx):
-            rep.text(f"The {len(idx)} test images the model got wrong with the highest confidence "
-                     f"({int((result.preds != result.labels).sum())} mistakes in all).")
+        if len(idx) and images is not None:
+            rep.text(
+                f"The {len(idx)} test images the model got wrong with the highest confidence "
+                f"({int((result.preds != result.labels).sum())} mistakes in all)."
+            )
             rep.gallery(prediction_cards(images, result, classes, idx))
         else:
             rep.text("No mistakes on the test set.")
@@ -118,8 +136,10 @@ def tensorboard_writer(logdir: str):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise ConfigError("--tensorboard needs the tensorboard package; install it with "
-                          "`pip install 'mnist-cnn[tensorboard]'` or drop --tensorboard") from None
+        raise ConfigError(
+            "--tensorboard needs the tensorboard package; install it with "
+            "`pip install 'mnist-cnn[tensorboard]'` or drop --tensorboard"
+        ) from None
     return SummaryWriter(log_dir=logdir)
 
 

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +37,33 @@ def describe(cfg: dict[str, Any]) -> str:
         text += f" {kw.get('padding', 'valid')}{' ' + flags if flags else ''}: {blocks} | {head_text}"
     elif kw:
         text += " " + json.dumps(kw, separators=(",", ":"))
-    return (text + f" | {cfg['optimizer']} lr {cfg['lr']:.3g} batch {cfg['batch_size']} {cfg['schedule']}"
-            f" wd {cfg['weight_decay']:.2g} ls {cfg['label_smoothing']:.2f} aug {cfg['augment']} ep {cfg['epochs']}")
+    return (
+        text + f" | {cfg['optimizer']} lr {cfg['lr']:.3g} batch {cfg['batch_size']} {cfg['schedule']}"
+        f" wd {cfg['weight_decay']:.2g} ls {cfg['label_smoothing']:.2f} aug {cfg['augment']} ep {cfg['epochs']}"
+    )
 
 
 def trial_rows(study: Any, top: int | None = None) -> list[dict[str, Any]]:
     """One row per completed trial, best validation accuracy first."""
-    rows = [{"trial": t.number, "val_accuracy": t.values[0], "params": t.user_attrs.get("params"),
-             "mmacs": t.user_attrs.get("mmacs"), "train_seconds": t.user_attrs.get("train_seconds"),
-             "worker": t.user_attrs.get("worker"), "config": describe(t.user_attrs["config"])}
-            for t in finished(study)]
+    rows = [
+        {
+            "trial": t.number,
+            "val_accuracy": t.values[0],
+            "params": t.user_attrs.get("params"),
+            "mmacs": t.user_attrs.get("mmacs"),
+            "train_seconds": t.user_attrs.get("train_seconds"),
+            "worker": t.user_attrs.get("worker"),
+            "config": describe(t.user_attrs["config"]),
+        }
+        for t in finished(study)
+    ]
     return rows[:top] if top else rows
 
 
-NO_IMPORTANCES = ("Parameter importances need completed trials whose parameters and accuracies vary; "
-                  "this study has too few of them so far.")
+NO_IMPORTANCES = (
+    "Parameter importances need completed trials whose parameters and accuracies vary; "
+    "this study has too few of them so far."
+)
 
 
 def param_importances(study: Any) -> dict[str, float]:
@@ -85,9 +98,19 @@ def _trials_csv(study: Any) -> str:
     w.writerow(["trial", "state", "val_accuracy", "params", "mmacs", "train_seconds", "worker", "note", "config"])
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
-        w.writerow([t.number, t.state.name, a.get("val_accuracy", ""), a.get("params", ""), a.get("mmacs", ""),
-                    a.get("train_seconds", ""), a.get("worker", ""), a.get("invalid", ""),
-                    describe(a["config"]) if "config" in a else ""])
+        w.writerow(
+            [
+                t.number,
+                t.state.name,
+                a.get("val_accuracy", ""),
+                a.get("params", ""),
+                a.get("mmacs", ""),
+                a.get("train_seconds", ""),
+                a.get("worker", ""),
+                a.get("invalid", ""),
+                describe(a["config"]) if "config" in a else "",
+            ]
+        )
     return buf.getvalue()
 
 
@@ -97,14 +120,18 @@ def _figures(study: Any, importances: dict[str, float], out: Path) -> dict[str, 
 
     plt = pyplot()  # Agg backend before Optuna's plots create figures
     # one objective: Optuna's own value (its history plot then draws the best-so-far line)
-    acc = ({"target": lambda t: t.values[0]} if len(study.directions) > 1 else {}) | {"target_name": "validation accuracy"}
-    plots = {"history": lambda: vm.plot_optimization_history(study, **acc).figure,
-             "parallel": lambda: vm.plot_parallel_coordinate(study, params=list(importances)[:8] or None, **acc).figure}
+    acc: dict[str, Any] = {"target_name": "validation accuracy"}
+    if len(study.directions) > 1:
+        acc["target"] = lambda t: t.values[0]
+    plots: dict[str, Callable[[], Any]] = {
+        "history": lambda: vm.plot_optimization_history(study, **acc).figure,
+        "parallel": lambda: vm.plot_parallel_coordinate(study, params=list(importances)[:8] or None, **acc).figure,
+    }
     if len(study.directions) > 1:
         names = ["validation accuracy", OBJECTIVES[study.user_attrs.get("objective", "accuracy,params")][0]]
         plots["pareto"] = lambda: vm.plot_pareto_front(study, target_names=names).figure
 
-    def bars():
+    def bars() -> Any:
         fig, ax = plt.subplots(figsize=(7, 0.35 * len(importances) + 1))
         names = list(importances)[::-1]
         ax.barh(names, [importances[n] for n in names], color=PALETTE[0])
@@ -113,10 +140,11 @@ def _figures(study: Any, importances: dict[str, float], out: Path) -> dict[str, 
             ax.set_axis_off()
             ax.text(0.5, 0.5, NO_IMPORTANCES, ha="center", va="center", wrap=True, transform=ax.transAxes)
         return fig
+
     plots["importances"] = bars
     files = {}
     for name, make in plots.items():
-        fig = make()
+        fig: Any = make()
         width = 13 if name == "parallel" else 9  # parallel coordinates: room for 9 axes' tick labels
         fig.set_size_inches(max(fig.get_size_inches()[0], width), max(fig.get_size_inches()[1], 4.5))
         save_figure(fig, out / f"{name}.png")
@@ -128,17 +156,32 @@ def _report(study: Any, best: dict[str, Any], importances: dict[str, float], fil
     """The report, through the one report engine (HTML with its CSP, and the same as Markdown)."""
     c = trial_counts(study)
     s = best["search"]
-    rep = Report(f"Search report: study {study.study_name}",
-                 f"Space `{study.user_attrs.get('space')}`, objective `{study.user_attrs.get('objective')}`, "
-                 f"epoch budget {study.user_attrs.get('budget_epochs')}; trials: "
-                 + ", ".join(f"{v} {k.lower()}" for k, v in sorted(c.items())) + ".")
-    rep.text(f"Best trial **{s['trial']}**: validation accuracy **{100 * s['val_accuracy']:.2f}%**, "
-             f"{s['params'] or 0:,} parameters, {s['mmacs']} MMAC/image. Chosen on the validation split; "
-             "the test set was not used. Retrain it with `mnist-cnn train --config best.json` "
-             "(its test accuracy is that run's, reported separately).")
+    rep = Report(
+        f"Search report: study {study.study_name}",
+        f"Space `{study.user_attrs.get('space')}`, objective `{study.user_attrs.get('objective')}`, "
+        f"epoch budget {study.user_attrs.get('budget_epochs')}; trials: "
+        + ", ".join(f"{v} {k.lower()}" for k, v in sorted(c.items()))
+        + ".",
+    )
+    rep.text(
+        f"Best trial **{s['trial']}**: validation accuracy **{100 * s['val_accuracy']:.2f}%**, "
+        f"{s['params'] or 0:,} parameters, {s['mmacs']} MMAC/image. Chosen on the validation split; "
+        "the test set was not used. Retrain it with `mnist-cnn train --config best.json` "
+        "(its test accuracy is that run's, reported separately)."
+    )
     cols = ["rank", "trial", "val acc", "params", "MMAC", "train s", "configuration"]
-    rows = [[str(i + 1), str(r["trial"]), f"{100 * r['val_accuracy']:.2f}%", f"{r['params'] or 0:,}",
-             f"{r['mmacs']}", f"{r['train_seconds'] or 0:.1f}", r["config"]] for i, r in enumerate(trial_rows(study, 10))]
+    rows = [
+        [
+            str(i + 1),
+            str(r["trial"]),
+            f"{100 * r['val_accuracy']:.2f}%",
+            f"{r['params'] or 0:,}",
+            f"{r['mmacs']}",
+            f"{r['train_seconds'] or 0:.1f}",
+            r["config"],
+        ]
+        for i, r in enumerate(trial_rows(study, 10))
+    ]
     rep.section("Best trials").table(cols, rows)
     rep.section("Parameter importances")
     if importances:

@@ -88,9 +88,17 @@ class SearchSpec:
     def study_attrs(self) -> dict[str, Any]:
         """What every worker of one study must agree on (stored on the study when it is created)."""
         base = {k: v for k, v in self.base.items() if k not in LOCAL_FIELDS}
-        return json.loads(json.dumps({"space": self.space, "objective": self.objective,
-                                      "budget_epochs": self.budget_epochs, "max_mmacs": self.max_mmacs,
-                                      "base": base}))
+        return json.loads(
+            json.dumps(
+                {
+                    "space": self.space,
+                    "objective": self.objective,
+                    "budget_epochs": self.budget_epochs,
+                    "max_mmacs": self.max_mmacs,
+                    "base": base,
+                }
+            )
+        )
 
 
 # --------------------------------------------------------------------------- optuna + storage
@@ -145,15 +153,23 @@ def open_storage(url: str, heartbeat: int | None = 30):
         kwargs = {"connect_args": {"timeout": 120}}  # wait for the other workers' writes
     try:
         return optuna.storages.RDBStorage(
-            url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=None if heartbeat is None else 3 * heartbeat,
-            heartbeat_stale_trial_callback=_retry_callback() if heartbeat else None)
+            url,
+            engine_kwargs=kwargs,
+            heartbeat_interval=heartbeat,
+            grace_period=None if heartbeat is None else 3 * heartbeat,
+            heartbeat_stale_trial_callback=_retry_callback() if heartbeat else None,
+        )
     except ImportError:  # Optuna re-raises the driver's ModuleNotFoundError as a plain ImportError
-        raise ConfigError(f"--storage {_safe_url(url)}: its database driver is not installed; "
-                          "pip install 'mnist-cnn[search]' (psycopg2-binary for PostgreSQL)") from None
+        raise ConfigError(
+            f"--storage {_safe_url(url)}: its database driver is not installed; "
+            "pip install 'mnist-cnn[search]' (psycopg2-binary for PostgreSQL)"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - sqlalchemy/DB errors of many kinds: one line for the user
         first = first_line(exc)
-        raise ConfigError(f"--storage {_safe_url(url)}: cannot open ({first}); use sqlite:///PATH or "
-                          "postgresql://USER:PASSWORD@HOST:PORT/DB") from None
+        raise ConfigError(
+            f"--storage {_safe_url(url)}: cannot open ({first}); use sqlite:///PATH or "
+            "postgresql://USER:PASSWORD@HOST:PORT/DB"
+        ) from None
 
 
 def _retry_callback():
@@ -165,9 +181,11 @@ def _retry_callback():
 
 def _pruner(spec: SearchSpec):
     optuna = optuna_module()
-    base = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
-            "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.budget_epochs),
-            "none": optuna.pruners.NopPruner}[spec.pruner]()
+    base = {
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec.budget_epochs),
+        "none": optuna.pruners.NopPruner,
+    }[spec.pruner]()
     if spec.prune_below is None:
         return base
     return _AnyPruner([base, optuna.pruners.ThresholdPruner(lower=spec.prune_below)])
@@ -189,8 +207,14 @@ def open_study(spec: SearchSpec, storage=None):
     optuna = optuna_module()
     storage = storage or open_storage(spec.storage, spec.heartbeat)
     sampler = optuna.samplers.TPESampler(constant_liar=True)  # liar: parallel workers spread out
-    study = optuna.create_study(storage=storage, study_name=spec.study, directions=spec.directions,
-                                load_if_exists=True, sampler=sampler, pruner=_pruner(spec))
+    study = optuna.create_study(
+        storage=storage,
+        study_name=spec.study,
+        directions=spec.directions,
+        load_if_exists=True,
+        sampler=sampler,
+        pruner=_pruner(spec),
+    )
     mine, theirs = spec.study_attrs(), study.user_attrs
     if not theirs:
         for k, v in mine.items():
@@ -199,8 +223,10 @@ def open_study(spec: SearchSpec, storage=None):
     diff = [k for k in mine if theirs.get(k) != mine[k]]
     if diff or len(study.directions) != len(spec.directions):
         k = diff[0] if diff else "objective"
-        raise ConfigError(f"study {spec.study!r} in {_safe_url(spec.storage)} was created with other settings "
-                          f"({k}: {json.dumps(theirs.get(k))[:120]}); rerun with the same flags or choose another --study")
+        raise ConfigError(
+            f"study {spec.study!r} in {_safe_url(spec.storage)} was created with other settings "
+            f"({k}: {json.dumps(theirs.get(k))[:120]}); rerun with the same flags or choose another --study"
+        )
     return study
 
 
@@ -210,8 +236,9 @@ def load_study(name: str, storage, **kwargs: Any):
         return optuna.load_study(study_name=name, storage=storage, **kwargs)
     except KeyError:
         names = optuna.get_all_study_names(storage)
-        raise ConfigError(f"study {name!r} not found in the storage; existing studies: "
-                          f"{', '.join(names) or 'none'}") from None
+        raise ConfigError(
+            f"study {name!r} not found in the storage; existing studies: {', '.join(names) or 'none'}"
+        ) from None
 
 
 class AskLock:
@@ -261,23 +288,31 @@ def suggest_arch(trial) -> dict[str, Any]:
     pools = [trial.suggest_categorical(f"pool_{i}", [True, False]) for i in range(n)]
     depth = trial.suggest_int("head_layers", 0, 2)
     head = [trial.suggest_categorical("head_width", [32, 64, 128, 256])] * depth
-    return {"channels": channels, "kernel_size": kernels, "pool": pools, "padding": padding,
-            "batchnorm": trial.suggest_categorical("batchnorm", [True, False]), "head": head,
-            "dropout": trial.suggest_float("dropout", 0.0, 0.5) if depth else 0.0,
-            "conv_dropout": trial.suggest_float("conv_dropout", 0.0, 0.3),
-            "global_pool": trial.suggest_categorical("global_pool", [False, True])}
+    return {
+        "channels": channels,
+        "kernel_size": kernels,
+        "pool": pools,
+        "padding": padding,
+        "batchnorm": trial.suggest_categorical("batchnorm", [True, False]),
+        "head": head,
+        "dropout": trial.suggest_float("dropout", 0.0, 0.5) if depth else 0.0,
+        "conv_dropout": trial.suggest_float("conv_dropout", 0.0, 0.3),
+        "global_pool": trial.suggest_categorical("global_pool", [False, True]),
+    }
 
 
 def suggest_recipe(trial, budget_epochs: int) -> dict[str, Any]:
     """TrainConfig recipe fields: optimiser, lr, batch, weight decay, smoothing, augmentation, epochs."""
-    return {"optimizer": trial.suggest_categorical("optimizer", ["adam", "adamw", "nesterov"]),
-            "lr": trial.suggest_float("lr", 1e-4, 0.1, log=True),
-            "batch_size": trial.suggest_categorical("batch_size", [32, 64, 128, 256]),
-            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
-            "label_smoothing": trial.suggest_float("label_smoothing", 0.0, 0.2),
-            "augment": trial.suggest_categorical("augment", ["none", "light", "medium", "strong"]),
-            "schedule": trial.suggest_categorical("schedule", ["constant", "onecycle", "cosine"]),
-            "epochs": trial.suggest_int("epochs", 1, budget_epochs)}
+    return {
+        "optimizer": trial.suggest_categorical("optimizer", ["adam", "adamw", "nesterov"]),
+        "lr": trial.suggest_float("lr", 1e-4, 0.1, log=True),
+        "batch_size": trial.suggest_categorical("batch_size", [32, 64, 128, 256]),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True),
+        "label_smoothing": trial.suggest_float("label_smoothing", 0.0, 0.2),
+        "augment": trial.suggest_categorical("augment", ["none", "light", "medium", "strong"]),
+        "schedule": trial.suggest_categorical("schedule", ["constant", "onecycle", "cosine"]),
+        "epochs": trial.suggest_int("epochs", 1, budget_epochs),
+    }
 
 
 def trial_config(trial, spec: SearchSpec) -> TrainConfig:
@@ -291,19 +326,19 @@ def trial_config(trial, spec: SearchSpec) -> TrainConfig:
     return TrainConfig.from_dict({**cfg, **over}, source=f"trial {trial.number}")
 
 
-def count_macs(model) -> int:
+def count_macs(model: Any) -> int:
     """Multiply-accumulates of one forward pass on a [1, 1, 28, 28] image (conv + linear layers)."""
     import torch
     from torch import nn
 
-    total = 0
+    total: int = 0
 
     def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
         nonlocal total
         if isinstance(mod, nn.Conv2d):  # each output value: in/groups * kh * kw MACs
             total += out.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
-        else:
-            total += out.numel() * mod.in_features
+        elif isinstance(mod, nn.Linear):
+            total += out.numel() * int(mod.in_features)
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     was_training = model.training
@@ -354,8 +389,9 @@ def objective(trial, spec: SearchSpec, data=None) -> list[float]:
     m = train(cfg, None, quiet=True, data=data, on_epoch=on_epoch, evaluate_test=False).metrics
     for k in ("val_accuracy", "train_seconds", "epochs_run"):
         trial.set_user_attr(k, m[k])
-    return [m["val_accuracy"]] + [{"params": params, "train_seconds": m["train_seconds"]}[k]
-                                  for k in OBJECTIVES[spec.objective]]
+    return [m["val_accuracy"]] + [
+        {"params": params, "train_seconds": m["train_seconds"]}[k] for k in OBJECTIVES[spec.objective]
+    ]
 
 
 @contextmanager
@@ -398,8 +434,9 @@ def _run_trial(study, storage, trial, spec: SearchSpec, data, worker: str) -> No
         except (KeyboardInterrupt, Interrupted):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             _retry_callback()(study, storage.get_trial(trial._trial_id))  # re-queue its params
-            raise Interrupted(f"search interrupted; trial {trial.number} is re-queued; "
-                              "run the same command to resume") from None
+            raise Interrupted(
+                f"search interrupted; trial {trial.number} is re-queued; run the same command to resume"
+            ) from None
         except BaseException:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             raise
@@ -529,11 +566,19 @@ def best_config(study) -> dict[str, Any]:
     trained_with = {k: cfg.get(k) for k in ("train_subset", "epochs", "threads")}
     cfg.update(data_dir=None, threads=None, train_subset=None, recipe=None)
     TrainConfig.from_dict(cfg, source=f"trial {t.number} config").validate()
-    return {"train": cfg,
-            "search": {"study": study.study_name, "trial": t.number, "val_accuracy": t.values[0],
-                       "params": t.user_attrs.get("params"), "mmacs": t.user_attrs.get("mmacs"),
-                       "trained_with": trained_with, "space": study.user_attrs.get("space"),
-                       "objective": study.user_attrs.get("objective")}}
+    return {
+        "train": cfg,
+        "search": {
+            "study": study.study_name,
+            "trial": t.number,
+            "val_accuracy": t.values[0],
+            "params": t.user_attrs.get("params"),
+            "mmacs": t.user_attrs.get("mmacs"),
+            "trained_with": trained_with,
+            "space": study.user_attrs.get("space"),
+            "objective": study.user_attrs.get("objective"),
+        },
+    }
 
 
 def summary_line(study) -> str:
@@ -542,6 +587,7 @@ def summary_line(study) -> str:
     line = f"study {study.study_name!r}: {sum(c.values())} trials ({parts})"
     if c.get("COMPLETE"):
         t = best_trial(study)
-        line += (f"; best trial {t.number}: val accuracy {100 * t.values[0]:.2f}%, "
-                 f"{t.user_attrs.get('params', 0):,} params")
+        line += (
+            f"; best trial {t.number}: val accuracy {100 * t.values[0]:.2f}%, {t.user_attrs.get('params', 0):,} params"
+        )
     return line

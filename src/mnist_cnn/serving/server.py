@@ -179,9 +179,15 @@ class Service:
 
     def answer(self, probs: np.ndarray, image: np.ndarray) -> dict[str, Any]:
         k = int(np.argmax(probs))
-        return {"digit": k, "label": self.classes[k], "probability": float(probs[k]),
-                "probabilities": [round(float(p), 6) for p in probs], "classes": self.classes,
-                "model_id": self.model_id, "preprocessed": png_data_url(image)}
+        return {
+            "digit": k,
+            "label": self.classes[k],
+            "probability": float(probs[k]),
+            "probabilities": [round(float(p), 6) for p in probs],
+            "classes": self.classes,
+            "model_id": self.model_id,
+            "preprocessed": png_data_url(image),
+        }
 
 
 def untrusted(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -195,7 +201,9 @@ def untrusted(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise InvalidImage("the image is too large to process; send a smaller one") from None
     except Exception as exc:
         log.warning("image rejected by %s", getattr(fn, "__name__", fn), exc_info=True)
-        raise InvalidImage(f"cannot process this image ({type(exc).__name__}); send a PNG or JPEG of one digit") from None
+        raise InvalidImage(
+            f"cannot process this image ({type(exc).__name__}); send a PNG or JPEG of one digit"
+        ) from None
 
 
 def pixels_array(pixels: Any, where: str) -> np.ndarray:
@@ -269,8 +277,10 @@ async def parse_images(request: Request, service: Service, batch: bool) -> list[
         if batch:
             raise UnsupportedMediaType("a batch takes multipart (field 'file', repeated) or JSON {'items': [...]}")
         return await run_in_threadpool(_decode_all, service, [body], False)
-    raise UnsupportedMediaType(f"content type {ctype or '(none)'!r} is not supported; send multipart/form-data "
-                               "(field 'file'), application/json or an image/* body")
+    raise UnsupportedMediaType(
+        f"content type {ctype or '(none)'!r} is not supported; send multipart/form-data "
+        "(field 'file'), application/json or an image/* body"
+    )
 
 
 def _json_body(body: bytes) -> Any:
@@ -330,7 +340,9 @@ async def _multipart_files(request: Request, body: bytes, max_files: int) -> lis
     for f in files:
         ctype = (f.content_type or "application/octet-stream").split(";")[0].strip().lower()
         if not (ctype.startswith("image/") or ctype == "application/octet-stream"):
-            raise UnsupportedMediaType(f"file {f.filename!r} has content type {ctype!r}; send an image (PNG, JPEG, ...)")
+            raise UnsupportedMediaType(
+                f"file {f.filename!r} has content type {ctype!r}; send an image (PNG, JPEG, ...)"
+            )
         blobs.append(await f.read())
     await form.close()
     return blobs
@@ -343,15 +355,42 @@ _IMAGE_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
-                                               "properties": {"file": {"type": "string", "format": "binary"}}}},
-            "application/json": {"schema": {"oneOf": [
-                {"type": "object", "required": ["pixels"], "properties": {"pixels": {
-                    "type": "array", "minItems": 28, "maxItems": 28, "description": "28 rows of 28 numbers 0..255",
-                    "items": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": 255}}}}},
-                {"type": "object", "required": ["image"], "properties": {"image": {
-                    "type": "string", "description": "base64 PNG/JPEG, or a data: URL"}}},
-            ]}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {
+                            "type": "object",
+                            "required": ["pixels"],
+                            "properties": {
+                                "pixels": {
+                                    "type": "array",
+                                    "minItems": 28,
+                                    "maxItems": 28,
+                                    "description": "28 rows of 28 numbers 0..255",
+                                    "items": {
+                                        "type": "array",
+                                        "items": {"type": "number", "minimum": 0, "maximum": 255},
+                                    },
+                                }
+                            },
+                        },
+                        {
+                            "type": "object",
+                            "required": ["image"],
+                            "properties": {
+                                "image": {"type": "string", "description": "base64 PNG/JPEG, or a data: URL"}
+                            },
+                        },
+                    ]
+                }
+            },
             "image/png": {"schema": {"type": "string", "format": "binary"}},
         },
     }
@@ -360,28 +399,53 @@ _BATCH_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "multipart/form-data": {"schema": {"type": "object", "properties": {"file": {
-                "type": "array", "items": {"type": "string", "format": "binary"}}}}},
-            "application/json": {"schema": {"type": "object", "required": ["items"], "properties": {"items": {
-                "type": "array", "items": {"type": "object", "description": "{'pixels': ...} or {'image': ...}"}}}}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["items"],
+                    "properties": {
+                        "items": {
+                            "type": "array",
+                            "items": {"type": "object", "description": "{'pixels': ...} or {'image': ...}"},
+                        }
+                    },
+                }
+            },
         },
     }
 }
-_ERRORS = {code: {"description": text, "content": {"application/json": {"example": {"error": text}}}}
-           for code, text in ((400, "malformed request"), (413, "body or batch too large"),
-                              (415, "unsupported content type"), (422, "image undecodable or no digit found"))}
+_ERRORS = {
+    code: {"description": text, "content": {"application/json": {"example": {"error": text}}}}
+    for code, text in (
+        (400, "malformed request"),
+        (413, "body or batch too large"),
+        (415, "unsupported content type"),
+        (422, "image undecodable or no digit found"),
+    )
+}
 
 
 def create_app(predictor: Any, limits: Limits = Limits()) -> Any:
     """The FastAPI app serving ``predictor`` (an object with ``predict_proba``, ``classes``, ``info``)."""
     service = Service(predictor, limits)
+
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
         yield
         service.batcher.close()  # the model thread ends with the server
 
-    app = _fastapi_class()(title="mnist-cnn", version=_version(), lifespan=lifespan,
-                           description="Handwritten digit recognition: draw or upload a digit, get its class.")
+    app = _fastapi_class()(
+        title="mnist-cnn",
+        version=_version(),
+        lifespan=lifespan,
+        description="Handwritten digit recognition: draw or upload a digit, get its class.",
+    )
     app.state.service = service
 
     @app.exception_handler(MnistCnnError)
@@ -445,9 +509,12 @@ def _ms_since(t0: float) -> float:
 
 
 # The page only loads its own files; data: URLs are the 28x28 preview images.
-_PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
-                                            "style-src 'self'; script-src 'self'; connect-src 'self'",
-                 "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+    "style-src 'self'; script-src 'self'; connect-src 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
 
 
 def _fastapi_class() -> Any:

@@ -57,8 +57,10 @@ def parse_augment(value: str | dict | AugmentConfig | None) -> AugmentConfig:
         return parse_augment({k.strip(): v.strip() for k, v in pairs})
     if isinstance(value, str):
         if value not in PRESETS:
-            raise ConfigError(f"unknown augmentation {value!r}; valid presets: {', '.join(PRESETS)}, "
-                              "or key=value pairs such as rotate=10,scale=0.1")
+            raise ConfigError(
+                f"unknown augmentation {value!r}; valid presets: {', '.join(PRESETS)}, "
+                "or key=value pairs such as rotate=10,scale=0.1"
+            )
         return PRESETS[value]
     if isinstance(value, dict):
         names = {f.name for f in fields(AugmentConfig)}
@@ -106,8 +108,9 @@ def _gaussian_kernel(sigma: float, device: torch.device, max_radius: int) -> tor
     return k / k.sum()
 
 
-def elastic_field(n: int, h: int, w: int, cfg: AugmentConfig, gen: torch.Generator,
-                  device: torch.device) -> torch.Tensor:
+def elastic_field(
+    n: int, h: int, w: int, cfg: AugmentConfig, gen: torch.Generator, device: torch.device
+) -> torch.Tensor:
     """Smoothed random displacement ``[n, h, w, 2]`` (x, y) in normalised grid units, at most
     ``elastic_alpha`` pixels per image (Simard et al. 2003, as a separable Gaussian blur)."""
     noise = torch.rand(n * 2, 1, h, w, generator=gen, device=device) * 2 - 1

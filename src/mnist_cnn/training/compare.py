@@ -12,8 +12,16 @@ from mnist_cnn.training.config import TrainConfig
 from mnist_cnn.training.engine import train
 
 # config keys that do not change what a run learns: a run that differs only in these is reused
-NEUTRAL_KEYS = {"data_dir", "threads", "device", "compile", "eval_batch_size", "tensorboard", "precision",
-                "channels_last"}
+NEUTRAL_KEYS = {
+    "data_dir",
+    "threads",
+    "device",
+    "compile",
+    "eval_batch_size",
+    "tensorboard",
+    "precision",
+    "channels_last",
+}
 
 
 def run_name(model: str, seed: int) -> str:
@@ -28,13 +36,21 @@ def check_reusable(run: Path, cfg: TrainConfig) -> None:
     diff = sorted(k for k in want if k not in NEUTRAL_KEYS and k in saved and saved[k] != want[k])
     if diff:
         k = diff[0]
-        raise ConfigError(f"{run}: existing run was trained with {k}={saved[k]!r}, this comparison asks for "
-                          f"{k}={want[k]!r}; use another --out or delete that run folder")
+        raise ConfigError(
+            f"{run}: existing run was trained with {k}={saved[k]!r}, this comparison asks for "
+            f"{k}={want[k]!r}; use another --out or delete that run folder"
+        )
 
 
-def train_missing(models: Sequence[str], seeds: Sequence[int], make_cfg: Callable[[str, int], TrainConfig],
-                  out: Path, tensorboard: str | None = None, quiet: bool = False,
-                  say: Callable[[str], None] = print) -> list[Path]:
+def train_missing(
+    models: Sequence[str],
+    seeds: Sequence[int],
+    make_cfg: Callable[[str, int], TrainConfig],
+    out: Path,
+    tensorboard: str | None = None,
+    quiet: bool = False,
+    say: Callable[[str], None] = print,
+) -> list[Path]:
     """Train ``model x seed`` into ``out/runs/<model>-seed<k>``; finished runs are reused (after a
     config check), interrupted ones resumed, so a killed comparison continues where it stopped."""
     paths = []

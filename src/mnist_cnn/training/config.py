@@ -67,17 +67,36 @@ class TrainConfig:
             (0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)"),
             (0 <= self.ema < 1, "ema", "must be in [0, 1)"),
             (0 <= self.warmup < 1, "warmup", "must be in [0, 1)"),
-            (self.optimizer in ("adam", "adamw", "sgd", "nesterov"), "optimizer", "must be adam, adamw, sgd or nesterov"),
-            (self.schedule in ("constant", "onecycle", "cosine", "linear"), "schedule",
-             "must be constant, onecycle, cosine or linear"),
-            (self.early_stopping_monitor in ("val_loss", "val_accuracy"), "early_stopping_monitor",
-             "must be val_loss or val_accuracy"),
-            (self.early_stopping_patience is None or self.early_stopping_patience >= 1,
-             "early_stopping_patience", "must be >= 1"),
-            (self.early_stopping_patience is None or self.val_size > 0, "early_stopping_patience",
-             "needs a validation split (val_size > 0)"),
-            (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
-             "must be auto, cpu or cuda"),
+            (
+                self.optimizer in ("adam", "adamw", "sgd", "nesterov"),
+                "optimizer",
+                "must be adam, adamw, sgd or nesterov",
+            ),
+            (
+                self.schedule in ("constant", "onecycle", "cosine", "linear"),
+                "schedule",
+                "must be constant, onecycle, cosine or linear",
+            ),
+            (
+                self.early_stopping_monitor in ("val_loss", "val_accuracy"),
+                "early_stopping_monitor",
+                "must be val_loss or val_accuracy",
+            ),
+            (
+                self.early_stopping_patience is None or self.early_stopping_patience >= 1,
+                "early_stopping_patience",
+                "must be >= 1",
+            ),
+            (
+                self.early_stopping_patience is None or self.val_size > 0,
+                "early_stopping_patience",
+                "needs a validation split (val_size > 0)",
+            ),
+            (
+                self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+                "device",
+                "must be auto, cpu or cuda",
+            ),
             (self.threads is None or self.threads >= 1, "threads", "must be >= 1"),
             (self.precision in ("auto", "fp32", "bf16"), "precision", "must be auto, fp32 or bf16"),
             (self.train_subset is None or self.train_subset >= 1, "train_subset", "must be >= 1"),
@@ -131,8 +150,11 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
         raise ConfigError(f"{source}: {key} must not be null")
     base = get_origin(args[0]) or args[0]
     if base is tuple:
-        if (isinstance(value, (list, tuple)) and len(value) == 2
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        if (
+            isinstance(value, (list, tuple))
+            and len(value) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        ):
             return (float(value[0]), float(value[1]))
         raise ConfigError(f"{source}: {key} must be a list of two numbers")
     if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):

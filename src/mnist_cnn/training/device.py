@@ -1,6 +1,4 @@
-"""Devices, threads, precision and process groups for the training engine.
-"""
-
+"""Devices, threads, precision and process groups for the training engine."""
 
 from __future__ import annotations
 

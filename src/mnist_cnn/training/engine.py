@@ -133,8 +133,9 @@ class DeviceData:
 def prepare_data(cfg: TrainConfig, device: torch.device, data: Dataset | None = None) -> DeviceData:
     ds = data if data is not None else load_dataset(cfg.dataset, cfg.data_dir)
     if cfg.val_size >= len(ds.train_labels):
-        raise ConfigError(f"val_size={cfg.val_size} must be smaller than the training set "
-                          f"({len(ds.train_labels):,} images)")
+        raise ConfigError(
+            f"val_size={cfg.val_size} must be smaller than the training set ({len(ds.train_labels):,} images)"
+        )
     tr, va = train_val_split(ds.train_labels, cfg.val_size, cfg.seed)
     if cfg.train_subset:
         tr = tr[: cfg.train_subset]
@@ -143,8 +144,11 @@ def prepare_data(cfg: TrainConfig, device: torch.device, data: Dataset | None = 
     return DeviceData(
         train_x=torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1).to(device),
         train_y=torch.from_numpy(y).to(device),
-        val_x=ds.train_images[va], val_y=ds.train_labels[va],
-        mean=mean, std=std, dataset=ds,
+        val_x=ds.train_images[va],
+        val_y=ds.train_labels[va],
+        mean=mean,
+        std=std,
+        dataset=ds,
     )
 
 
@@ -162,9 +166,13 @@ def git_commit() -> str | None:
 
 def environment() -> dict[str, Any]:
     return {
-        "mnist_cnn": __version__, "torch": torch.__version__, "numpy": np.__version__,
-        "python": platform.python_version(), "platform": platform.platform(),
-        "git_commit": git_commit(), "command": sys.argv,
+        "mnist_cnn": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": git_commit(),
+        "command": sys.argv,
     }
 
 
@@ -188,8 +196,9 @@ def train(
     out = Path(out_dir) if out_dir is not None else None
     dist = init_distributed(cfg.device)
     if resume and out is not None and has_checkpoint(out):
-        cfg = TrainConfig.from_dict({**checkpoint_config(out / CHECKPOINT), "epochs": cfg.epochs},
-                                    source=str(out / CHECKPOINT))
+        cfg = TrainConfig.from_dict(
+            {**checkpoint_config(out / CHECKPOINT), "epochs": cfg.epochs}, source=str(out / CHECKPOINT)
+        )
     cfg.validate()
     if out is not None and dist.main:
         check_run_dir(out, resume=resume, force=force)  # fail before any work; nothing is touched yet
@@ -203,9 +212,11 @@ def train(
     writer = out if dist.main else None  # only rank 0 writes artifacts
     resuming = _open_run(writer, cfg, dd, state, resume=resume, force=force, say=say)
     barrier(dist)
-    say(f"training {cfg.model} ({count_params(state.model):,} params) on {cfg.dataset}: {len(dd.train_y):,} train / "
+    say(
+        f"training {cfg.model} ({count_params(state.model):,} params) on {cfg.dataset}: {len(dd.train_y):,} train / "
         f"{len(dd.val_y):,} val images, {cfg.epochs} epochs, batch {cfg.batch_size}, device {device}"
-        + (f" (resuming after epoch {state.progress.epoch})" if resuming else ""))
+        + (f" (resuming after epoch {state.progress.epoch})" if resuming else "")
+    )
     loop = EpochLoop(cfg, dd, state, dist, device, writer, say, show_progress=not quiet)
     try:
         loop.run(on_epoch)
@@ -215,8 +226,17 @@ def train(
         raise Interrupted(f"interrupted; the last completed epoch ({state.progress.epoch}) is saved{where}") from None
     if state.best is not None:
         state.eval_model.load_state_dict(state.best)
-    result = finish(cfg=cfg, out=writer, model=state.eval_model, dd=dd, state=state, data_seconds=data_seconds,
-                    compile_seconds=loop.compile_seconds, evaluate_test=evaluate_test and dist.main, say=say)
+    result = finish(
+        cfg=cfg,
+        out=writer,
+        model=state.eval_model,
+        dd=dd,
+        state=state,
+        data_seconds=data_seconds,
+        compile_seconds=loop.compile_seconds,
+        evaluate_test=evaluate_test and dist.main,
+        say=say,
+    )
     barrier(dist)
     return result
 
@@ -247,7 +267,7 @@ def new_state(cfg: TrainConfig, device: torch.device, dist: Dist) -> TrainState:
     aug_gen.manual_seed(cfg.seed + 7919 * (dist.rank + 1))
     model = create_model(cfg.model, **cfg.model_kwargs).to(device)
     if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     ema = None
     if cfg.ema:
         ema = create_model(cfg.model, **cfg.model_kwargs).to(device)
@@ -256,8 +276,9 @@ def new_state(cfg: TrainConfig, device: torch.device, dist: Dist) -> TrainState:
     return TrainState(model=model, optimizer=make_optimizer(cfg, model), gen=gen, aug_gen=aug_gen, ema=ema)
 
 
-def _open_run(out: Path | None, cfg: TrainConfig, dd: DeviceData, state: TrainState, *, resume: bool,
-              force: bool, say: Say) -> bool:
+def _open_run(
+    out: Path | None, cfg: TrainConfig, dd: DeviceData, state: TrainState, *, resume: bool, force: bool, say: Say
+) -> bool:
     """Prepare the run folder; restore the checkpoint or write config.json. True when resuming."""
     if out is None:
         return False
@@ -268,8 +289,9 @@ def _open_run(out: Path | None, cfg: TrainConfig, dd: DeviceData, state: TrainSt
         return True
     if resume:
         say(f"{out}: no checkpoint yet (the run stopped before its first epoch ended); starting it afresh")
-    atomic_write_json(out / CONFIG, {"train": cfg.to_dict(), "environment": environment(),
-                                     "normalisation": dd.normalisation})
+    atomic_write_json(
+        out / CONFIG, {"train": cfg.to_dict(), "environment": environment(), "normalisation": dd.normalisation}
+    )
     return False
 
 
@@ -279,10 +301,27 @@ def _open_run(out: Path | None, cfg: TrainConfig, dd: DeviceData, state: TrainSt
 class EpochLoop:
     """The epochs of one run: train, validate, checkpoint, report, stop early."""
 
-    def __init__(self, cfg: TrainConfig, dd: DeviceData, state: TrainState, dist: Dist, device: torch.device,
-                 writer: Path | None, say: Say, *, show_progress: bool = False):
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        dd: DeviceData,
+        state: TrainState,
+        dist: Dist,
+        device: torch.device,
+        writer: Path | None,
+        say: Say,
+        *,
+        show_progress: bool = False,
+    ):
         self.cfg, self.dd, self.state, self.dist, self.device, self.writer, self.say = (
-            cfg, dd, state, dist, device, writer, say)
+            cfg,
+            dd,
+            state,
+            dist,
+            device,
+            writer,
+            say,
+        )
         self.aug: AugmentConfig = parse_augment(cfg.augment)
         self.steps_per_epoch = math.ceil(len(dd.train_y) / cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -291,8 +330,7 @@ class EpochLoop:
         ddp_model = wrap_ddp(state.model, dist, device)  # broadcasts rank 0's initial weights to all ranks
         bf16 = use_bf16(cfg.precision, device)
         forward = torch.compile(ddp_model) if cfg.compile else ddp_model
-        self.step = make_step(forward, state.optimizer, label_smoothing=cfg.label_smoothing, bf16=bf16,
-                              device=device)
+        self.step = make_step(forward, state.optimizer, label_smoothing=cfg.label_smoothing, bf16=bf16, device=device)
         self.compile_seconds = self._warm_up(forward, bf16) if cfg.compile else 0.0
         self.timer = Timer(device)
         self.progress_bar = ProgressBar(enabled=show_progress)
@@ -310,8 +348,10 @@ class EpochLoop:
             if on_epoch is not None:
                 on_epoch(epoch, row)
             if stop:
-                self.say(f"early stopping: {self.cfg.early_stopping_monitor} has not improved for "
-                         f"{self.cfg.early_stopping_patience} epochs; restoring epoch {p.best_epoch}")
+                self.say(
+                    f"early stopping: {self.cfg.early_stopping_monitor} has not improved for "
+                    f"{self.cfg.early_stopping_patience} epochs; restoring epoch {p.best_epoch}"
+                )
                 break
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -325,7 +365,7 @@ class EpochLoop:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for i in range(self.steps_per_epoch):
             # this rank's shard of the global batch: every world-th index
-            idx = perm[i * cfg.batch_size: (i + 1) * cfg.batch_size][self.dist.rank:: self.dist.world]
+            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size][self.dist.rank :: self.dist.world]
             x = self.batch(idx)  # [B, 1, 28, 28] normalised, augmented float
             y = dd.train_y[idx]  # [B]
             lr = cfg.lr * lr_factor(st.progress.step, self.total_steps, cfg.schedule, cfg.warmup)
@@ -342,8 +382,13 @@ class EpochLoop:
         self.progress_bar.stop()
         st.progress.train_seconds += seconds
         loss_sum, correct = all_reduce_sum(self.dist, loss_sum, correct)
-        return {"epoch": epoch, "train_loss": float(loss_sum) / n, "train_accuracy": float(correct) / n,
-                "lr": st.optimizer.param_groups[0]["lr"], "seconds": seconds}
+        return {
+            "epoch": epoch,
+            "train_loss": float(loss_sum) / n,
+            "train_accuracy": float(correct) / n,
+            "lr": st.optimizer.param_groups[0]["lr"],
+            "seconds": seconds,
+        }
 
     def batch(self, idx: torch.Tensor) -> torch.Tensor:
         """[B] indices -> [B, 1, 28, 28] float: normalised and augmented as one tensor op."""
@@ -356,8 +401,9 @@ class EpochLoop:
         if not len(self.dd.val_y):
             return {}
         t = time.perf_counter()
-        vr = evaluate_model(self.state.eval_model, self.dd.val_x, self.dd.val_y, self.dd.normalisation,
-                            self.cfg.eval_batch_size)
+        vr = evaluate_model(
+            self.state.eval_model, self.dd.val_x, self.dd.val_y, self.dd.normalisation, self.cfg.eval_batch_size
+        )
         self.state.progress.eval_seconds += time.perf_counter() - t
         return {"val_loss": vr.loss, "val_accuracy": vr.accuracy}
 
@@ -402,8 +448,14 @@ class EpochLoop:
         return time.perf_counter() - t
 
 
-def make_step(forward: Callable[[torch.Tensor], torch.Tensor], opt: torch.optim.Optimizer, *,
-              label_smoothing: float, bf16: bool, device: torch.device) -> StepFn:
+def make_step(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    opt: torch.optim.Optimizer,
+    *,
+    label_smoothing: float,
+    bf16: bool,
+    device: torch.device,
+) -> StepFn:
     """One optimiser step on a batch: autocast forward, float32 loss, backward, update."""
 
     def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -428,8 +480,9 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 def epoch_line(row: dict[str, float], epochs: int) -> str:
-    line = (f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} "
-            f"acc {100 * row['train_accuracy']:.2f}%")
+    line = (
+        f"epoch {row['epoch']:>3}/{epochs}  train loss {row['train_loss']:.4f} acc {100 * row['train_accuracy']:.2f}%"
+    )
     if "val_loss" in row:
         line += f"  val loss {row['val_loss']:.4f} acc {100 * row['val_accuracy']:.2f}%"
     return line + f"  {row['seconds']:.1f}s"
@@ -445,8 +498,14 @@ class ProgressBar:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-            self.bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self.bar = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=True,
+            )
 
     def start(self, desc: str, total: int) -> None:
         if self.bar:
@@ -467,14 +526,31 @@ class ProgressBar:
 # --------------------------------------------------------------------------- the end of a run
 
 
-def finish(*, cfg: TrainConfig, out: Path | None, model: nn.Module, dd: DeviceData, state: TrainState,
-           data_seconds: float, compile_seconds: float, evaluate_test: bool, say: Say) -> TrainResult:
+def finish(
+    *,
+    cfg: TrainConfig,
+    out: Path | None,
+    model: nn.Module,
+    dd: DeviceData,
+    state: TrainState,
+    data_seconds: float,
+    compile_seconds: float,
+    evaluate_test: bool,
+    say: Say,
+) -> TrainResult:
     """Final validation and test evaluation, then the run folder's model, metrics, plots and report."""
     p, ds = state.progress, dd.dataset
     metrics: dict[str, Any] = {
-        "model": cfg.model, "recipe": cfg.recipe, "dataset": cfg.dataset, "seed": cfg.seed,
-        "params": count_params(model), "epochs_run": p.epoch, "best_epoch": p.best_epoch,
-        "train_seconds": p.train_seconds, "data_seconds": data_seconds, "compile_seconds": compile_seconds,
+        "model": cfg.model,
+        "recipe": cfg.recipe,
+        "dataset": cfg.dataset,
+        "seed": cfg.seed,
+        "params": count_params(model),
+        "epochs_run": p.epoch,
+        "best_epoch": p.best_epoch,
+        "train_seconds": p.train_seconds,
+        "data_seconds": data_seconds,
+        "compile_seconds": compile_seconds,
     }
     if p.history and "val_accuracy" in p.history[-1]:
         vr = evaluate_model(model, dd.val_x, dd.val_y, dd.normalisation, cfg.eval_batch_size)
@@ -485,21 +561,37 @@ def finish(*, cfg: TrainConfig, out: Path | None, model: nn.Module, dd: DeviceDa
         test = evaluate_model(model, ds.test_images, ds.test_labels, dd.normalisation, cfg.eval_batch_size)
         metrics.update(test_accuracy=test.accuracy, test_loss=test.loss, per_class=test.per_class(ds.classes))
     metrics["eval_seconds"] = p.eval_seconds + time.perf_counter() - t_ev
-    meta = {"normalisation": dd.normalisation, "classes": list(ds.classes), "dataset": cfg.dataset,
-            "config": cfg.to_dict(), "metrics": {k: metrics.get(k) for k in ("test_accuracy", "val_accuracy")},
-            "data_checksums": ds.checksums}
+    meta = {
+        "normalisation": dd.normalisation,
+        "classes": list(ds.classes),
+        "dataset": cfg.dataset,
+        "config": cfg.to_dict(),
+        "metrics": {k: metrics.get(k) for k in ("test_accuracy", "val_accuracy")},
+        "data_checksums": ds.checksums,
+    }
     if out is not None:
-        _write_run(out, cfg=cfg, model=model, meta=meta, metrics=metrics, test=test, dataset=ds,
-                   history=p.history)
+        _write_run(out, cfg=cfg, model=model, meta=meta, metrics=metrics, test=test, dataset=ds, history=p.history)
     if test is not None:
-        say(f"test accuracy {100 * test.accuracy:.2f}%  test loss {test.loss:.4f}  "
-            f"(train {p.train_seconds:.1f}s)" + (f"  -> {out}" if out else ""))
+        say(
+            f"test accuracy {100 * test.accuracy:.2f}%  test loss {test.loss:.4f}  "
+            f"(train {p.train_seconds:.1f}s)" + (f"  -> {out}" if out else "")
+        )
     return TrainResult(out, model, metrics, p.history, meta)
 
 
-def _write_run(out: Path, *, cfg: TrainConfig, model: nn.Module, meta: dict[str, Any], metrics: dict[str, Any],
-               test: EvalResult | None, dataset: Dataset, history: list[dict[str, float]]) -> None:
-    save_model(out / MODEL, model.to("cpu").to(memory_format=torch.contiguous_format), meta)
+def _write_run(
+    out: Path,
+    *,
+    cfg: TrainConfig,
+    model: nn.Module,
+    meta: dict[str, Any],
+    metrics: dict[str, Any],
+    test: EvalResult | None,
+    dataset: Dataset,
+    history: list[dict[str, float]],
+) -> None:
+    cpu_model = model.to("cpu").to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    save_model(out / MODEL, cpu_model, meta)
     if test is not None:
         write_eval_artifacts(out, test, dataset.classes, metrics, split="test")
     else:

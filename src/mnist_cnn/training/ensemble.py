@@ -25,8 +25,16 @@ def member_dir(out: Path, k: int) -> Path:
     return out / f"member-{k}"
 
 
-def train_members(cfg: TrainConfig, out: str | os.PathLike[str], n: int, *, resume: bool = False, force: bool = False,
-                  quiet: bool = False, data: Dataset | None = None) -> dict[str, Any] | None:
+def train_members(
+    cfg: TrainConfig,
+    out: str | os.PathLike[str],
+    n: int,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    quiet: bool = False,
+    data: Dataset | None = None,
+) -> dict[str, Any] | None:
     """Train ``n`` members (seeds ``cfg.seed + k``) into ``out/member-k``, then build the ensemble in
     ``out``. ``resume`` skips finished members and resumes an interrupted one. Returns the ensemble's
     metrics (None on the non-zero ranks of a multi-process run)."""
@@ -36,8 +44,10 @@ def train_members(cfg: TrainConfig, out: str | os.PathLike[str], n: int, *, resu
     main_rank = int(os.environ.get("RANK", "0")) == 0
     if out.exists() and any(out.iterdir()) and not resume:
         if not force:
-            raise RunExistsError(f"{out}: folder already exists; pass --resume to continue the ensemble, "
-                                 "--force to overwrite it, or choose another --out")
+            raise RunExistsError(
+                f"{out}: folder already exists; pass --resume to continue the ensemble, "
+                "--force to overwrite it, or choose another --out"
+            )
         if main_rank:
             shutil.rmtree(out)
     runs: list[Path] = []
@@ -54,5 +64,10 @@ def train_members(cfg: TrainConfig, out: str | os.PathLike[str], n: int, *, resu
         walls[-1] = time.perf_counter() - t
     if not main_rank:
         return None
-    return build_ensemble(runs, out, force=True, data_dir=cfg.data_dir,
-                          extra={"member_runs": [str(r) for r in runs], "member_wall_seconds": walls})
+    return build_ensemble(
+        runs,
+        out,
+        force=True,
+        data_dir=cfg.data_dir,
+        extra={"member_runs": [str(r) for r in runs], "member_wall_seconds": walls},
+    )

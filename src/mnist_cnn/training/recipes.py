@@ -14,23 +14,56 @@ from mnist_cnn.training.config import TrainConfig
 
 RECIPES: dict[str, dict[str, Any]] = {
     # The seed tutorial: model1, Adam 1e-3, batch 32, 20 epochs, no augmentation.
-    "seed": {"model": "model1", "epochs": 20, "batch_size": 32, "lr": 1e-3, "optimizer": "adam",
-             "schedule": "constant", "augment": "none"},
+    "seed": {
+        "model": "model1",
+        "epochs": 20,
+        "batch_size": 32,
+        "lr": 1e-3,
+        "optimizer": "adam",
+        "schedule": "constant",
+        "augment": "none",
+    },
     # Least time to >= 99.0% test accuracy (mean over 10 seeds): one epoch of a 29k-parameter
     # BatchNorm net, large-ish batch, one-cycle Adam with low beta1, label smoothing.
-    "fast99": {"model": "fastnet", "model_kwargs": {"width": 16}, "epochs": 1, "batch_size": 192, "lr": 0.02,
-               "optimizer": "adam", "betas": [0.7, 0.9], "schedule": "onecycle", "label_smoothing": 0.2,
-               "augment": "none"},
+    "fast99": {
+        "model": "fastnet",
+        "model_kwargs": {"width": 16},
+        "epochs": 1,
+        "batch_size": 192,
+        "lr": 0.02,
+        "optimizer": "adam",
+        "betas": [0.7, 0.9],
+        "schedule": "onecycle",
+        "label_smoothing": 0.2,
+        "augment": "none",
+    },
     # Least time to >= 99.5% (mean over 5 seeds): a 4-block fastnet, light affine augmentation.
-    "fast995": {"model": "fastnet", "model_kwargs": {"width": 16, "blocks": 4}, "epochs": 7, "batch_size": 128,
-                "lr": 0.01,
-                "optimizer": "adam", "betas": [0.7, 0.9], "schedule": "onecycle", "label_smoothing": 0.1,
-                "augment": "light"},
+    "fast995": {
+        "model": "fastnet",
+        "model_kwargs": {"width": 16, "blocks": 4},
+        "epochs": 7,
+        "batch_size": 128,
+        "lr": 0.01,
+        "optimizer": "adam",
+        "betas": [0.7, 0.9],
+        "schedule": "onecycle",
+        "label_smoothing": 0.1,
+        "augment": "light",
+    },
     # Best single-model accuracy within ~20 CPU minutes (docs/accuracy.md: ablations on the validation
     # split): the Kaggle-style BatchNorm CNN, affine augmentation, one-cycle Adam, label smoothing
     # (EMA of weights brought nothing measurable on validation, so it is off).
-    "best": {"model": "bncnn", "epochs": 40, "batch_size": 128, "lr": 0.003, "optimizer": "adam",
-             "schedule": "onecycle", "label_smoothing": 0.1, "augment": "medium", "ema": 0.0},
+    "best": {
+        "model": "bncnn",
+        "epochs": 40,
+        "batch_size": 128,
+        "lr": 0.003,
+        "optimizer": "adam",
+        "schedule": "onecycle",
+        "label_smoothing": 0.1,
+        "augment": "medium",
+        "ema": 0.0,
+    },
 }
 
 RECIPE_DESCRIPTIONS: dict[str, str] = {

@@ -67,8 +67,9 @@ class TrainState:
             tensors.update({f"best.{k}": v for k, v in self.best.items()})
         optim_tensors, optim_meta = _optim_to_tensors(self.optimizer)
         tensors.update(optim_tensors)
-        tensors.update({"rng.torch": torch.get_rng_state(), "rng.gen": self.gen.get_state(),
-                        "rng.aug": self.aug_gen.get_state()})
+        tensors.update(
+            {"rng.torch": torch.get_rng_state(), "rng.gen": self.gen.get_state(), "rng.aug": self.aug_gen.get_state()}
+        )
         save_tensors(path, tensors, {**asdict(self.progress), "config": config, "optimizer": optim_meta})
 
     def restore(self, path: Path, device: torch.device) -> None:
@@ -88,8 +89,9 @@ class TrainState:
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:  # weights/optimiser of another model
             from mnist_cnn.errors import first_line
 
-            raise CheckpointError(f"{path}: does not fit this run ({first_line(exc)}); "
-                                  "start the run again with --force") from None
+            raise CheckpointError(
+                f"{path}: does not fit this run ({first_line(exc)}); start the run again with --force"
+            ) from None
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -99,8 +101,10 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     tensors, meta = load_tensors(path)
     missing = [k for k in ("epoch", "step", "history", "config", "optimizer") if k not in meta]
     if missing or "rng.torch" not in tensors:
-        raise CheckpointError(f"{path}: not a training checkpoint (no {', '.join(missing) or 'RNG state'}); "
-                              "start the run again with --force")
+        raise CheckpointError(
+            f"{path}: not a training checkpoint (no {', '.join(missing) or 'RNG state'}); "
+            "start the run again with --force"
+        )
     return tensors, meta
 
 
@@ -113,7 +117,7 @@ def checkpoint_config(path: Path) -> dict[str, Any]:
 
 
 def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
 def _optim_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
