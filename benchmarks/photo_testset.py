@@ -1,5 +1,5 @@
 """Photo-like test set: MNIST test digits rendered as users photograph them, then read back through
-``mnist_cnn.preprocessing`` and a model; accuracy per condition next to the model's accuracy on
+``mnist_cnn.inference.preprocessing`` and a model; accuracy per condition next to the model's accuracy on
 the very same digits as clean 28x28 MNIST images.
 
 Each condition starts from the same *plain* rendering (the digit upscaled with bicubic

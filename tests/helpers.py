@@ -1,10 +1,14 @@
-"""Helpers shared by tests: run the CLI in-process, train tiny runs, make digit and bad/odd images."""
+"""Helpers shared by tests: run the CLI in-process, train tiny runs, make digit and bad/odd images,
+a local download mirror's handler, the search tests' study helpers. Fixtures live in conftest.py."""
 
 from __future__ import annotations
 
 import io
 import struct
 import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +114,80 @@ def odd_images(digit: Image.Image, later: Image.Image) -> dict[str, bytes]:
         "alpha-black-ink.png": encode(Image.fromarray(black_ink)),
         "alpha-white-ink.png": encode(Image.fromarray(white_ink)),
     }
+
+
+# --------------------------------------------------------------------------- a local download mirror
+# (test_download, and test_hardening's disk-full download; the `server` and `files` fixtures are in conftest.py)
+
+
+@dataclass
+class Mirror:
+    """What one mirror answers: ``routes[path] = (status, body, mode)``; mode "cut" sends the
+    full Content-Length, half the body, then closes; "stall" sends half and then hangs."""
+
+    routes: dict[str, tuple[int, bytes, str]] = field(default_factory=dict)
+    requests: list[str] = field(default_factory=list)
+
+
+class MirrorHandler(BaseHTTPRequestHandler):
+    """Answers ``GET /<mirror name>/<file>`` from ``server.mirrors[name]`` (a :class:`Mirror`)."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        mirror, path = self.server.mirrors[self.path.split("/")[1]], "/".join(self.path.split("/")[2:])
+        mirror.requests.append(path)
+        status, body, mode = mirror.routes.get(path, (404, b"<html>not found</html>", "full"))
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if mode == "full":
+            self.wfile.write(body)
+            return
+        self.wfile.write(body[: len(body) // 2])
+        self.wfile.flush()
+        if mode == "stall":
+            self.server.release.wait(30)
+        self.close_connection = True
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def serve_files(mirror: Mirror, blobs: dict[str, bytes], mode: str = "full") -> None:
+    """Have ``mirror`` answer 200 with each of ``blobs`` (file name -> bytes), sent per ``mode``."""
+    mirror.routes.update({n: (200, b, mode) for n, b in blobs.items()})
+
+
+# --------------------------------------------------------------------------- search studies
+# (test_search on SQLite, test_search_postgres on PostgreSQL)
+
+STUDY = "s"
+# tiny and cheap: 1 thread, 100 validation images, batch 64; heartbeat 1 s so dead trials go stale fast
+TINY_SEARCH = ["--space", "arch", "--val-size", "100", "--batch-size", "64", "--threads", "1", "--heartbeat", "1"]
+
+
+def search_args(storage: str, data: Path, *extra: str) -> list[str]:
+    return ["search", "--study", STUDY, "--storage", storage, *TINY_SEARCH, "--data-dir", str(data), *extra]
+
+
+def load_trials(storage: str, study: str = STUDY) -> list:
+    import optuna
+
+    from mnist_cnn.search.study import driver_url
+
+    return optuna.load_study(study_name=study, storage=driver_url(storage)).get_trials()
+
+
+def check_two_workers_exact(storage: str, data: Path, n: int = 8) -> list:
+    """The shared two-worker test (also run against PostgreSQL): exactly n finished trials,
+    numbered 0..n-1 once each, run by two different worker processes."""
+    r = run_cli(*search_args(storage, data, "--trials", str(n), "--workers", "2", "--budget-epochs", "2"))
+    assert r.exit_code == 0, r.stderr
+    trials = load_trials(storage)
+    states = Counter(t.state.name for t in trials)
+    assert states == Counter({"COMPLETE": states["COMPLETE"], "PRUNED": states["PRUNED"]}), states
+    assert states["COMPLETE"] + states["PRUNED"] == n
+    assert sorted(t.number for t in trials) == list(range(n))  # none lost, none duplicated
+    assert len({t.user_attrs["worker"] for t in trials}) == 2, "both workers should have run trials"
+    assert all(t.user_attrs["config"]["model"] == "convnet" for t in trials)
+    assert f"{n} trials" in r.stdout
+    return trials

@@ -143,7 +143,8 @@ def test_onnx_backend_never_imports_torch(tmp_path: Path) -> None:
     img = digit_png(tmp_path / "d.png")
     code = (
         "import sys, json\n"
-        "from mnist_cnn.inference import load_predictor, predict_files\n"
+        "from mnist_cnn.inference.predictors import load_predictor\n"
+        "from mnist_cnn.inference.batch import predict_files\n"
         "from mnist_cnn.cli import main\n"
         f"p = load_predictor({str(tmp_path / 'm.onnx')!r})\n"
         f"r = predict_files(p, [__import__('pathlib').Path({str(img)!r})])\n"

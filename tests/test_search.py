@@ -19,39 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, write_dataset
-from tests.helpers import run_cli
+from tests.helpers import STUDY, check_two_workers_exact, load_trials, run_cli, search_args
 
 optuna = pytest.importorskip("optuna", reason="search needs optuna (pip install 'mnist-cnn[search]')")
-
-STUDY = "s"
-# tiny and cheap: 1 thread, 100 validation images, batch 64; heartbeat 1 s so dead trials go stale fast
-TINY = ["--space", "arch", "--val-size", "100", "--batch-size", "64", "--threads", "1", "--heartbeat", "1"]
-
-
-def search_args(storage: str, data: Path, *extra: str) -> list[str]:
-    return ["search", "--study", STUDY, "--storage", storage, *TINY, "--data-dir", str(data), *extra]
-
-
-def load_trials(storage: str, study: str = STUDY) -> list:
-    from mnist_cnn.search.study import driver_url
-
-    return optuna.load_study(study_name=study, storage=driver_url(storage)).get_trials()
-
-
-def check_two_workers_exact(storage: str, data: Path, n: int = 8) -> list:
-    """The shared two-worker test (also run against PostgreSQL): exactly n finished trials,
-    numbered 0..n-1 once each, run by two different worker processes."""
-    r = run_cli(*search_args(storage, data, "--trials", str(n), "--workers", "2", "--budget-epochs", "2"))
-    assert r.exit_code == 0, r.stderr
-    trials = load_trials(storage)
-    states = Counter(t.state.name for t in trials)
-    assert states == Counter({"COMPLETE": states["COMPLETE"], "PRUNED": states["PRUNED"]}), states
-    assert states["COMPLETE"] + states["PRUNED"] == n
-    assert sorted(t.number for t in trials) == list(range(n))  # none lost, none duplicated
-    assert len({t.user_attrs["worker"] for t in trials}) == 2, "both workers should have run trials"
-    assert all(t.user_attrs["config"]["model"] == "convnet" for t in trials)
-    assert f"{n} trials" in r.stdout
-    return trials
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_search import check_two_workers_exact, load_trials
+from tests.helpers import check_two_workers_exact, load_trials
 
 pytest.importorskip("optuna", reason="search needs optuna (pip install 'mnist-cnn[search]')")
 pytest.importorskip("psycopg2", reason="PostgreSQL storage needs psycopg2 (pip install psycopg2-binary)")

@@ -377,7 +377,7 @@ def test_serves_onnx_without_importing_torch(run_dir: Path, local, tmp_path: Pat
     code = (
         "import sys, json\n"
         "from fastapi.testclient import TestClient\n"
-        "from mnist_cnn.server import load_app\n"
+        "from mnist_cnn.serving.server import load_app\n"
         f"c = TestClient(load_app({str(onnx_path)!r}))\n"
         f"r = c.post('/api/predict', files={{'file': ('d.png', {png!r}, 'image/png')}})\n"
         "print(json.dumps({'status': r.status_code, 'probs': r.json()['probabilities'], "

@@ -22,6 +22,12 @@ class DownloadError(DataError):
     """Every mirror failed, or a downloaded file has the wrong checksum."""
 
 
+class MirrorFailed(Exception):
+    """One mirror did not deliver a file: the download moves on to the next mirror, and only when
+    every mirror failed does the user see a :class:`DownloadError`. Not an ``OSError``, so the
+    atomic writer does not report it as a failure to write (a full disk stops the download at once)."""
+
+
 class CheckpointError(MnistCnnError):
     """A model file or run directory cannot be loaded."""
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mnist_cnn.artifacts.files import CHUNK, atomic_path, sha256_file
 from mnist_cnn.data.datasets import FileSpec, cache_dir, get_spec
-from mnist_cnn.errors import DownloadError
+from mnist_cnn.errors import DownloadError, MirrorFailed
 
 # --------------------------------------------------------------------------- download
 
@@ -62,11 +62,11 @@ def _download_one(f: FileSpec, target: Path, mirrors: tuple[str, ...], timeout: 
             with atomic_path(target) as tmp:
                 actual = _fetch(url, tmp, timeout)
                 if actual != f.sha256:
-                    raise _MirrorFailed(f"sha256 {actual[:12]}… != official {f.sha256[:12]}…")
+                    raise MirrorFailed(f"sha256 {actual[:12]}… != official {f.sha256[:12]}…")
             if progress:
                 print(f"downloaded {url} -> {target}", file=sys.stderr)
             return
-        except _MirrorFailed as exc:  # try the next mirror; atomic_path has removed the partial file
+        except MirrorFailed as exc:  # try the next mirror; atomic_path has removed the partial file
             failures.append(f"{url}: {exc}")
     raise DownloadError(
         f"{f.name}: every mirror failed ({'; '.join(failures)}); "
@@ -74,20 +74,15 @@ def _download_one(f: FileSpec, target: Path, mirrors: tuple[str, ...], timeout: 
     )
 
 
-class _MirrorFailed(Exception):
-    """This mirror did not deliver the file (not an OSError, so atomic_path does not report it as
-    a failure to write: a full disk stops the download, a 404 moves on to the next mirror)."""
-
-
 _NET_ERRORS = (urllib.error.URLError, http.client.HTTPException, OSError, ValueError)
 
 
 def _net(call, *args):
-    """``call(*args)`` with network failures turned into :class:`_MirrorFailed`."""
+    """``call(*args)`` with network failures turned into :class:`MirrorFailed`."""
     try:
         return call(*args)
     except _NET_ERRORS as exc:
-        raise _MirrorFailed(str(getattr(exc, "reason", None) or exc)) from None
+        raise MirrorFailed(str(getattr(exc, "reason", None) or exc)) from None
 
 
 def _fetch(url: str, dest: Path, timeout: float) -> str:
@@ -103,5 +98,5 @@ def _fetch(url: str, dest: Path, timeout: float) -> str:
             got += len(block)
     # http.client ends a body cut short by the server like a complete one: compare with the header
     if length.isdigit() and got != int(length):
-        raise _MirrorFailed(f"transfer interrupted after {got:,} of {int(length):,} bytes")
+        raise MirrorFailed(f"transfer interrupted after {got:,} of {int(length):,} bytes")
     return digest.hexdigest()

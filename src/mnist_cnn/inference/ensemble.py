@@ -20,9 +20,13 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from mnist_cnn.artifacts.files import sha256_file
+from mnist_cnn.artifacts.files import atomic_write_json, read_json, sha256_file
 from mnist_cnn.artifacts.runs import MANIFEST, is_ensemble, resolve_model_path, split_of
+from mnist_cnn.data.datasets import load_dataset
 from mnist_cnn.errors import CheckpointError, ConfigError, RunExistsError
+from mnist_cnn.evaluation.metrics import predict_logits, result_from_probs
+from mnist_cnn.models.files import load_model
+from mnist_cnn.reports.run import write_eval_artifacts
 
 FORMAT = "mnist-cnn-ensemble/1"
 
@@ -37,7 +41,6 @@ class Member:
 
 def load_member(spec: str | os.PathLike[str]) -> Member:
     """A run folder or .safetensors file (or ``default``) as an ensemble member."""
-    from mnist_cnn.models.files import load_model
 
     path = resolve_model_path(spec)
     model, meta = load_model(path)
@@ -67,7 +70,6 @@ def ensemble_probs(
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Mean of the members' softmax probabilities ``[N, C]`` for uint8 images ``[N, 28, 28]``,
     and each member's own probabilities (each member uses its own normalisation)."""
-    from mnist_cnn.evaluation.metrics import predict_logits
 
     each = []
     for m in members:
@@ -81,7 +83,6 @@ def _split(members: Sequence[Member], split: str, data_dir: Any) -> tuple[np.nda
     """Images and labels of ``split`` for these members. The validation split is only defined when
     every member held out the same images (same seed and val_size): otherwise a member would be
     scored on images another member trained on."""
-    from mnist_cnn.data.datasets import load_dataset
 
     ds = load_dataset(members[0].meta.get("dataset", "mnist"), data_dir)
     if split == "test":
@@ -104,7 +105,6 @@ def evaluate_members(
 ) -> tuple[dict[str, Any], Any, Any]:
     """Ensemble metrics on ``split`` -> ``(metrics, EvalResult, dataset)``; metrics has the same keys
     as ``inference.evaluate_run`` plus each member's own accuracy."""
-    from mnist_cnn.evaluation.metrics import result_from_probs
 
     x, y, ds = _split(members, split, data_dir)
     probs, each = ensemble_probs(members, x, tta)
@@ -134,8 +134,6 @@ def build_ensemble(
 ) -> dict[str, Any]:
     """Evaluate the ensemble of ``specs`` on the test split and save it as folder ``out``
     (``extra`` is added to its metrics.json)."""
-    from mnist_cnn.artifacts.files import atomic_write_json
-    from mnist_cnn.reports.run import write_eval_artifacts
 
     out = Path(out)
     if is_ensemble(out) and not force:
@@ -179,7 +177,6 @@ def _manifest(members: Sequence[Member], out: Path, tta: bool) -> dict[str, Any]
 
 def load_ensemble(folder: str | os.PathLike[str]) -> tuple[list[Member], dict[str, Any]]:
     """Members of a saved ensemble, each checked against its recorded sha256 -> (members, manifest)."""
-    from mnist_cnn.artifacts.files import read_json
 
     folder = Path(folder)
     manifest = read_json(folder / MANIFEST, "ensemble manifest")

@@ -6,7 +6,11 @@ import os
 from typing import Any
 
 from mnist_cnn.artifacts.runs import is_ensemble, resolve_model_path, split_of
+from mnist_cnn.data.datasets import load_dataset
 from mnist_cnn.errors import CheckpointError
+from mnist_cnn.evaluation.metrics import evaluate_model
+from mnist_cnn.inference.ensemble import evaluate_ensemble
+from mnist_cnn.models.files import load_model
 
 
 def evaluate_run(
@@ -14,10 +18,6 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Accuracy and loss of a saved model (run folder, model file, ``default`` or ensemble folder) on the
     test split, or on the validation split it was trained with (rebuilt from its stored config)."""
-    from mnist_cnn.data.datasets import load_dataset
-    from mnist_cnn.evaluation.metrics import evaluate_model
-    from mnist_cnn.inference.ensemble import evaluate_ensemble
-    from mnist_cnn.models.files import load_model
 
     if is_ensemble(run):  # a folder saved by `mnist-cnn ensemble` / `train --ensemble N`
         return evaluate_ensemble(run, split, tta, data_dir)

@@ -25,8 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from mnist_cnn.artifacts.files import atomic_path
+from mnist_cnn.artifacts.runs import resolve_model_path
+from mnist_cnn.data.datasets import load_dataset
 from mnist_cnn.errors import ExportError, MnistCnnError, first_line
+from mnist_cnn.evaluation.metrics import predict_logits
 from mnist_cnn.inference.onnx import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, onnx_input, onnx_session, softmax
+from mnist_cnn.models.files import load_model
 
 PARITY_TOLERANCE = 1e-4  # max |logit_torch - logit_onnxruntime| accepted by verify_parity
 OPSET = 18
@@ -70,9 +75,6 @@ def export_onnx(
     """Export run folder / .safetensors / ``default`` to ``out``; with ``verify`` check that ONNX
     Runtime matches PyTorch within :data:`PARITY_TOLERANCE` on the model's test split (random
     images when the data set is not found). The file appears only if every check passed."""
-    from mnist_cnn.artifacts.files import atomic_path
-    from mnist_cnn.artifacts.runs import resolve_model_path
-    from mnist_cnn.models.files import load_model
 
     source = resolve_model_path(spec)
     model, meta = load_model(source)
@@ -188,7 +190,6 @@ def _json_default(obj: Any) -> Any:
 
 def parity_images(meta: dict[str, Any], data_dir: Any, max_images: int | None) -> tuple[np.ndarray, str]:
     """The model's test split (uint8 ``[N,28,28]``), or seeded random images if it is not found."""
-    from mnist_cnn.data.datasets import load_dataset
 
     dataset = meta.get("dataset", "mnist")
     try:
@@ -210,7 +211,6 @@ def verify_parity(
     batch_size: int = 1000,
 ) -> ParityReport:
     """Compare ONNX Runtime logits with PyTorch's (the project's own inference path) on ``images``."""
-    from mnist_cnn.evaluation.metrics import predict_logits
 
     torch_logits = predict_logits(model, images, normalisation["mean"], normalisation["std"]).numpy()
     session = onnx_session(onnx_path)

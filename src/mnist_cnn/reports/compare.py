@@ -26,8 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from mnist_cnn.artifacts.files import atomic_write_json, atomic_write_text, read_json
+from mnist_cnn.artifacts.runs import read_history
+from mnist_cnn.data.datasets import load_dataset
 from mnist_cnn.errors import ConfigError
-from mnist_cnn.reports.figures import PALETTE
+from mnist_cnn.evaluation.metrics import evaluate_model, result_from_probs
+from mnist_cnn.evaluation.stats import diff_interval, format_p, majority_vote, mcnemar, summarise
+from mnist_cnn.models.files import load_model
+from mnist_cnn.reports.figures import PALETTE, plot_confusion, pyplot, save_figure
 from mnist_cnn.reports.html import Report, fmt, pct
 
 ALPHA = 0.05
@@ -61,11 +67,6 @@ class Run:
 
 def load_runs(paths: Sequence[Path], data_dir: Any = None) -> list[Run]:
     """Evaluate every run folder on its test set; all must share one data set."""
-    from mnist_cnn.artifacts.files import read_json
-    from mnist_cnn.artifacts.runs import read_history
-    from mnist_cnn.data.datasets import load_dataset
-    from mnist_cnn.evaluation.metrics import evaluate_model
-    from mnist_cnn.models.files import load_model
 
     runs = []
     for p in paths:
@@ -122,7 +123,6 @@ def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
 
 def pair_stats(a: list[Run], b: list[Run], alpha: float = ALPHA) -> dict[str, Any]:
     """Difference of test accuracy A - B (CI over seeds) and McNemar on the majority votes."""
-    from mnist_cnn.evaluation.stats import diff_interval, majority_vote, mcnemar
 
     seeds_a, seeds_b = [r.seed for r in a], [r.seed for r in b]
     paired = seeds_a == seeds_b
@@ -153,7 +153,6 @@ def _pp(x: float) -> str:
 
 def verdict(name_a: str, name_b: str, diff: Any, mc: Any, alpha: float, n_a: int, n_b: int) -> tuple[str, str]:
     """A plain-language conclusion that follows from the numbers, and its kind (sig/nosig/warn)."""
-    from mnist_cnn.evaluation.stats import format_p
 
     sign = 1 if diff.mean >= 0 else -1
     hi, lo = (name_a, name_b) if sign > 0 else (name_b, name_a)
@@ -210,7 +209,6 @@ def _colour(i: int) -> str:
 def plot_learning_curves(path: Path, groups: dict[str, list[Run]]) -> None:
     """Loss and accuracy per epoch: one colour per model, train solid, validation dashed; the line
     is the mean over seeds and the band spans the lowest to highest seed."""
-    from mnist_cnn.reports.figures import pyplot, save_figure
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -249,8 +247,6 @@ def plot_learning_curves(path: Path, groups: dict[str, list[Run]]) -> None:
 
 def plot_accuracy_by_seed(path: Path, groups: dict[str, list[Run]]) -> None:
     """Test accuracy of every seed (dots) with the mean and its 95% t interval (bar) per model."""
-    from mnist_cnn.evaluation.stats import summarise
-    from mnist_cnn.reports.figures import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.8 * len(groups) + 3, 3.6))
@@ -272,7 +268,6 @@ def plot_accuracy_by_seed(path: Path, groups: dict[str, list[Run]]) -> None:
 
 def plot_f1(path: Path, groups: dict[str, list[Run]], classes: list[str]) -> None:
     """Per-class F1 (mean over seeds, whiskers: std), models side by side."""
-    from mnist_cnn.reports.figures import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(classes) * len(groups) / 2 + 4), 3.8))
@@ -299,14 +294,12 @@ def plot_f1(path: Path, groups: dict[str, list[Run]], classes: list[str]) -> Non
 
 
 def _ms(values: list[float], scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
-    from mnist_cnn.evaluation.stats import summarise
 
     s = summarise([scale * v for v in values])
     return f"{s.mean:.{digits}f}{unit}" if s.n < 2 else f"{s.mean:.{digits}f} ± {s.std:.{digits}f}{unit}"
 
 
 def _ci(values: list[float], scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
-    from mnist_cnn.evaluation.stats import summarise
 
     s = summarise([scale * v for v in values])
     return "–" if s.n < 2 else f"{s.ci_low:.{digits}f} to {s.ci_high:.{digits}f}{unit}"
@@ -315,9 +308,6 @@ def _ci(values: list[float], scale: float = 1.0, digits: int = 2, unit: str = ""
 def build_report(groups: dict[str, list[Run]], out: Path, command: str = "") -> dict[str, Any]:
     """Write compare.html, summary.md, compare.json, runs.csv, pairwise.csv, per_class_f1.csv and
     the figures into ``out``; returns the raw numbers."""
-    from mnist_cnn.artifacts.files import atomic_write_json, atomic_write_text
-    from mnist_cnn.evaluation.stats import format_p, summarise
-    from mnist_cnn.reports.figures import plot_confusion
 
     out.mkdir(parents=True, exist_ok=True)
     classes = next(iter(groups.values()))[0].metrics["classes"]
@@ -467,7 +457,6 @@ def _ci_pp(d: dict[str, Any]) -> str:
 
 
 def _model_summary(runs: list[Run]) -> dict[str, Any]:
-    from mnist_cnn.evaluation.stats import summarise
 
     acc, loss = [r.accuracy for r in runs], [r.loss for r in runs]
     vals = [r.metrics["val_accuracy"] for r in runs if r.metrics.get("val_accuracy") is not None]
@@ -519,7 +508,6 @@ def _pair_row(p: dict[str, Any]) -> dict[str, Any]:
 
 
 def _confusion(r: Run, n: int) -> np.ndarray:
-    from mnist_cnn.evaluation.metrics import result_from_probs
 
     return result_from_probs(r.probs, r.labels, r.loss).confusion(n)
 

@@ -19,14 +19,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from mnist_cnn.artifacts.files import atomic_write_json, atomic_write_text
+from mnist_cnn.artifacts.runs import resolve_model_path
+from mnist_cnn.data.datasets import load_dataset
 from mnist_cnn.errors import ConfigError
-from mnist_cnn.evaluation.metrics import EvalResult
+from mnist_cnn.evaluation.metrics import EvalResult, evaluate_model, normalise
+from mnist_cnn.models.files import load_model
+from mnist_cnn.reports.figures import plot_confusion, pyplot, save_figure
+from mnist_cnn.reports.html import Report, pct
 from mnist_cnn.reports.mistakes import (
     confused_pairs,
     least_confident_correct,
     most_confident_mistakes,
     prediction_cards,
 )
+from mnist_cnn.reports.run import write_confusion_csv
 
 # --------------------------------------------------------------------------- saliency
 
@@ -110,7 +117,6 @@ def plot_saliency(
 ) -> None:
     """``per_row`` images per row, each as: the digit, its Grad-CAM overlay (when available),
     its integrated-gradients attribution (red: evidence for the class, blue: against)."""
-    from mnist_cnn.reports.figures import pyplot, save_figure
 
     plt = pyplot()
     panels = 3 if cams is not None else 2
@@ -135,7 +141,6 @@ def plot_saliency(
 
 def plot_digit_grid(path: Path, images: np.ndarray, titles: list[str], title: str, ncols: int = 8) -> None:
     """A grid of digits with a short title each (for summary.md; the HTML uses cards)."""
-    from mnist_cnn.reports.figures import pyplot, save_figure
 
     plt = pyplot()
     n = max(1, len(images))
@@ -181,14 +186,6 @@ def explain_run(
     ig_steps: int = 64,
 ) -> dict[str, Any]:
     """Write the explain report for ``run`` into ``out``; returns the raw numbers (explain.json)."""
-    from mnist_cnn.artifacts.files import atomic_write_json, atomic_write_text
-    from mnist_cnn.artifacts.runs import resolve_model_path
-    from mnist_cnn.data.datasets import load_dataset
-    from mnist_cnn.evaluation.metrics import evaluate_model, normalise
-    from mnist_cnn.models.files import load_model
-    from mnist_cnn.reports.figures import plot_confusion
-    from mnist_cnn.reports.html import Report, pct
-    from mnist_cnn.reports.run import write_confusion_csv
 
     if method not in ("both", "gradcam", "ig"):
         raise ConfigError(f"--method {method!r} must be gradcam, ig or both")

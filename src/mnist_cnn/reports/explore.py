@@ -14,7 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from mnist_cnn.reports.figures import PALETTE
+from mnist_cnn.artifacts.files import atomic_write_json, atomic_write_text
+from mnist_cnn.data.datasets import load_dataset, train_val_split
+from mnist_cnn.reports.explain import plot_digit_grid
+from mnist_cnn.reports.figures import PALETTE, pyplot, save_figure
 from mnist_cnn.reports.html import Report
 
 
@@ -77,7 +80,6 @@ def compare_splits(
 
 
 def _bars(path: Path, counts: dict[str, np.ndarray], classes: list[str]) -> None:
-    from mnist_cnn.reports.figures import pyplot, save_figure
 
     plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
@@ -98,7 +100,6 @@ def _bars(path: Path, counts: dict[str, np.ndarray], classes: list[str]) -> None
 
 
 def _pixel_hist(path: Path, train_x: np.ndarray, test_x: np.ndarray) -> None:
-    from mnist_cnn.reports.figures import pyplot, save_figure
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.6))
@@ -116,7 +117,6 @@ def _pixel_hist(path: Path, train_x: np.ndarray, test_x: np.ndarray) -> None:
 
 def _split_figure(path: Path, train_x: np.ndarray, test_x: np.ndarray) -> None:
     """Per-image ink distributions (train vs test) and the train − test mean-image difference."""
-    from mnist_cnn.reports.figures import pyplot, save_figure
 
     plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1.6, 1]})
@@ -141,9 +141,6 @@ def explore(
     dataset: str, out: Path, *, data_dir: Any = None, val_size: int = 5000, seed: int = 0, per_class: int = 10
 ) -> dict[str, Any]:
     """Write the explore report for ``dataset`` into ``out``; returns the raw numbers."""
-    from mnist_cnn.artifacts.files import atomic_write_json, atomic_write_text
-    from mnist_cnn.data.datasets import load_dataset, train_val_split
-    from mnist_cnn.reports.explain import plot_digit_grid
 
     ds = load_dataset(dataset, data_dir)
     classes = list(ds.classes)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from mnist_cnn.evaluation.metrics import EvalResult
+from mnist_cnn.reports.html import digit_png
 
 # --------------------------------------------------------------------------- galleries + pairs
 
@@ -54,7 +55,6 @@ def prediction_cards(
     images: np.ndarray, result: EvalResult, classes: list[str] | tuple[str, ...], idx: np.ndarray, top: int = 3
 ) -> list[tuple[bytes, str]]:
     """Gallery cards (PNG, caption HTML): test index, true and predicted class, top probabilities."""
-    from mnist_cnn.reports.html import digit_png
 
     cards = []
     for i in idx:

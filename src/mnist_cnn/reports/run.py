@@ -9,9 +9,13 @@ import numpy as np
 
 from mnist_cnn.artifacts.files import atomic_write_json, atomic_write_text, read_json
 from mnist_cnn.artifacts.runs import METRICS, REPORT, read_run_config
-from mnist_cnn.evaluation.metrics import EvalResult
+from mnist_cnn.data.datasets import load_dataset
+from mnist_cnn.errors import ConfigError, MnistCnnError
+from mnist_cnn.evaluation.metrics import EvalResult, evaluate_model
+from mnist_cnn.models.files import load_model
 from mnist_cnn.reports.figures import plot_confusion
 from mnist_cnn.reports.html import Report, fmt, pct
+from mnist_cnn.reports.mistakes import confused_pairs, most_confident_mistakes, prediction_cards
 
 
 def write_confusion_csv(path: Path, cm: np.ndarray, classes: list[str] | tuple[str, ...]) -> None:
@@ -43,17 +47,11 @@ def write_eval_artifacts(
 def _run_test_result(out: Path, config: dict[str, Any], result: EvalResult | None, data: Any):
     """The test-set result and images for the mistakes gallery; re-evaluates the saved model
     when ``result`` is not given. Returns (result, images) or (None, None) without data."""
-    from mnist_cnn.errors import MnistCnnError
 
     try:
         if data is None:
-            from mnist_cnn.data.datasets import load_dataset
-
             data = load_dataset(config.get("dataset", "mnist"), config.get("data_dir"))
         if result is None:
-            from mnist_cnn.evaluation.metrics import evaluate_model
-            from mnist_cnn.models.files import load_model
-
             model, meta = load_model(out)
             result = evaluate_model(model, data.test_images, data.test_labels, meta["normalisation"])
     except MnistCnnError:
@@ -68,7 +66,6 @@ def write_run_report(out: Path, result: EvalResult | None = None, data: Any = No
     ``result``/``data`` (the test-set EvalResult and Dataset) avoid re-running the model when the
     caller has them (training does); otherwise the saved model is evaluated again.
     """
-    from mnist_cnn.reports.mistakes import confused_pairs, most_confident_mistakes, prediction_cards
 
     out = Path(out)
     metrics = read_json(out / METRICS, "metrics file")
@@ -131,7 +128,6 @@ def write_run_report(out: Path, result: EvalResult | None = None, data: Any = No
 
 def tensorboard_writer(logdir: str):
     """A ``torch.utils.tensorboard.SummaryWriter`` for ``train --tensorboard DIR``."""
-    from mnist_cnn.errors import ConfigError
 
     try:
         from torch.utils.tensorboard import SummaryWriter

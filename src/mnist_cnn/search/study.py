@@ -33,8 +33,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from mnist_cnn.data.datasets import load_dataset
 from mnist_cnn.errors import ConfigError, Interrupted, MnistCnnError, first_line
+from mnist_cnn.models.registry import count_params, create_model
 from mnist_cnn.training.config import TrainConfig
+from mnist_cnn.training.engine import train
 
 SPACES = ("default", "arch", "recipe")
 OBJECTIVES = {"accuracy": (), "accuracy,params": ("params",), "accuracy,time": ("train_seconds",)}
@@ -361,8 +364,6 @@ def objective(trial, spec: SearchSpec, data=None) -> list[float]:
     Invalid architectures (the stack shrinks 28x28 to nothing) and ones over ``max_mmacs`` are
     pruned before training, with the reason in the trial's ``invalid`` attribute."""
     optuna = optuna_module()
-    from mnist_cnn.models.registry import count_params, create_model
-    from mnist_cnn.training.engine import train
 
     cfg = trial_config(trial, spec)
     trial.set_user_attr("config", cfg.to_dict())
@@ -457,7 +458,6 @@ def run_worker(spec: SearchSpec, worker: str | None = None) -> int:
 
     Returns the number of trials this worker ran."""
     optuna = optuna_module()
-    from mnist_cnn.data.datasets import load_dataset
 
     worker = worker or f"{socket.gethostname()}:{os.getpid()}"
     storage = open_storage(spec.storage, spec.heartbeat)

@@ -14,7 +14,10 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from mnist_cnn.artifacts.files import read_json
 from mnist_cnn.errors import ConfigError
+from mnist_cnn.models.registry import model_entry
+from mnist_cnn.training.augment import parse_augment
 
 
 @dataclass
@@ -105,8 +108,6 @@ class TrainConfig:
         for ok, name, why in checks:
             if not ok:
                 raise ConfigError(f"{name}={getattr(self, name)!r} {why}")
-        from mnist_cnn.models.registry import model_entry
-        from mnist_cnn.training.augment import parse_augment
 
         model_entry(self.model)
         parse_augment(self.augment)
@@ -166,7 +167,6 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
 
 def load_config_file(path: str | os.PathLike[str]) -> TrainConfig:
     """Read a ``train --config`` JSON file: a TrainConfig object, or a run's config.json."""
-    from mnist_cnn.artifacts.files import read_json
 
     p = Path(path)
     data = read_json(p, "config file")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from mnist_cnn.artifacts.files import load_tensors, save_tensors
-from mnist_cnn.errors import CheckpointError
+from mnist_cnn.errors import CheckpointError, first_line
 
 
 @dataclass
@@ -87,8 +87,6 @@ class TrainState:
             self.aug_gen.set_state(tensors["rng.aug"])
             self.progress = Progress(**{k: meta[k] for k in PROGRESS_KEYS})
         except (RuntimeError, KeyError, ValueError, TypeError) as exc:  # weights/optimiser of another model
-            from mnist_cnn.errors import first_line
-
             raise CheckpointError(
                 f"{path}: does not fit this run ({first_line(exc)}); start the run again with --force"
             ) from None
