@@ -1,4 +1,5 @@
-"""Shared helpers for the benchmark scripts: machine description, FLOP counting, matmul ceiling."""
+"""Shared helpers for the benchmark scripts: machine description, FLOP counting, matmul ceiling,
+synthetic digits (also the test suite's tiny data sets: tests/conftest.py imports them from here)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -69,3 +71,16 @@ def write_json(path: str | None, obj: Any) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(obj, indent=2) + "\n")
         print(f"wrote {path}")
+
+
+def synthetic_digits(n: int, seed: int = 0, n_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable fake digits: class k is a bright bar at a class-specific position plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % n_classes
+    rng.shuffle(labels)
+    images = rng.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
+    for i, k in enumerate(labels):
+        r = 4 + 2 * int(k)
+        images[i, r : r + 2, 4:24] = 255
+        images[i, 4:24, r : r + 2] = 200
+    return images, labels.astype(np.uint8)

@@ -90,8 +90,8 @@ def test_digits(data_dir: str | None, n: int) -> tuple[np.ndarray, np.ndarray, s
         ds = load_dataset("mnist", data_dir)
         return ds.test_images[:n], ds.test_labels[:n], "MNIST test digits"
     except MnistCnnError:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from tests.conftest import synthetic_digits
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from common import synthetic_digits
 
         x, y = synthetic_digits(n, seed=1)
         return x, y, "synthetic digits (MNIST not found)"

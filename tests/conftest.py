@@ -1,32 +1,25 @@
-"""Shared fixtures: tiny synthetic IDX data sets (made in the test) and the real data in ../shared."""
+"""Shared fixtures: tiny synthetic IDX data sets (made in the test), the real data in ../shared
+(``real_data``: tests using it must be marked ``integration``), a tiny trained run, a local
+download mirror. Plain helpers live in helpers.py."""
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Callable, Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
 import pytest
-
 import torch
+
+from benchmarks.common import synthetic_digits  # one definition, also the serve_load benchmark's fallback
+from tests.helpers import Mirror, MirrorHandler, tiny_run
 
 torch.set_num_threads(1)  # tests are tiny; one thread keeps them predictable on a busy 2-core box
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA = Path(os.environ.get("MNIST_CNN_REAL_DATA", REPO.parent / "shared" / "data" / "mnist"))
-
-
-def synthetic_digits(n: int, seed: int = 0, n_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable fake digits: class k is a bright bar at a class-specific position plus noise."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(n) % n_classes
-    rng.shuffle(labels)
-    images = rng.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
-    for i, k in enumerate(labels):
-        r = 4 + 2 * int(k)
-        images[i, r : r + 2, 4:24] = 255
-        images[i, 4:24, r : r + 2] = 200
-    return images, labels.astype(np.uint8)
 
 
 def write_dataset(folder: Path, n_train: int = 600, n_test: int = 200, seed: int = 0) -> Path:
@@ -58,3 +51,55 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads the user's cache or data-dir variable by accident."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("MNIST_CNN_DATA_DIR", raising=False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The markers must mean something: a test that reads the real data set is an integration test."""
+    unmarked = [item.nodeid for item in items
+                if "real_data" in getattr(item, "fixturenames", ()) and item.get_closest_marker("integration") is None]
+    if unmarked:
+        raise pytest.UsageError("tests using the real_data fixture must be marked integration: " + ", ".join(unmarked))
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained model1 run folder (synthetic data), shared by the tests of one module."""
+    root = tmp_path_factory.mktemp("run")
+    return tiny_run(root, write_dataset(root / "data")).run_dir
+
+
+@pytest.fixture
+def server() -> Iterator[Callable[[str], tuple[str, Mirror]]]:
+    """``add(name)`` -> (base URL, Mirror) served by one threaded server on 127.0.0.1."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), MirrorHandler)
+    httpd.daemon_threads = True
+    httpd.mirrors, httpd.release = {}, threading.Event()
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+
+    def add(name: str) -> tuple[str, Mirror]:
+        httpd.mirrors[name] = Mirror()
+        return f"http://127.0.0.1:{httpd.server_address[1]}/{name}/", httpd.mirrors[name]
+
+    yield add
+    httpd.release.set()
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
+    """The four tiny data set files (name -> bytes), and the mnist spec's official sha256 patched to theirs."""
+    from dataclasses import replace
+
+    from mnist_cnn import data as d
+    from mnist_cnn.artifacts.files import sha256_file
+
+    spec = d.DATASETS["mnist"]
+    names = [f.name for f in spec.all_files()]
+    src = write_dataset(tmp_path / "src")
+    blobs = {n: (src / n).read_bytes() for n in names}
+    sums = {n: sha256_file(src / n) for n in names}
+    patched = {s: tuple(replace(f, sha256=sums[f.name]) for f in pair) for s, pair in spec.files.items()}
+    monkeypatch.setitem(d.DATASETS, "mnist", replace(spec, files=patched))
+    return blobs

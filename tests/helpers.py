@@ -66,7 +66,7 @@ def png_with_header_size(width: int, height: int) -> bytes:
 
 def digit_image(i: int = 0, size: int = 112, invert: bool = False) -> Image.Image:
     """A synthetic digit-like image (bright strokes on dark), upscaled; ``invert``: dark on light paper."""
-    from tests.conftest import synthetic_digits
+    from benchmarks.common import synthetic_digits
 
     x, _ = synthetic_digits(8, seed=3)
     a = np.kron(x[i], np.ones((size // 28, size // 28), dtype=np.uint8))

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import digit_image
+
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 CHROMIUM = os.environ.get("MNIST_CNN_CHROMIUM", "/usr/bin/chromium")
 if not Path(CHROMIUM).exists():
     pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install -y chromium, or set MNIST_CNN_CHROMIUM)",
                 allow_module_level=True)
-
-from tests.test_server import digit_image, run_dir  # noqa: F401 - shared fixtures
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--disable-dev-shm-usage"]
@@ -29,7 +29,7 @@ DIGIT = re.compile(r"^\d$")
 
 
 @pytest.fixture(scope="module")
-def server_url(run_dir: Path):  # noqa: F811
+def server_url(run_dir: Path):
     """uvicorn serving the app on a free 127.0.0.1 port, in a thread of this process."""
     import uvicorn
 

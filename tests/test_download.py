@@ -8,11 +8,8 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,75 +18,11 @@ import pytest
 from mnist_cnn import data as d
 from mnist_cnn.artifacts.files import sha256_file
 from mnist_cnn.errors import DownloadError
-from tests.conftest import write_dataset
-from tests.helpers import run_cli
+from tests.helpers import run_cli, serve_files
+
+# the `server` (a local mirror on 127.0.0.1) and `files` (the tiny data set's four files) fixtures are in conftest.py
 
 NAMES = [f.name for f in d.DATASETS["mnist"].all_files()]
-
-
-@dataclass
-class Mirror:
-    """What one mirror answers: ``routes[path] = (status, body, mode)``; mode "cut" sends the
-    full Content-Length, half the body, then closes; "stall" sends half and then hangs."""
-
-    routes: dict[str, tuple[int, bytes, str]] = field(default_factory=dict)
-    requests: list[str] = field(default_factory=list)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        mirror, path = self.server.mirrors[self.path.split("/")[1]], "/".join(self.path.split("/")[2:])
-        mirror.requests.append(path)
-        status, body, mode = mirror.routes.get(path, (404, b"<html>not found</html>", "full"))
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if mode == "full":
-            self.wfile.write(body)
-            return
-        self.wfile.write(body[: len(body) // 2])
-        self.wfile.flush()
-        if mode == "stall":
-            self.server.release.wait(30)
-        self.close_connection = True
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def server() -> Iterator[Callable[[str], tuple[str, Mirror]]]:
-    """``add(name)`` -> (base URL, Mirror) served by one threaded server on 127.0.0.1."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    httpd.mirrors, httpd.release = {}, threading.Event()
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-
-    def add(name: str) -> tuple[str, Mirror]:
-        httpd.mirrors[name] = Mirror()
-        return f"http://127.0.0.1:{httpd.server_address[1]}/{name}/", httpd.mirrors[name]
-
-    yield add
-    httpd.release.set()
-    httpd.shutdown()
-    httpd.server_close()
-
-
-@pytest.fixture
-def files(tmp_path, monkeypatch) -> dict[str, bytes]:
-    """The four tiny data set files, and the mnist spec's official sha256 patched to theirs."""
-    src = write_dataset(tmp_path / "src")
-    blobs = {n: (src / n).read_bytes() for n in NAMES}
-    spec = d.DATASETS["mnist"]
-    sums = {n: sha256_file(src / n) for n in NAMES}
-    patched = {s: tuple(replace(f, sha256=sums[f.name]) for f in pair) for s, pair in spec.files.items()}
-    monkeypatch.setitem(d.DATASETS, "mnist", replace(spec, files=patched))
-    return blobs
-
-
-def _serve(mirror: Mirror, blobs: dict[str, bytes], mode: str = "full") -> None:
-    mirror.routes.update({n: (200, b, mode) for n, b in blobs.items()})
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -98,7 +31,7 @@ def _leftovers(folder: Path) -> list[str]:
 
 def test_good_files_download_verify_and_load(server, files, tmp_path):
     url, mirror = server("a")
-    _serve(mirror, files)
+    serve_files(mirror, files)
     out = d.download("mnist", tmp_path / "dl", mirrors=(url,), timeout=5)
     assert _leftovers(out) == sorted(NAMES)  # no temporary files left
     assert all((out / n).read_bytes() == files[n] for n in NAMES)
@@ -108,14 +41,14 @@ def test_good_files_download_verify_and_load(server, files, tmp_path):
 
 def test_default_folder_is_the_user_cache(server, files):
     url, mirror = server("a")
-    _serve(mirror, files)
+    serve_files(mirror, files)
     assert d.download("mnist", mirrors=(url,), timeout=5) == d.cache_dir("mnist")
     assert d.resolve_data_dir("mnist") == d.cache_dir("mnist")
 
 
 def test_second_run_is_idempotent_and_makes_no_request(server, files, tmp_path):
     url, mirror = server("a")
-    _serve(mirror, files)
+    serve_files(mirror, files)
     d.download("mnist", tmp_path / "dl", mirrors=(url,), timeout=5)
     assert sorted(mirror.requests) == sorted(NAMES)
     mtimes = {n: (tmp_path / "dl" / n).stat().st_mtime_ns for n in NAMES}
@@ -127,7 +60,7 @@ def test_second_run_is_idempotent_and_makes_no_request(server, files, tmp_path):
 
 def test_only_missing_or_corrupt_files_are_fetched_again(server, files, tmp_path):
     url, mirror = server("a")
-    _serve(mirror, files)
+    serve_files(mirror, files)
     out = d.download("mnist", tmp_path / "dl", mirrors=(url,), timeout=5)
     (out / NAMES[0]).write_bytes(b"corrupt")
     (out / NAMES[3]).unlink()
@@ -139,7 +72,7 @@ def test_only_missing_or_corrupt_files_are_fetched_again(server, files, tmp_path
 
 def test_wrong_checksum_is_refused_and_nothing_is_kept(server, files, tmp_path):
     url, mirror = server("a")
-    _serve(mirror, {n: b[:-1] + bytes([b[-1] ^ 1]) for n, b in files.items()})  # one bit flipped
+    serve_files(mirror, {n: b[:-1] + bytes([b[-1] ^ 1]) for n, b in files.items()})  # one bit flipped
     with pytest.raises(DownloadError) as err:
         d.download("mnist", tmp_path / "dl", mirrors=(url,), timeout=5)
     msg = str(err.value)
@@ -151,7 +84,7 @@ def test_wrong_checksum_is_refused_and_nothing_is_kept(server, files, tmp_path):
 def test_404_on_first_mirror_then_second_mirror_succeeds(server, files, tmp_path):
     bad_url, bad = server("bad")
     good_url, good = server("good")
-    _serve(good, files)
+    serve_files(good, files)
     out = d.download("mnist", tmp_path / "dl", mirrors=(bad_url, good_url), timeout=5)
     assert bad.requests == NAMES and good.requests == NAMES  # each file: first mirror first
     assert _leftovers(out) == sorted(NAMES)
@@ -170,18 +103,18 @@ def test_every_mirror_failing_lists_each_failure(server, files, tmp_path):
 
 def test_transfer_cut_mid_file_leaves_nothing_and_next_run_starts_clean(server, files, tmp_path):
     url, mirror = server("a")
-    _serve(mirror, files, mode="cut")
+    serve_files(mirror, files, mode="cut")
     with pytest.raises(DownloadError, match=r"transfer interrupted after [\d,]+ of [\d,]+ bytes"):
         d.download("mnist", tmp_path / "dl", mirrors=(url,), timeout=5)
     assert _leftovers(tmp_path / "dl") == []
-    _serve(mirror, files)
+    serve_files(mirror, files)
     out = d.download("mnist", tmp_path / "dl", mirrors=(url,), timeout=5)
     assert all((out / n).read_bytes() == files[n] for n in NAMES)
 
 
 def test_stalled_transfer_times_out_cleanly(server, files, tmp_path):
     url, mirror = server("a")
-    _serve(mirror, files, mode="stall")
+    serve_files(mirror, files, mode="stall")
     with pytest.raises(DownloadError, match="timed out"):
         d.download("mnist", tmp_path / "dl", mirrors=(url,), timeout=0.5)
     assert _leftovers(tmp_path / "dl") == []
@@ -191,7 +124,7 @@ def test_download_killed_mid_file_leaves_no_file_under_its_name(server, files, t
     """SIGKILL while the body is arriving: the real name never exists; the orphaned temporary file
     is removed by the next run, which downloads a complete, verified file."""
     url, mirror = server("a")
-    _serve(mirror, files, mode="stall")  # half of the first file, then nothing: the kill lands mid-file
+    serve_files(mirror, files, mode="stall")  # half of the first file, then nothing: the kill lands mid-file
     folder = tmp_path / "dl"
     proc = subprocess.Popen([sys.executable, "-m", "mnist_cnn", "data", "download", "--data-dir", str(folder),
                              "--mirror", url, "--timeout", "60"], stderr=subprocess.PIPE, text=True)
@@ -206,7 +139,7 @@ def test_download_killed_mid_file_leaves_no_file_under_its_name(server, files, t
     assert not (folder / NAMES[0]).exists()
     old = time.time() - 3600  # abandoned an hour ago
     os.utime(partial[0], (old, old))
-    _serve(mirror, files)
+    serve_files(mirror, files)
     d.download("mnist", folder, mirrors=(url,), timeout=5)
     assert _leftovers(folder) == sorted(NAMES)
     assert all((folder / n).read_bytes() == files[n] for n in NAMES)
@@ -214,7 +147,7 @@ def test_download_killed_mid_file_leaves_no_file_under_its_name(server, files, t
 
 def test_a_recent_partial_file_is_left_to_its_writer(server, files, tmp_path):
     url, mirror = server("a")
-    _serve(mirror, files)
+    serve_files(mirror, files)
     folder = tmp_path / "dl"
     folder.mkdir()
     live = folder / f".{NAMES[0]}.abc123.tmp"  # another process's download in progress
@@ -225,7 +158,7 @@ def test_a_recent_partial_file_is_left_to_its_writer(server, files, tmp_path):
 
 def test_cli_download_then_verify(server, files, tmp_path):
     url, mirror = server("a")
-    _serve(mirror, files)
+    serve_files(mirror, files)
     folder = tmp_path / "dl"
     r = run_cli("data", "download", "--data-dir", str(folder), "--mirror", url, "--timeout", "5")
     assert r.exit_code == 0, r.output
@@ -243,7 +176,7 @@ def test_cli_download_failure_is_one_line(server, files, tmp_path):
 
 def test_train_download_flag_fetches_missing_data(server, files, tmp_path, monkeypatch):
     url, mirror = server("a")
-    _serve(mirror, files)
+    serve_files(mirror, files)
     spec = d.DATASETS["mnist"]
     monkeypatch.setitem(d.DATASETS, "mnist", replace(spec, mirrors=(url,)))
     r = run_cli("train", "--download", "--epochs", "1", "--batch-size", "64", "--val-size", "100",

@@ -20,13 +20,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_cnn.errors import CheckpointError, MnistCnnError
-from mnist_cnn.errors import OutputError
 from mnist_cnn.artifacts.files import atomic_write_json, load_tensors, save_tensors
-from mnist_cnn.models.registry import create_model
+from mnist_cnn.errors import CheckpointError, OutputError
 from mnist_cnn.models.files import load_model, save_model
+from mnist_cnn.models.registry import create_model
 from tests.conftest import write_dataset
-from tests.helpers import run_cli
+from tests.helpers import run_cli, serve_files
 
 META = {"normalisation": {"mean": 0.13, "std": 0.31}, "classes": [str(i) for i in range(10)], "dataset": "mnist"}
 
@@ -413,10 +412,9 @@ def test_disk_full_during_training(tiny_data, tmp_path, tmpfs):
 
 
 def test_disk_full_during_download(tmp_path, tmpfs, server, files):
-    from tests.test_download import _serve
-
+    """``server`` and ``files``: the local download mirror of conftest.py."""
     url, mirror = server("a")
-    _serve(mirror, files)
+    serve_files(mirror, files)
     full = tmpfs("full", size="64k")  # the 600-image training file alone is ~470 KB gzipped
     r = run_cli("data", "download", "--data-dir", str(full), "--mirror", url, "--timeout", "5")
     assert r.exit_code == 2
@@ -474,10 +472,6 @@ def test_write_error_mid_file_leaves_no_partial_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["metrics.json"]
 
 
-# the download server fixtures, for the disk-full download test
-from tests.test_download import files, server  # noqa: E402,F401
-
-
 # --------------------------------------------------------------------------- tables for the docs
 
 
@@ -494,7 +488,8 @@ if __name__ == "__main__":
         for i, (name, (make, _)) in enumerate(BAD_CHECKPOINTS.items()):
             (root / f"c{i}").mkdir()
             path = make(root / f"c{i}" / "model.safetensors")
-            print(f"| {name} | `` {_first_error(['evaluate', str(path), '--data-dir', str(data)]).replace(tmp, '$TMP')} `` |")
+            message = _first_error(["evaluate", str(path), "--data-dir", str(data)])
+            print(f"| {name} | `` {message.replace(tmp, '$TMP')} `` |")
         print("\n| bad flag | message (`mnist-cnn train ...`, exit 2) |\n| --- | --- |")
         for name, (args, _) in BAD_FLAGS.items():
             argv = _train_argv(data, root / "flags", *args)

@@ -14,16 +14,9 @@ from PIL import Image, ImageDraw
 
 from mnist_cnn.errors import CheckpointError, ImageError
 from mnist_cnn.inference.predictors import load_predictor
-from tests.conftest import write_dataset
-from tests.helpers import ODD_IMAGE_ERRORS, digit_image, odd_images, run_cli, tiny_run
+from tests.helpers import ODD_IMAGE_ERRORS, digit_image, odd_images, run_cli
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("predict")
-    return tiny_run(root, write_dataset(root / "data")).run_dir
 
 
 def digit_png(path: Path, ink: int = 0, paper: int = 255, size: tuple[int, int] = (200, 180)) -> Path:
@@ -240,7 +233,8 @@ def test_predict_folder_of_bad_and_odd_images(run_dir: Path, odd_folder: Path) -
     for name, start in ODD_IMAGE_ERRORS.items():
         assert errors[str(odd_folder / name)].startswith(start), (name, errors[str(odd_folder / name)])
     assert errors[str(odd_folder / "empty.png")] == "the image is empty (0 bytes); send a PNG or JPEG of a digit"
-    assert errors[str(odd_folder / "bomb.png")] == "the image has too many pixels (limit 50,000,000); send a smaller image"
+    assert errors[str(odd_folder / "bomb.png")] == (
+        "the image has too many pixels (limit 50,000,000); send a smaller image")
     out = res.stdout.strip().splitlines()
     assert [line.split(": ", 1)[0] for line in out] == good  # nothing on stdout for a file that failed
 
@@ -324,6 +318,7 @@ def test_predict_with_onnx_model(tmp_path: Path) -> None:
     assert rec["digit"] == int(expected.argmax()) and rec["probability"] == pytest.approx(expected.max(), abs=1e-5)
 
 
+@pytest.mark.integration
 def test_predict_real_model_reads_photos(tmp_path: Path, real_data: Path) -> None:
     """End to end on real digits: MNIST test digits rendered as dark ink on large, noisy JPEGs."""
     from mnist_cnn.data.datasets import load_dataset

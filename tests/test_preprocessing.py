@@ -141,6 +141,7 @@ def test_centre_of_mass_lands_at_mnist_centre(shape: str) -> None:
     assert h <= 28 and w <= 28
 
 
+@pytest.mark.integration
 def test_mnist_digit_is_nearly_unchanged(real_data) -> None:
     """A real MNIST test digit already is MNIST-like: preprocessing must (almost) keep it."""
     from mnist_cnn.data.datasets import load_dataset

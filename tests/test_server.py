@@ -23,23 +23,15 @@ pytest.importorskip("multipart", reason="python-multipart is needed for uploads"
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from tests.conftest import write_dataset
 from tests.helpers import (
     ODD_IMAGE_ERRORS,
     digit_image,
     encode,
     odd_images,
     run_cli,
-    tiny_run,
 )
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("serve")
-    return tiny_run(root, write_dataset(root / "data")).run_dir
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +213,7 @@ def test_openapi_documents_the_api(client: TestClient) -> None:
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 
 
-# --------------------------------------------------------------------------- concurrency: loaded once, loop never blocked
+# ---------------------------------------------------------------- concurrency: loaded once, loop never blocked
 
 
 def test_model_loaded_once(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,7 @@ test; run folders keep only summaries). Runs are grouped into models by recipe/m
 paired across models by seed: runs with the same seed share the validation split, the training
 subset and the data order, so the seed-wise difference removes that shared variation.
 
-Two questions, two tools (see :mod:`mnist_cnn.stats`):
+Two questions, two tools (see :mod:`mnist_cnn.evaluation.stats`):
 
 * does the gap survive retraining?  t interval of the seed-wise accuracy differences (paired t;
   Welch's interval when the seeds do not match);

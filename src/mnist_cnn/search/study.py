@@ -13,7 +13,7 @@ Counting and asking under one lock (a file lock next to a SQLite file, a Postgre
 lock) is what makes the study end with exactly N finished trials even when workers finish at the
 same moment; a worker that reaches N waits for the running trials of others, so a trial whose
 worker died is retried instead of lost. Candidates are built through the model registry
-(``create_model("convnet", ...)``) and trained by :func:`mnist_cnn.training.train`; the objective
+(``create_model("convnet", ...)``) and trained by :func:`mnist_cnn.training.engine.train`; the objective
 is validation accuracy (the test set is never looked at here).
 """
 

@@ -1,7 +1,7 @@
 """Named training recipes: model + optimiser + schedule + epochs + augmentation presets.
 
 ``train --recipe NAME`` starts from a recipe; explicit flags still override it. Recipes are data
-(dicts of :class:`~mnist_cnn.config.TrainConfig` fields), so they are listed, tested and stored
+(dicts of :class:`~mnist_cnn.training.config.TrainConfig` fields), so they are listed, tested and stored
 in every run's config.json as the values they expanded to.
 """
 
