@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from mnist_cnn.artifacts.files import load_tensors
-from mnist_cnn.models.files import load_model
 from mnist_cnn.artifacts.runs import HISTORY_FIELDS
+from mnist_cnn.models.files import load_model
 from tests.conftest import write_dataset
 
 EPOCHS = 6
@@ -136,11 +136,12 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(reference, tmp_path, k
         r = subprocess.run(_argv(data, out, "--resume"), capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
         assert f"resuming {out} after epoch {done}" in r.stderr
-    else:  # killed before the first epoch ended: --resume says how to start over
+    elif out.exists():  # killed before the first epoch ended: --resume starts the run afresh
         r = subprocess.run(_argv(data, out, "--resume"), capture_output=True, text=True, timeout=300)
-        if out.exists():
-            assert r.returncode == 2 and "no checkpoint.safetensors to resume from" in r.stderr
-        r = subprocess.run(_argv(data, out, "--force"), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert "starting it afresh" in r.stderr
+    else:  # killed before the run folder was made: a plain re-run starts it
+        r = subprocess.run(_argv(data, out), capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
     check_complete(out)
     _same_result(ref, out)
@@ -157,17 +158,24 @@ def test_kills_never_leave_a_half_written_artifact(reference, tmp_path):
     out = tmp_path / "run"
     ckpt = out / "checkpoint.safetensors"
     _kill_after(_argv(data, out), rng.uniform(0, span / 3), once=ckpt.exists)
-    history = []
+    after_kills = []  # (the files on disk, the checkpoint's epoch) after each kill
     for _ in range(4):
-        history.append(check_complete(out))
-        if (out / "metrics.json").exists() and (out / "report.html").exists():
+        on_disk = check_complete(out)
+        assert "checkpoint.safetensors" in on_disk, f"a kill after the first checkpoint left none: {sorted(on_disk)}"
+        after_kills.append((on_disk, load_tensors(ckpt)[1]["epoch"]))
+        if "metrics.json" in on_disk and "report.html" in on_disk:
             break
         # the resumed process, killed again once it has rewritten the checkpoint
         t_ckpt = ckpt.stat().st_mtime_ns
         _kill_after(_argv(data, out, "--resume"), rng.uniform(0, span / 3),
-                    once=lambda: ckpt.stat().st_mtime_ns > t_ckpt or (out / "metrics.json").exists())
+                    once=lambda t=t_ckpt: ckpt.stat().st_mtime_ns > t or (out / "metrics.json").exists())
     r = subprocess.run(_argv(data, out, "--resume"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     check_complete(out)
     _same_result(ref, out)
-    assert history, "no kill landed after the first checkpoint: nothing was checked"
+    # what the kills left: the first one interrupted the run; each resumed process saved at least one
+    # more epoch before its kill (unless training was already over), and no checkpoint went backwards
+    epochs = [epoch for _, epoch in after_kills]
+    assert "report.html" not in after_kills[0][0], "the first kill landed after the run had finished"
+    assert all(1 <= e <= EPOCHS for e in epochs), epochs
+    assert all(e1 > e0 or e0 == EPOCHS for e0, e1 in zip(epochs, epochs[1:])), f"checkpointed epochs: {epochs}"

@@ -334,9 +334,9 @@ def test_listening_socket_is_tcp() -> None:
     """proto IPPROTO_TCP, so asyncio turns Nagle off (else keep-alive answers wait ~40 ms for an ACK)."""
     import socket
 
-    from mnist_cnn.cli_serving import _bind
+    from mnist_cnn.cli.serving import bind_socket
 
-    sock = _bind("127.0.0.1", 0)
+    sock = bind_socket("127.0.0.1", 0)
     try:
         assert sock.proto == socket.IPPROTO_TCP and sock.getsockname()[1] > 0
     finally:

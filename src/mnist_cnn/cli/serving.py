@@ -108,7 +108,7 @@ def serve_cmd(
 
     limits = Limits(max_body_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels, max_batch=max_batch)
     app = load_app(model_spec, limits)  # the model loads once, before the port opens
-    sock = _bind(host, port)
+    sock = bind_socket(host, port)
     shown = f"[{host}]" if ":" in host else host
     click.echo(
         f"serving {app.state.service.model_id} on http://{shown}:{sock.getsockname()[1]}/ "
@@ -120,7 +120,7 @@ def serve_cmd(
     server.run(sockets=[sock])
 
 
-def _bind(host: str, port: int):
+def bind_socket(host: str, port: int):
     """A listening socket, so a busy port or bad host is a one-line error, not a uvicorn traceback."""
     import socket
 
