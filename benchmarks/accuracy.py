@@ -69,8 +69,8 @@ def scaled_ema(cfg: Any, recipe_cfg: Any, n_train: int) -> float:
 def ablations(args: argparse.Namespace, ds: Any) -> dict[str, Any]:
     from mnist_cnn.data.datasets import train_val_split
     from mnist_cnn.evaluation.metrics import evaluate_model
-    from mnist_cnn.training.recipes import recipe_config
     from mnist_cnn.training.engine import train
+    from mnist_cnn.training.recipes import recipe_config
 
     base = recipe_config(args.recipe)
     names = args.only.split(",") if args.only else list(ABLATIONS)
@@ -78,38 +78,67 @@ def ablations(args: argparse.Namespace, ds: Any) -> dict[str, Any]:
     for name in names:
         accs, tta_accs, secs = [], [], []
         for seed in range(args.seeds):
-            cfg = base.merged({**ABLATIONS[name], "seed": seed, "data_dir": args.data_dir, "threads": args.threads,
-                               "epochs": args.epochs, "train_subset": args.train_subset})
+            cfg = base.merged(
+                {
+                    **ABLATIONS[name],
+                    "seed": seed,
+                    "data_dir": args.data_dir,
+                    "threads": args.threads,
+                    "epochs": args.epochs,
+                    "train_subset": args.train_subset,
+                }
+            )
             n_train = min(args.train_subset or 10**9, 60000 - cfg.val_size)
             cfg = cfg.merged({"ema": scaled_ema(cfg, base, n_train)})
             res = train(cfg, None, quiet=True, data=ds, evaluate_test=False)
             _, va = train_val_split(ds.train_labels, cfg.val_size, cfg.seed)
-            tta = evaluate_model(res.model, ds.train_images[va], ds.train_labels[va], res.meta["normalisation"],
-                                 tta=True)
+            tta = evaluate_model(
+                res.model, ds.train_images[va], ds.train_labels[va], res.meta["normalisation"], tta=True
+            )
             accs.append(res.metrics["val_accuracy"])
             tta_accs.append(tta.accuracy)
             secs.append(res.metrics["train_seconds"])
-            print(f"  {name} seed {seed}: val {pct(accs[-1])}  val+TTA {pct(tta_accs[-1])}  "
-                  f"train {secs[-1]:.0f}s  (ema {cfg.ema:g})", flush=True)
-        rows.append({"variant": name, "overrides": ABLATIONS[name], "val_accuracy": summary(accs),
-                     "val_accuracy_tta": summary(tta_accs), "train_seconds": summary(secs)})
+            print(
+                f"  {name} seed {seed}: val {pct(accs[-1])}  val+TTA {pct(tta_accs[-1])}  "
+                f"train {secs[-1]:.0f}s  (ema {cfg.ema:g})",
+                flush=True,
+            )
+        rows.append(
+            {
+                "variant": name,
+                "overrides": ABLATIONS[name],
+                "val_accuracy": summary(accs),
+                "val_accuracy_tta": summary(tta_accs),
+                "train_seconds": summary(secs),
+            }
+        )
     print("\n| variant | val accuracy | val + TTA | train s |\n|---|---|---|---|")
     for r in rows:
-        print(f"| {r['variant']} | {pct(r['val_accuracy']['mean'])} | {pct(r['val_accuracy_tta']['mean'])} | "
-              f"{r['train_seconds']['mean']:.0f} |")
-    return {"mode": "ablations", "recipe": args.recipe, "base": base.to_dict(), "epochs": args.epochs,
-            "train_subset": args.train_subset, "seeds": args.seeds, "rows": rows}
+        print(
+            f"| {r['variant']} | {pct(r['val_accuracy']['mean'])} | {pct(r['val_accuracy_tta']['mean'])} | "
+            f"{r['train_seconds']['mean']:.0f} |"
+        )
+    return {
+        "mode": "ablations",
+        "recipe": args.recipe,
+        "base": base.to_dict(),
+        "epochs": args.epochs,
+        "train_subset": args.train_subset,
+        "seeds": args.seeds,
+        "rows": rows,
+    }
 
 
 def benchmark(args: argparse.Namespace, ds: Any) -> dict[str, Any]:
-    from mnist_cnn.inference.ensemble import evaluate_members, load_member
-    from mnist_cnn.training.ensemble import member_dir, train_members
     from mnist_cnn.artifacts.files import read_json
+    from mnist_cnn.inference.ensemble import evaluate_members, load_member
     from mnist_cnn.inference.evaluate import evaluate_run
+    from mnist_cnn.training.ensemble import member_dir, train_members
     from mnist_cnn.training.recipes import recipe_config
 
-    cfg = recipe_config(args.recipe).merged({"data_dir": args.data_dir, "threads": args.threads,
-                                              "epochs": args.epochs, "train_subset": args.train_subset})
+    cfg = recipe_config(args.recipe).merged(
+        {"data_dir": args.data_dir, "threads": args.threads, "epochs": args.epochs, "train_subset": args.train_subset}
+    )
     if args.train_subset:
         print(f"note: --train-subset {args.train_subset}: a smoke test, not the benchmark", flush=True)
     runs = Path(args.runs)
@@ -120,38 +149,61 @@ def benchmark(args: argparse.Namespace, ds: Any) -> dict[str, Any]:
     for k in range(args.seeds):
         run = member_dir(runs, k)
         m = read_json(run / "metrics.json", "run metrics")
-        row = {"seed": m["seed"], "run": str(run), "test_accuracy": m["test_accuracy"],
-               "val_accuracy": m.get("val_accuracy"), "train_seconds": m["train_seconds"],
-               "wall_seconds": ens["member_wall_seconds"][k],
-               "val_accuracy_tta": evaluate_run(run, "val", tta=True, data_dir=args.data_dir)["accuracy"],
-               "test_accuracy_tta": evaluate_run(run, "test", tta=True, data_dir=args.data_dir)["accuracy"]}
+        row = {
+            "seed": m["seed"],
+            "run": str(run),
+            "test_accuracy": m["test_accuracy"],
+            "val_accuracy": m.get("val_accuracy"),
+            "train_seconds": m["train_seconds"],
+            "wall_seconds": ens["member_wall_seconds"][k],
+            "val_accuracy_tta": evaluate_run(run, "val", tta=True, data_dir=args.data_dir)["accuracy"],
+            "test_accuracy_tta": evaluate_run(run, "test", tta=True, data_dir=args.data_dir)["accuracy"],
+        }
         seeds.append(row)
         wall = "reused" if row["wall_seconds"] is None else f"{row['wall_seconds']:.0f}s"
-        print(f"seed {row['seed']}: test {pct(row['test_accuracy'])}  val {pct(row['val_accuracy'])}  "
-              f"test+TTA {pct(row['test_accuracy_tta'])}  val+TTA {pct(row['val_accuracy_tta'])}  "
-              f"train {row['train_seconds']:.0f}s  wall {wall}", flush=True)
+        print(
+            f"seed {row['seed']}: test {pct(row['test_accuracy'])}  val {pct(row['val_accuracy'])}  "
+            f"test+TTA {pct(row['test_accuracy_tta'])}  val+TTA {pct(row['val_accuracy_tta'])}  "
+            f"train {row['train_seconds']:.0f}s  wall {wall}",
+            flush=True,
+        )
     members = [load_member(member_dir(runs, k)) for k in range(args.seeds)]
     ens_tta = evaluate_members(members, "test", tta=True, data_dir=args.data_dir)[0]
     out = {
-        "mode": "benchmark", "recipe": args.recipe, "config": cfg.to_dict(), "runs": str(runs), "seeds": seeds,
+        "mode": "benchmark",
+        "recipe": args.recipe,
+        "config": cfg.to_dict(),
+        "runs": str(runs),
+        "seeds": seeds,
         "test_accuracy": summary([s["test_accuracy"] for s in seeds]),
         "test_accuracy_tta": summary([s["test_accuracy_tta"] for s in seeds]),
         "val_accuracy": summary([s["val_accuracy"] for s in seeds]),
         "val_accuracy_tta": summary([s["val_accuracy_tta"] for s in seeds]),
         "train_seconds": summary([s["train_seconds"] for s in seeds]),
-        "ensemble": {"members": args.seeds, "test_accuracy": ens["test_accuracy"], "test_loss": ens["test_loss"],
-                     "test_accuracy_tta": ens_tta["accuracy"]},
+        "ensemble": {
+            "members": args.seeds,
+            "test_accuracy": ens["test_accuracy"],
+            "test_loss": ens["test_loss"],
+            "test_accuracy_tta": ens_tta["accuracy"],
+        },
         "wall_seconds_this_call": wall_total,
     }
     t, tt, ts = out["test_accuracy"], out["test_accuracy_tta"], out["train_seconds"]
     print(f"\n{args.recipe}, {args.seeds} seeds, {cfg.epochs} epochs ({cfg.model}):")
-    print(f"  single model test  {100 * t['mean']:.2f} ± {100 * t['std']:.2f}%  (min {pct(t['min'])}, "
-          f"max {pct(t['max'])})")
-    print(f"  single model +TTA  {100 * tt['mean']:.2f} ± {100 * tt['std']:.2f}%  (min {pct(tt['min'])}, "
-          f"max {pct(tt['max'])})")
+    print(
+        f"  single model test  {100 * t['mean']:.2f} ± {100 * t['std']:.2f}%  (min {pct(t['min'])}, "
+        f"max {pct(t['max'])})"
+    )
+    print(
+        f"  single model +TTA  {100 * tt['mean']:.2f} ± {100 * tt['std']:.2f}%  (min {pct(tt['min'])}, "
+        f"max {pct(tt['max'])})"
+    )
     print(f"  ensemble of {args.seeds}     {pct(ens['test_accuracy'])}  (+TTA {pct(ens_tta['accuracy'])})")
-    print(f"  train time per model {ts['mean'] / 60:.1f} min (median {statistics.median([s['train_seconds'] for s in seeds]) / 60:.1f}, "
-          f"max {ts['max'] / 60:.1f}); this call {wall_total / 60:.1f} min wall")
+    median = statistics.median([s["train_seconds"] for s in seeds])
+    print(
+        f"  train time per model {ts['mean'] / 60:.1f} min (median {median / 60:.1f}, "
+        f"max {ts['max'] / 60:.1f}); this call {wall_total / 60:.1f} min wall"
+    )
     return out
 
 
@@ -166,7 +218,12 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true", help="Retrain every member even if already finished.")
     ap.add_argument("--quiet", action="store_true", help="No per-epoch lines.")
     ap.add_argument("--ablations", action="store_true", help="Run the ablation table (validation split only).")
-    ap.add_argument("--train-subset", type=int, default=None, help="First N training images (ablations; a smoke test of the benchmark).")
+    ap.add_argument(
+        "--train-subset",
+        type=int,
+        default=None,
+        help="First N training images (ablations; a smoke test of the benchmark).",
+    )
     ap.add_argument("--only", default=None, help="Ablations: comma-separated variant names.")
     ap.add_argument("--out", default=None, help="Write the results as JSON here.")
     args = ap.parse_args()
@@ -182,8 +239,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     ds = load_dataset("mnist", args.data_dir)
     result = ablations(args, ds) if args.ablations else benchmark(args, ds)
-    write_json(args.out, {**result, "machine": machine(), "command": sys.argv,
-                          "data_checksums": ds.checksums})
+    write_json(args.out, {**result, "machine": machine(), "command": sys.argv, "data_checksums": ds.checksums})
 
 
 if __name__ == "__main__":

@@ -61,8 +61,12 @@ def train_flops_per_image(model: torch.nn.Module) -> float:
 
 def summary(values: list[float]) -> dict[str, float]:
     return {
-        "mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "min": min(values), "max": max(values), "median": statistics.median(values), "n": len(values),
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+        "median": statistics.median(values),
+        "n": len(values),
     }
 
 

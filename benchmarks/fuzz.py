@@ -116,9 +116,11 @@ def check_preprocess(image) -> None:
 
 _ARRAY_DTYPES = st.sampled_from([np.uint8, np.uint16, np.int16, np.int64, np.float32, np.float64, np.bool_])
 # zero-size images: test_zero_size_arrays_are_an_image_error and the fuzzer findings in tests/test_fuzz.py
-_SHAPES = st.one_of(hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=48),
-                    st.tuples(st.integers(1, 40), st.integers(1, 40), st.sampled_from([1, 2, 3, 4, 5])),
-                    hnp.array_shapes(min_dims=0, max_dims=4, min_side=1, max_side=6))
+_SHAPES = st.one_of(
+    hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=48),
+    st.tuples(st.integers(1, 40), st.integers(1, 40), st.sampled_from([1, 2, 3, 4, 5])),
+    hnp.array_shapes(min_dims=0, max_dims=4, min_side=1, max_side=6),
+)
 
 
 @st.composite
@@ -146,8 +148,11 @@ def image_bytes(draw) -> bytes:
     from PIL import Image
 
     pixels = draw(st.binary(min_size=w * h, max_size=w * h))
-    img = Image.frombytes("L", (w, h), pixels).convert(mode) if mode != "I;16" else \
-        Image.fromarray(np.frombuffer(pixels, np.uint8).reshape(h, w).astype(np.uint16) * 257)
+    img = (
+        Image.frombytes("L", (w, h), pixels).convert(mode)
+        if mode != "I;16"
+        else Image.fromarray(np.frombuffer(pixels, np.uint8).reshape(h, w).astype(np.uint16) * 257)
+    )
     buf = io.BytesIO()
     try:
         img.save(buf, format=fmt)
@@ -173,7 +178,9 @@ def _targets() -> dict[str, tuple[st.SearchStrategy, Callable[[Any], None], str]
         "read_idx: raw bytes (arbitrary + IDX-like)": (idx_inputs(), lambda c: check_read_idx(c[0], "raw.idx"), "idx"),
         "read_idx: gzipped, maybe truncated": (
             st.tuples(idx_inputs(), st.one_of(st.none(), st.integers(0, 10_000))),
-            lambda c: check_read_idx(gzip_maybe_damaged(c[0][0], c[1]), "file.gz"), "idx"),
+            lambda c: check_read_idx(gzip_maybe_damaged(c[0][0], c[1]), "file.gz"),
+            "idx",
+        ),
         "read_idx: arbitrary bytes named .gz": (st.binary(max_size=2000), lambda b: check_read_idx(b, "n.gz"), "idx"),
         "preprocess: arbitrary arrays": (image_arrays(), check_preprocess, "image"),
         "preprocess: arrays incl. zero-size": (any_shape, check_preprocess, "image"),
@@ -184,8 +191,14 @@ def _targets() -> dict[str, tuple[st.SearchStrategy, Callable[[Any], None], str]
 def run_target(strategy: st.SearchStrategy, check: Callable[[Any], None], examples: int) -> dict[str, Any]:
     count = {"n": 0}
 
-    @settings(max_examples=examples, deadline=None, database=None, report_multiple_bugs=False,
-              suppress_health_check=list(HealthCheck), print_blob=True)
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        report_multiple_bugs=False,
+        suppress_health_check=list(HealthCheck),
+        print_blob=True,
+    )
     @given(strategy)
     def prop(case: Any) -> None:
         count["n"] += 1
@@ -198,8 +211,10 @@ def run_target(strategy: st.SearchStrategy, check: Callable[[Any], None], exampl
         prop()
     except Exception as exc:  # noqa: BLE001 - a failing property: record it, go on with the next target
         tb = traceback.extract_tb(exc.__traceback__)[-1]
-        failure = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''} " \
-                  f"(at {Path(tb.filename).name}:{tb.lineno})"
+        failure = (
+            f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''} "
+            f"(at {Path(tb.filename).name}:{tb.lineno})"
+        )
     out = {"examples": count["n"], "failure": failure, "seconds": round(time.perf_counter() - t, 1)}
     if failure:
         with np.printoptions(threshold=2000, linewidth=200):

@@ -48,9 +48,11 @@ def measure(run_fn, images: np.ndarray, batch: int, repeats: int, calls: int) ->
     passes = time_calls(full_pass, repeats)
     one = images[:1]
     lat = np.array(time_calls(lambda: run_fn(one), calls)) * 1000
-    return {"throughput_img_s": round(len(images) / statistics.median(passes)),
-            "batch1_p50_ms": round(float(np.percentile(lat, 50)), 3),
-            "batch1_p99_ms": round(float(np.percentile(lat, 99)), 3)}
+    return {
+        "throughput_img_s": round(len(images) / statistics.median(passes)),
+        "batch1_p50_ms": round(float(np.percentile(lat, 50)), 3),
+        "batch1_p99_ms": round(float(np.percentile(lat, 99)), 3),
+    }
 
 
 def main() -> None:
@@ -68,10 +70,10 @@ def main() -> None:
 
     import torch
 
+    from mnist_cnn.artifacts.runs import resolve_model_path
     from mnist_cnn.evaluation.metrics import predict_logits
     from mnist_cnn.inference.export import export_onnx, parity_images
     from mnist_cnn.inference.onnx import onnx_input, onnx_session
-    from mnist_cnn.artifacts.runs import resolve_model_path
     from mnist_cnn.models.files import load_model
 
     model, meta = load_model(resolve_model_path(args.model))
@@ -91,12 +93,25 @@ def main() -> None:
         for name, fn in engines.items():
             r = {"engine": name, "threads": threads, **measure(fn, images, args.batch, args.repeats, args.calls)}
             rows.append(r)
-            print(f"{name:<12} threads {threads}: {r['throughput_img_s']:>8,} img/s at batch {args.batch}; "
-                  f"batch-1 p50 {r['batch1_p50_ms']:.3f} ms, p99 {r['batch1_p99_ms']:.3f} ms", flush=True)
+            print(
+                f"{name:<12} threads {threads}: {r['throughput_img_s']:>8,} img/s at batch {args.batch}; "
+                f"batch-1 p50 {r['batch1_p50_ms']:.3f} ms, p99 {r['batch1_p99_ms']:.3f} ms",
+                flush=True,
+            )
         diff = np.abs(engines["torch"](images[: args.batch]).numpy() - engines["onnxruntime"](images[: args.batch]))
         print(f"  max |logit diff| torch vs onnxruntime: {diff.max():.2e}")
-    write_json(args.out, {"model": str(args.model), "arch": meta["arch"], "params": meta.get("params"),
-                          "images": where, "batch": args.batch, "machine": machine(), "rows": rows})
+    write_json(
+        args.out,
+        {
+            "model": str(args.model),
+            "arch": meta["arch"],
+            "params": meta.get("params"),
+            "images": where,
+            "batch": args.batch,
+            "machine": machine(),
+            "rows": rows,
+        },
+    )
 
 
 if __name__ == "__main__":

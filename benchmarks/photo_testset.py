@@ -31,17 +31,27 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
-CONDITIONS = ["mnist28", "plain", "paper", "lighting", "jpeg", "placement", "white_on_black", "colour_ink",
-              "blur", "thin_pen", "all"]
+CONDITIONS = [
+    "mnist28",
+    "plain",
+    "paper",
+    "lighting",
+    "jpeg",
+    "placement",
+    "white_on_black",
+    "colour_ink",
+    "blur",
+    "thin_pen",
+    "all",
+]
 INKS = [(20, 40, 160), (170, 25, 30), (20, 110, 50), (90, 30, 120), (30, 30, 30)]  # blue, red, green, purple, black
 
 
@@ -132,7 +142,7 @@ def lighting(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     h, w = shape
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
     a = rng.uniform(0, 2 * np.pi)
-    t = (np.cos(a) * xx / w + np.sin(a) * yy / h)
+    t = np.cos(a) * xx / w + np.sin(a) * yy / h
     t = (t - t.min()) / (t.max() - t.min() + 1e-6)
     light = 1.0 - rng.uniform(0.25, 0.55) * t
     b = rng.uniform(0, 2 * np.pi)  # shadow edge: a line through a random point, softened
@@ -181,9 +191,20 @@ def render(digit: np.ndarray, cond: str, rng: np.random.Generator) -> bytes:
 
 def pick(cond: str, rng: np.random.Generator) -> dict[str, Any]:
     """The rendering options of ``cond``: the plain ones with one (``all``: every) change."""
-    o: dict[str, Any] = {"height": int(rng.integers(100, 161)), "canvas": rng.uniform(1.4, 2.0), "offcentre": False,
-                         "paper": (245, 245, 242), "ink": (25, 25, 25), "texture": False, "lighting": False,
-                         "noise": 2.0, "jpeg": 0, "colour": False, "blur": False, "thin": False}
+    o: dict[str, Any] = {
+        "height": int(rng.integers(100, 161)),
+        "canvas": rng.uniform(1.4, 2.0),
+        "offcentre": False,
+        "paper": (245, 245, 242),
+        "ink": (25, 25, 25),
+        "texture": False,
+        "lighting": False,
+        "noise": 2.0,
+        "jpeg": 0,
+        "colour": False,
+        "blur": False,
+        "thin": False,
+    }
     every = cond == "all"
 
     def on(name: str) -> bool:  # in `all`, each change is drawn with probability 1/2
@@ -226,8 +247,9 @@ def encode(img: Image.Image, fmt: str, **kw: Any) -> bytes:
 # --------------------------------------------------------------------------- evaluation
 
 
-def evaluate(predictor: Any, digits: np.ndarray, labels: np.ndarray, cond: str, seed: int,
-             keep: int = 0) -> dict[str, Any]:
+def evaluate(
+    predictor: Any, digits: np.ndarray, labels: np.ndarray, cond: str, seed: int, keep: int = 0
+) -> dict[str, Any]:
     """Render, preprocess and predict every digit under ``cond``; failures count as wrong."""
     from mnist_cnn.errors import MnistCnnError
     from mnist_cnn.inference.preprocessing import preprocess
@@ -252,8 +274,15 @@ def evaluate(predictor: Any, digits: np.ndarray, labels: np.ndarray, cond: str, 
     if images:
         pred[ok] = predictor.predict_proba(np.stack(images)).argmax(1)
     correct = pred == labels
-    return {"condition": cond, "n": len(digits), "accuracy": float(correct.mean()), "no_digit_found": failed,
-            "preprocess_ms": 1000 * t_pre / len(digits), "examples": examples, "pred": pred}
+    return {
+        "condition": cond,
+        "n": len(digits),
+        "accuracy": float(correct.mean()),
+        "no_digit_found": failed,
+        "preprocess_ms": 1000 * t_pre / len(digits),
+        "examples": examples,
+        "pred": pred,
+    }
 
 
 def example_figure(rows: list[dict[str, Any]], path: Path, per_row: int = 6) -> None:
@@ -283,11 +312,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("model", help="run folder, .safetensors, .onnx or default")
     ap.add_argument("--data-dir", type=Path, help="folder with the MNIST IDX files")
     ap.add_argument("--n", type=int, default=500, help="digits per condition")
-    ap.add_argument("--split", choices=["test", "val"], default="test",
-                    help="test digits (for reporting) or the validation split the model did not train on "
-                         "(val_size 5000, seed 0: for tuning preprocessing without looking at the test set)")
-    ap.add_argument("--offset", type=int, default=5000,
-                    help="first digit used (test digits 0..999 were looked at while developing)")
+    ap.add_argument(
+        "--split",
+        choices=["test", "val"],
+        default="test",
+        help="test digits (for reporting) or the validation split the model did not train on "
+        "(val_size 5000, seed 0: for tuning preprocessing without looking at the test set)",
+    )
+    ap.add_argument(
+        "--offset", type=int, default=5000, help="first digit used (test digits 0..999 were looked at while developing)"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--conditions", nargs="*", default=CONDITIONS, choices=CONDITIONS)
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
@@ -312,26 +346,39 @@ def main(argv: list[str] | None = None) -> None:
     pick_ = slice(args.offset, args.offset + args.n) if args.split == "test" else slice(0, args.n)
     digits, labels = images[pick_], all_labels[pick_].astype(int)
     reference = float((predictor.predict_proba(digits).argmax(1) == labels).mean())
-    print(f"model {predictor.info.get('model_id')} ({predictor.info.get('name')}, {predictor.info.get('backend')}); "
-          f"the same {len(digits)} {args.split} digits as clean MNIST: {100 * reference:.2f}%")
+    print(
+        f"model {predictor.info.get('model_id')} ({predictor.info.get('name')}, {predictor.info.get('backend')}); "
+        f"the same {len(digits)} {args.split} digits as clean MNIST: {100 * reference:.2f}%"
+    )
     rows = []
     for cond in args.conditions:
         r = evaluate(predictor, digits, labels, cond, args.seed, keep=6 if args.examples else 0)
         rows.append(r)
-        print(f"{cond:>15}: {100 * r['accuracy']:6.2f}%  (no digit found: {r['no_digit_found']}, "
-              f"preprocess {r['preprocess_ms']:.1f} ms/image)", flush=True)
+        print(
+            f"{cond:>15}: {100 * r['accuracy']:6.2f}%  (no digit found: {r['no_digit_found']}, "
+            f"preprocess {r['preprocess_ms']:.1f} ms/image)",
+            flush=True,
+        )
     if args.examples:
         example_figure(rows, args.examples)
     if args.out:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from common import machine, write_json
 
-        write_json(args.out, {"model": str(args.model), "model_info": {k: predictor.info.get(k) for k in
-                                                                      ("name", "model_id", "backend", "accuracy")},
-                              "n": len(digits), "split": args.split,
-                              "offset": args.offset if args.split == "test" else 0, "seed": args.seed, "clean_accuracy_same_digits": reference,
-                              "conditions": [{k: v for k, v in r.items() if k not in ("examples", "pred")}
-                                             for r in rows], "machine": machine()})
+        write_json(
+            args.out,
+            {
+                "model": str(args.model),
+                "model_info": {k: predictor.info.get(k) for k in ("name", "model_id", "backend", "accuracy")},
+                "n": len(digits),
+                "split": args.split,
+                "offset": args.offset if args.split == "test" else 0,
+                "seed": args.seed,
+                "clean_accuracy_same_digits": reference,
+                "conditions": [{k: v for k, v in r.items() if k not in ("examples", "pred")} for r in rows],
+                "machine": machine(),
+            },
+        )
 
 
 if __name__ == "__main__":

@@ -30,34 +30,59 @@ def main() -> None:
     ap.add_argument("--val-size", type=int, default=0)
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--init", default="torch", choices=["torch", "keras"],
-                    help="weight initialisation: torch's defaults, or Keras's (glorot-uniform, zero bias) as the seed had")
+    ap.add_argument(
+        "--init",
+        default="torch",
+        choices=["torch", "keras"],
+        help="weight initialisation: torch's defaults, or Keras's (glorot-uniform, zero bias) as the seed had",
+    )
     ap.add_argument("--out", default=None, help="write results as JSON here")
     args = ap.parse_args()
 
-    from mnist_cnn.training.recipes import recipe_config
     from mnist_cnn.training.engine import train
+    from mnist_cnn.training.recipes import recipe_config
 
     rows = []
     for name in args.models:
-        cfg = recipe_config("seed").merged({"model": name, "epochs": args.epochs, "val_size": args.val_size,
-                                            "data_dir": args.data_dir, "seed": args.seed,
-                                            "precision": args.precision, "model_kwargs": {"init": args.init}})
+        cfg = recipe_config("seed").merged(
+            {
+                "model": name,
+                "epochs": args.epochs,
+                "val_size": args.val_size,
+                "data_dir": args.data_dir,
+                "seed": args.seed,
+                "precision": args.precision,
+                "model_kwargs": {"init": args.init},
+            }
+        )
         t = time.perf_counter()
         res = train(cfg, None, quiet=True)
         wall = time.perf_counter() - t
         m = res.metrics
-        rows.append({"model": name, "test_accuracy": m["test_accuracy"], "test_loss": m["test_loss"],
-                     "wall_seconds": wall, "train_seconds": m["train_seconds"],
-                     "seconds_per_epoch": m["train_seconds"] / m["epochs_run"], "epochs": m["epochs_run"],
-                     "keras_seconds": KERAS.get(name, (None,))[0], "keras_accuracy": KERAS.get(name, (0, None))[1]})
+        rows.append(
+            {
+                "model": name,
+                "test_accuracy": m["test_accuracy"],
+                "test_loss": m["test_loss"],
+                "wall_seconds": wall,
+                "train_seconds": m["train_seconds"],
+                "seconds_per_epoch": m["train_seconds"] / m["epochs_run"],
+                "epochs": m["epochs_run"],
+                "keras_seconds": KERAS.get(name, (None,))[0],
+                "keras_accuracy": KERAS.get(name, (0, None))[1],
+            }
+        )
         r = rows[-1]
-        print(f"{name}: test accuracy {100 * r['test_accuracy']:.2f}%  test loss {r['test_loss']:.4f}  "
-              f"wall {wall:.1f}s (train {r['train_seconds']:.1f}s, {r['seconds_per_epoch']:.1f}s/epoch)"
-              + (f"  vs Keras {r['keras_seconds']}s / {100 * r['keras_accuracy']:.2f}%" if r["keras_seconds"] else ""),
-              flush=True)
-    write_json(args.out, {"machine": machine(), "precision": args.precision, "init": args.init, "seed": args.seed,
-                          "results": rows})
+        print(
+            f"{name}: test accuracy {100 * r['test_accuracy']:.2f}%  test loss {r['test_loss']:.4f}  "
+            f"wall {wall:.1f}s (train {r['train_seconds']:.1f}s, {r['seconds_per_epoch']:.1f}s/epoch)"
+            + (f"  vs Keras {r['keras_seconds']}s / {100 * r['keras_accuracy']:.2f}%" if r["keras_seconds"] else ""),
+            flush=True,
+        )
+    write_json(
+        args.out,
+        {"machine": machine(), "precision": args.precision, "init": args.init, "seed": args.seed, "results": rows},
+    )
 
 
 if __name__ == "__main__":

@@ -122,7 +122,7 @@ def bad_requests(max_body: int) -> list[Request]:
         Request("garbage bytes", {"files": {"file": ("x.png", os.urandom(300), "image/png")}}, 422),
         Request("text/plain body", {"content": b"seven", "headers": {"content-type": "text/plain"}}, 415),
         Request("oversized body", {"content": b"\0" * (max_body + 1), "headers": {"content-type": "image/png"}}, 413),
-        Request("bad JSON", {"content": b"{\"pixels\": [", "headers": {"content-type": "application/json"}}, 400),
+        Request("bad JSON", {"content": b'{"pixels": [', "headers": {"content-type": "application/json"}}, 400),
         Request("blank image", {"files": {"file": ("blank.png", blank, "image/png")}}, 422),
         Request("wrong pixel shape", {"json": {"pixels": [[0] * 28] * 27}}, 400),
     ]
@@ -132,8 +132,21 @@ def bad_requests(max_body: int) -> list[Request]:
 
 
 def start_server(model: str, port: int, extra: list[str]) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "mnist_cnn", "serve", "--model", model, "--host", HOST, "--port", str(port),
-           "--log-level", "warning", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mnist_cnn",
+        "serve",
+        "--model",
+        model,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *extra,
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     import httpx
 
@@ -305,8 +318,15 @@ def timetable(rate: float, seconds: float, arrivals: str, seed: int) -> list[flo
     return due
 
 
-async def run_load(host: str, port: int, args: argparse.Namespace, goods: list[Request], labels: np.ndarray,
-                   bads: list[Request], pid: int | None) -> tuple[Tally, float, float]:
+async def run_load(
+    host: str,
+    port: int,
+    args: argparse.Namespace,
+    goods: list[Request],
+    labels: np.ndarray,
+    bads: list[Request],
+    pid: int | None,
+) -> tuple[Tally, float, float]:
     """Warm up, then the timed load; returns the tally, elapsed seconds and the server's RSS after warm-up."""
     good_raw = [raw_request(host, port, "/api/predict", r.kwargs) for r in goods]
     bad_raw = [(r, raw_request(host, port, "/api/predict", r.kwargs)) for r in bads]
@@ -320,8 +340,12 @@ async def run_load(host: str, port: int, args: argparse.Namespace, goods: list[R
     t0 = time.perf_counter()
     stop_at = t0 + args.seconds
     rngs = [random.Random(args.seed * 100_003 + i) for i in range(args.clients)]
-    loops = [open_loop(c, work, rngs[i], [t0 + t for t in due[i::args.clients]], stop_at) if args.rate
-             else closed_loop(c, work, rngs[i], stop_at) for i, c in enumerate(conns)]
+    loops = [
+        open_loop(c, work, rngs[i], [t0 + t for t in due[i :: args.clients]], stop_at)
+        if args.rate
+        else closed_loop(c, work, rngs[i], stop_at)
+        for i, c in enumerate(conns)
+    ]
     try:  # a hung request must not hang the benchmark
         await asyncio.wait_for(asyncio.gather(*loops), args.seconds + 60)
     except asyncio.TimeoutError:
@@ -338,17 +362,29 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def header(args: argparse.Namespace) -> str:
-    loop = (f"open loop, {args.rate:g} requests/s offered ({args.arrivals}, seed {args.seed})" if args.rate
-            else "closed loop")
-    return (f"serve_load: {'soak' if args.soak else 'load'}, {loop}, {args.clients} clients, "
-            f"{args.seconds:g} s, model {args.url or args.model}")
+    loop = (
+        f"open loop, {args.rate:g} requests/s offered ({args.arrivals}, seed {args.seed})"
+        if args.rate
+        else "closed loop"
+    )
+    return (
+        f"serve_load: {'soak' if args.soak else 'load'}, {loop}, {args.clients} clients, "
+        f"{args.seconds:g} s, model {args.url or args.model}"
+    )
 
 
 def open_loop_figures(args: argparse.Namespace, tally: Tally, elapsed: float) -> dict[str, Any]:
-    return {"arrivals": args.arrivals, "seed": args.seed, "offered_rps": args.rate,
-            "achieved_rps": round(tally.sent / elapsed, 1), "scheduled": tally.scheduled, "sent": tally.sent,
-            "late": tally.late, "late_pct": round(100 * tally.late / tally.scheduled, 2) if tally.scheduled else None,
-            "unsent": tally.unsent}
+    return {
+        "arrivals": args.arrivals,
+        "seed": args.seed,
+        "offered_rps": args.rate,
+        "achieved_rps": round(tally.sent / elapsed, 1),
+        "scheduled": tally.scheduled,
+        "sent": tally.sent,
+        "late": tally.late,
+        "late_pct": round(100 * tally.late / tally.scheduled, 2) if tally.scheduled else None,
+        "unsent": tally.unsent,
+    }
 
 
 def main() -> None:
@@ -356,15 +392,27 @@ def main() -> None:
     ap.add_argument("--model", default="default", help="what `serve --model` gets (run folder, .onnx, default)")
     ap.add_argument("--data-dir", help="MNIST folder for the test digits (synthetic digits if absent)")
     ap.add_argument("--clients", type=int, default=32)
-    ap.add_argument("--rate", type=float, help="open loop: requests/s in total across all clients "
-                    "(default: closed loop, each client sends again as soon as it is answered)")
-    ap.add_argument("--arrivals", choices=["poisson", "even"], default="poisson",
-                    help="with --rate: Poisson arrivals (seeded random gaps) or evenly spaced")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        help="open loop: requests/s in total across all clients "
+        "(default: closed loop, each client sends again as soon as it is answered)",
+    )
+    ap.add_argument(
+        "--arrivals",
+        choices=["poisson", "even"],
+        default="poisson",
+        help="with --rate: Poisson arrivals (seeded random gaps) or evenly spaced",
+    )
     ap.add_argument("--seed", type=int, default=0, help="seeds the arrival gaps and the choice of requests")
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--images", type=int, default=500, help="distinct test digits cycled through")
-    ap.add_argument("--payload", choices=list(PAYLOADS), default="multipart",
-                    help="multipart PNG upload (what the page sends), raw image/png body, or JSON pixels")
+    ap.add_argument(
+        "--payload",
+        choices=list(PAYLOADS),
+        default="multipart",
+        help="multipart PNG upload (what the page sends), raw image/png body, or JSON pixels",
+    )
     ap.add_argument("--soak", action="store_true", help="mix in bad requests; check every good answer")
     ap.add_argument("--bad-share", type=float, default=0.3, help="fraction of bad requests in --soak")
     ap.add_argument("--max-upload-mb", type=float, default=5.0)
@@ -402,23 +450,35 @@ def main() -> None:
                 proc.kill()
     lat_ms = [1000 * x for x in tally.latencies]
     result = {
-        "mode": "soak" if args.soak else "load", "loop": "open" if args.rate else "closed",
-        "rate_rps": args.rate, "model": args.url or args.model, "model_id": model_info.get("model_id"),
-        "backend": model_info.get("backend"), "clients": args.clients, "seconds": round(elapsed, 1),
+        "mode": "soak" if args.soak else "load",
+        "loop": "open" if args.rate else "closed",
+        "rate_rps": args.rate,
+        "model": args.url or args.model,
+        "model_id": model_info.get("model_id"),
+        "backend": model_info.get("backend"),
+        "clients": args.clients,
+        "seconds": round(elapsed, 1),
         "payload": f"{args.payload}, {len(goods)} {source}",
         "latency_from": "scheduled send time" if args.rate else "send time",
-        "good_requests_ok": tally.ok, "throughput_rps": round(tally.ok / elapsed, 1),
-        "latency_ms": {"p50": round(percentile(lat_ms, 50), 2), "p90": round(percentile(lat_ms, 90), 2),
-                       "p99": round(percentile(lat_ms, 99), 2), "max": round(max(lat_ms, default=float("nan")), 2),
-                       "mean": round(statistics.fmean(lat_ms), 2) if lat_ms else None},
-        "errors": sum(tally.errors.values()), "error_kinds": tally.errors,
+        "good_requests_ok": tally.ok,
+        "throughput_rps": round(tally.ok / elapsed, 1),
+        "latency_ms": {
+            "p50": round(percentile(lat_ms, 50), 2),
+            "p90": round(percentile(lat_ms, 90), 2),
+            "p99": round(percentile(lat_ms, 99), 2),
+            "max": round(max(lat_ms, default=float("nan")), 2),
+            "mean": round(statistics.fmean(lat_ms), 2) if lat_ms else None,
+        },
+        "errors": sum(tally.errors.values()),
+        "error_kinds": tally.errors,
         "served_accuracy_vs_labels": round(tally.correct_label / tally.ok, 4) if tally.ok else None,
         "rss_mib": {"after_warmup": round(rss_start, 1), "end": round(rss_end, 1)},
         "cpu_cores": os.cpu_count(),
     }
     if args.soak:
-        result.update(bad_requests_answered_4xx=tally.bad_ok, wrong_answers=tally.wrong,
-                      max_prob_diff_vs_idle=tally.max_prob_diff)
+        result.update(
+            bad_requests_answered_4xx=tally.bad_ok, wrong_answers=tally.wrong, max_prob_diff_vs_idle=tally.max_prob_diff
+        )
     if args.rate:
         result["open_loop"] = open_loop_figures(args, tally, elapsed)
     print(json.dumps(result, indent=2))

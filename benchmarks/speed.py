@@ -26,8 +26,8 @@ from common import machine, matmul_gflops, summary, train_flops_per_image, write
 
 def run_recipe(name: str, seeds: int, data, overrides: dict) -> dict:
     from mnist_cnn.models.registry import create_model
-    from mnist_cnn.training.recipes import recipe_config
     from mnist_cnn.training.engine import train
+    from mnist_cnn.training.recipes import recipe_config
 
     accs, secs, results = [], [], []
     for seed in range(seeds):
@@ -35,26 +35,42 @@ def run_recipe(name: str, seeds: int, data, overrides: dict) -> dict:
         res = train(cfg, None, quiet=True, data=data)
         accs.append(res.metrics["test_accuracy"])
         secs.append(res.metrics["train_seconds"])
-        results.append({"seed": seed, "test_accuracy": res.metrics["test_accuracy"],
-                        "val_accuracy": res.metrics.get("val_accuracy"), "train_seconds": res.metrics["train_seconds"],
-                        "compile_seconds": res.metrics.get("compile_seconds", 0.0)})
+        results.append(
+            {
+                "seed": seed,
+                "test_accuracy": res.metrics["test_accuracy"],
+                "val_accuracy": res.metrics.get("val_accuracy"),
+                "train_seconds": res.metrics["train_seconds"],
+                "compile_seconds": res.metrics.get("compile_seconds", 0.0),
+            }
+        )
         warm = res.metrics.get("compile_seconds") or 0.0
-        print(f"  {name} seed {seed}: test {100 * accs[-1]:.2f}%  train {secs[-1]:.2f}s"
-              + (f"  (compile warm-up {warm:.1f}s, not counted)" if warm else ""), flush=True)
+        print(
+            f"  {name} seed {seed}: test {100 * accs[-1]:.2f}%  train {secs[-1]:.2f}s"
+            + (f"  (compile warm-up {warm:.1f}s, not counted)" if warm else ""),
+            flush=True,
+        )
     cfg = recipe_config(name).merged(overrides)
     flops_img = train_flops_per_image(create_model(cfg.model, **cfg.model_kwargs))
     n_train = len(data.train_labels) - cfg.val_size
-    return {"recipe": name, "model": cfg.model, "epochs": cfg.epochs, "seeds": results,
-            "accuracy": summary(accs), "train_seconds": summary(secs),
-            "train_flops_per_epoch": flops_img * n_train, "train_flops_total": flops_img * n_train * cfg.epochs}
+    return {
+        "recipe": name,
+        "model": cfg.model,
+        "epochs": cfg.epochs,
+        "seeds": results,
+        "accuracy": summary(accs),
+        "train_seconds": summary(secs),
+        "train_flops_per_epoch": flops_img * n_train,
+        "train_flops_total": flops_img * n_train * cfg.epochs,
+    }
 
 
 def inference_speed(data, device: str) -> dict:
     import torch
 
     from mnist_cnn.evaluation.metrics import predict_logits
-    from mnist_cnn.training.recipes import recipe_config
     from mnist_cnn.training.engine import train
+    from mnist_cnn.training.recipes import recipe_config
 
     res = train(recipe_config("fast99").merged({"device": device}), None, quiet=True, data=data)
     model = res.model.eval()
@@ -69,8 +85,13 @@ def inference_speed(data, device: str) -> dict:
         t = time.perf_counter()
         predict_logits(model, x[i : i + 1], norm["mean"], norm["std"], batch_size=1)
         lat.append(time.perf_counter() - t)
-    return {"model": "fast99", "images_per_second": len(x) / bulk, "batch1_latency_ms_median": 1e3 * statistics.median(lat),
-            "batch1_latency_ms_p99": 1e3 * sorted(lat)[int(0.99 * len(lat)) - 1], "threads": torch.get_num_threads()}
+    return {
+        "model": "fast99",
+        "images_per_second": len(x) / bulk,
+        "batch1_latency_ms_median": 1e3 * statistics.median(lat),
+        "batch1_latency_ms_p99": 1e3 * sorted(lat)[int(0.99 * len(lat)) - 1],
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
@@ -97,8 +118,13 @@ def main() -> None:
     data = load_dataset("mnist", args.data_dir)
     load_s = time.perf_counter() - t
     common = {"data_dir": args.data_dir, "device": args.device, "compile": args.compile, "precision": args.precision}
-    out = {"machine": machine(), "device": str(device), "data_load_seconds": load_s, "compile": args.compile,
-           "precision": args.precision}
+    out = {
+        "machine": machine(),
+        "device": str(device),
+        "data_load_seconds": load_s,
+        "compile": args.compile,
+        "precision": args.precision,
+    }
     out["matmul_gflops"] = matmul_gflops(device="cuda" if device.type == "cuda" else "cpu")
     if device.type == "cuda":
         out["matmul_gflops_bf16"] = matmul_gflops(device="cuda", dtype=torch.bfloat16)
@@ -120,12 +146,17 @@ def main() -> None:
             a = r["accuracy"]
             floor = r["train_flops_per_epoch"] / rate
             r["floor_seconds_per_epoch"] = floor
-            print(f"{key:<16}{100 * a['mean']:>14.2f} ± {100 * a['std']:.2f} (n={a['n']}){r['train_seconds']['median']:>14.2f}"
-                  f"{r['train_flops_per_epoch'] / 1e9:>13.0f}{floor:>15.2f}")
+            print(
+                f"{key:<16}{100 * a['mean']:>14.2f} ± {100 * a['std']:.2f} (n={a['n']})"
+                f"{r['train_seconds']['median']:>14.2f}"
+                f"{r['train_flops_per_epoch'] / 1e9:>13.0f}{floor:>15.2f}"
+            )
     if "inference" in out:
         i = out["inference"]
-        print(f"inference: {i['images_per_second']:,.0f} images/s (batch 1000), batch-1 latency "
-              f"{i['batch1_latency_ms_median']:.2f} ms median")
+        print(
+            f"inference: {i['images_per_second']:,.0f} images/s (batch 1000), batch-1 latency "
+            f"{i['batch1_latency_ms_median']:.2f} ms median"
+        )
     write_json(args.out, out)
 
 

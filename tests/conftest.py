@@ -55,8 +55,11 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The markers must mean something: a test that reads the real data set is an integration test."""
-    unmarked = [item.nodeid for item in items
-                if "real_data" in getattr(item, "fixturenames", ()) and item.get_closest_marker("integration") is None]
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "real_data" in getattr(item, "fixturenames", ()) and item.get_closest_marker("integration") is None
+    ]
     if unmarked:
         raise pytest.UsageError("tests using the real_data fixture must be marked integration: " + ", ".join(unmarked))
 

@@ -105,12 +105,12 @@ def odd_images(digit: Image.Image, later: Image.Image) -> dict[str, bytes]:
         "truncated.jpg": jpeg[: len(jpeg) // 2],
         "1x1.png": encode(Image.new("L", (1, 1), 0)),
         "bomb.png": png_with_header_size(50_000, 50_000),  # a tiny file; decoding it would take 2.5 GB
-        "animated.gif": encode(digit.convert("P"), "GIF", save_all=True, append_images=[later.convert("P")] * 2,
-                               duration=100),
+        "animated.gif": encode(
+            digit.convert("P"), "GIF", save_all=True, append_images=[later.convert("P")] * 2, duration=100
+        ),
         "16-bit.png": encode(Image.fromarray(a.astype(np.uint16) * 257)),  # I;16, 0..65535
         "cmyk.jpg": encode(digit.convert("CMYK"), "JPEG", quality=95),
-        "exif-rotated.jpg": encode(digit.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=95,
-                                   exif=exif.tobytes()),
+        "exif-rotated.jpg": encode(digit.transpose(Image.Transpose.ROTATE_90), "JPEG", quality=95, exif=exif.tobytes()),
         "alpha-black-ink.png": encode(Image.fromarray(black_ink)),
         "alpha-white-ink.png": encode(Image.fromarray(white_ink)),
     }

@@ -19,8 +19,16 @@ from tests.helpers import digit_image, tiny_run
 def test_all_names_resolve_and_nothing_else_is_promised():
     for name in mnist_cnn.__all__:
         assert getattr(mnist_cnn, name) is not None, name
-    assert set(mnist_cnn.__all__) >= {"create_model", "load_model", "load_predictor", "train", "evaluate",
-                                      "TrainConfig", "list_models", "__version__"}
+    assert set(mnist_cnn.__all__) >= {
+        "create_model",
+        "load_model",
+        "load_predictor",
+        "train",
+        "evaluate",
+        "TrainConfig",
+        "list_models",
+        "__version__",
+    }
     with pytest.raises(AttributeError):
         mnist_cnn.no_such_name  # noqa: B018
     assert mnist_cnn.__version__ == "0.2.0"

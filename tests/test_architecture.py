@@ -87,8 +87,11 @@ def _private_imports() -> list[str]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("mnist_cnn"):
-                bad += [f"{path.relative_to(SRC)}:{node.lineno} {node.module}.{a.name}"
-                        for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                bad += [
+                    f"{path.relative_to(SRC)}:{node.lineno} {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
     return bad
 
 
@@ -127,6 +130,7 @@ def test_errors_live_in_errors_py():
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ClassDef) and any(
-                    getattr(b, "id", getattr(b, "attr", "")).endswith(("Error", "Exception")) for b in node.bases):
+                getattr(b, "id", getattr(b, "attr", "")).endswith(("Error", "Exception")) for b in node.bases
+            ):
                 elsewhere.append(f"{path.relative_to(SRC)}:{node.name}")
     assert elsewhere == []

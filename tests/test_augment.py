@@ -7,8 +7,15 @@ import math
 import pytest
 import torch
 
-from mnist_cnn.training.augment import PRESETS, AugmentConfig, augment_batch, elastic_field, parse_augment, random_affine_matrices
 from mnist_cnn.errors import ConfigError
+from mnist_cnn.training.augment import (
+    PRESETS,
+    AugmentConfig,
+    augment_batch,
+    elastic_field,
+    parse_augment,
+    random_affine_matrices,
+)
 from tests.conftest import synthetic_digits
 
 
@@ -72,8 +79,9 @@ def test_no_flips_on_an_asymmetric_image():
     x[:, :, 6:22, 8:11] = 1.0
     x[:, :, 19:22, 8:20] = 1.0
     strong = PRESETS["strong"]
-    cfg = AugmentConfig(rotate=strong.rotate, scale=strong.scale, shear=strong.shear,
-                        elastic_alpha=strong.elastic_alpha)
+    cfg = AugmentConfig(
+        rotate=strong.rotate, scale=strong.scale, shear=strong.shear, elastic_alpha=strong.elastic_alpha
+    )
     out = augment_batch(x, cfg, _gen())
     mirror = x.flip(-1)
     assert ((out - x).pow(2).sum((1, 2, 3)) < (out - mirror).pow(2).sum((1, 2, 3))).all()
@@ -110,8 +118,20 @@ def test_parse_presets_pairs_and_objects():
     assert parse_augment({"shear": 5}) == AugmentConfig(shear=5)
 
 
-@pytest.mark.parametrize("bad", ["wild", "rotate=x", "rotat=3", "rotate", {"p": 2}, {"rotate": -1},
-                                 {"rotate": math.nan}, "elastic_alpha=1,elastic_sigma=0", 3])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "wild",
+        "rotate=x",
+        "rotat=3",
+        "rotate",
+        {"p": 2},
+        {"rotate": -1},
+        {"rotate": math.nan},
+        "elastic_alpha=1,elastic_sigma=0",
+        3,
+    ],
+)
 def test_bad_settings_are_one_line_config_errors(bad):
     with pytest.raises(ConfigError) as err:
         parse_augment(bad)

@@ -17,14 +17,24 @@ import pytest
 
 from tests.helpers import digit_image
 
+pytestmark = pytest.mark.slow  # a real browser against a live uvicorn server
+
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
 CHROMIUM = os.environ.get("MNIST_CNN_CHROMIUM", "/usr/bin/chromium")
 if not Path(CHROMIUM).exists():
-    pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install -y chromium, or set MNIST_CNN_CHROMIUM)",
-                allow_module_level=True)
+    pytest.skip(
+        f"chromium not found at {CHROMIUM} (apt-get install -y chromium, or set MNIST_CNN_CHROMIUM)",
+        allow_module_level=True,
+    )
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--disable-dev-shm-usage"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 DIGIT = re.compile(r"^\d$")
 
 
@@ -100,14 +110,25 @@ def test_draw_with_the_mouse_shows_a_prediction(browser, server_url: str) -> Non
 
 def test_draw_with_a_finger_on_a_phone(browser, server_url: str) -> None:
     """Touch input (Pointer Events from a touchscreen) on a phone-sized viewport."""
-    page, errors = open_page(browser, server_url, viewport={"width": 390, "height": 844}, is_mobile=True,
-                             has_touch=True, device_scale_factor=2)
+    page, errors = open_page(
+        browser,
+        server_url,
+        viewport={"width": 390, "height": 844},
+        is_mobile=True,
+        has_touch=True,
+        device_scale_factor=2,
+    )
     cdp = page.context.new_cdp_session(page)
     pts = stroke_points(page.locator("#pad").bounding_box())
 
     def touch(kind: str, p: tuple[float, float] | None) -> None:
-        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [] if p is None else
-                                              [{"x": p[0], "y": p[1], "id": 1, "radiusX": 4, "radiusY": 4}]})
+        cdp.send(
+            "Input.dispatchTouchEvent",
+            {
+                "type": kind,
+                "touchPoints": [] if p is None else [{"x": p[0], "y": p[1], "id": 1, "radiusX": 4, "radiusY": 4}],
+            },
+        )
 
     touch("touchStart", pts[0])
     for p in pts[1:]:

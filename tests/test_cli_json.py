@@ -27,8 +27,20 @@ def test_listing_commands(tiny_data: Path):
 
 def test_train_evaluate_ensemble(tiny_data: Path, tmp_path: Path):
     out = tmp_path / "run"
-    m = _json("train", "--data-dir", str(tiny_data), "--epochs", "1", "--batch-size", "64", "--val-size", "100",
-              "--out", str(out), "--quiet")
+    m = _json(
+        "train",
+        "--data-dir",
+        str(tiny_data),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--val-size",
+        "100",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert m["run"] == str(out) and 0 <= m["test_accuracy"] <= 1 and m["epochs_run"] == 1
     e = _json("evaluate", str(out), "--data-dir", str(tiny_data))
     assert e["accuracy"] == pytest.approx(m["test_accuracy"])
@@ -41,11 +53,26 @@ def test_report_commands(tiny_data: Path, tmp_path: Path):
     run = tiny_run(tmp_path, tiny_data, epochs=1)
     ex = _json("explore", "--data-dir", str(tiny_data), "--val-size", "100", "--out", str(tmp_path / "ex"))
     assert ex["report"].endswith("explore.html") and "train_vs_test" in ex
-    ep = _json("explain", str(run.run_dir), "--data-dir", str(tiny_data), "--random", "2", "--ig-steps", "4",
-               "--out", str(tmp_path / "ep"))
+    ep = _json(
+        "explain",
+        str(run.run_dir),
+        "--data-dir",
+        str(tiny_data),
+        "--random",
+        "2",
+        "--ig-steps",
+        "4",
+        "--out",
+        str(tmp_path / "ep"),
+    )
     assert ep["n_test"] == 200
-    cmp = _json("compare", str(run.run_dir), str(tiny_run(tmp_path, tiny_data, "b", epochs=1, seed=1).run_dir),
-                "--out", str(tmp_path / "cmp"))
+    cmp = _json(
+        "compare",
+        str(run.run_dir),
+        str(tiny_run(tmp_path, tiny_data, "b", epochs=1, seed=1).run_dir),
+        "--out",
+        str(tmp_path / "cmp"),
+    )
     assert cmp["report"].endswith("compare.html") and cmp["pairs"]
 
 

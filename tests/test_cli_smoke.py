@@ -10,12 +10,32 @@ def test_help_lists_commands():
 
 def test_train_and_evaluate_end_to_end(tiny_data, tmp_path):
     out = tmp_path / "run"
-    r = run_cli("train", "--data-dir", str(tiny_data), "--epochs", "2", "--batch-size", "64",
-                "--val-size", "100", "--out", str(out), "--quiet")
+    r = run_cli(
+        "train",
+        "--data-dir",
+        str(tiny_data),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--val-size",
+        "100",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     assert "test accuracy" in r.stdout
-    for name in ("config.json", "history.csv", "model.safetensors", "metrics.json",
-                 "classification_report.txt", "confusion_matrix.png", "confusion_matrix.csv", "history.png"):
+    for name in (
+        "config.json",
+        "history.csv",
+        "model.safetensors",
+        "metrics.json",
+        "classification_report.txt",
+        "confusion_matrix.png",
+        "confusion_matrix.csv",
+        "history.png",
+    ):
         assert (out / name).exists(), name
     r = run_cli("evaluate", str(out), "--data-dir", str(tiny_data))
     assert r.exit_code == 0, r.output
@@ -36,8 +56,23 @@ def test_precision_and_compile_flags_reach_the_saved_config(tiny_data, tmp_path)
     import json
 
     out = tmp_path / "run"
-    r = run_cli("train", "--data-dir", str(tiny_data), "--epochs", "1", "--batch-size", "64", "--val-size", "100",
-            "--precision", "fp32", "--no-compile", "--out", str(out), "--quiet")
+    r = run_cli(
+        "train",
+        "--data-dir",
+        str(tiny_data),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--val-size",
+        "100",
+        "--precision",
+        "fp32",
+        "--no-compile",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     cfg = json.loads((out / "config.json").read_text())["train"]
     assert cfg["precision"] == "fp32" and cfg["compile"] is False

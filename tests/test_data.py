@@ -24,8 +24,8 @@ import pytest
 
 from mnist_cnn import data as d
 from mnist_cnn.artifacts.files import sha256_file
-from mnist_cnn.errors import DataError
 from mnist_cnn.data.idx import read_idx, write_idx
+from mnist_cnn.errors import DataError
 from tests.conftest import synthetic_digits, write_dataset
 from tests.helpers import run_cli
 
@@ -126,30 +126,57 @@ def _labels(folder: Path, labels: np.ndarray) -> None:
 # case -> (how to break a valid folder, the file the message must name, a fragment of the message)
 BAD_FOLDERS: dict[str, tuple[Callable[[Path], None], str, str]] = {
     "empty file": (lambda f: (f / TRAIN_IMG).write_bytes(b""), TRAIN_IMG, "file is empty"),
-    "not gzip (a zip archive named .gz)": (lambda f: (f / TRAIN_IMG).write_bytes(b"PK\x03\x04" + bytes(60)),
-                                           TRAIN_IMG, "not a gzip file"),
-    "HTML page saved as .gz": (lambda f: (f / TRAIN_IMG).write_bytes(b"<!DOCTYPE html><html><body>404</body></html>"),
-                               TRAIN_IMG, "HTML"),
+    "not gzip (a zip archive named .gz)": (
+        lambda f: (f / TRAIN_IMG).write_bytes(b"PK\x03\x04" + bytes(60)),
+        TRAIN_IMG,
+        "not a gzip file",
+    ),
+    "HTML page saved as .gz": (
+        lambda f: (f / TRAIN_IMG).write_bytes(b"<!DOCTYPE html><html><body>404</body></html>"),
+        TRAIN_IMG,
+        "HTML",
+    ),
     "truncated gzip stream": (_truncated_gzip, TRAIN_IMG, "truncated gzip"),
-    "gzip with a bad CRC": (lambda f: (f / TEST_LBL).write_bytes((f / TEST_LBL).read_bytes()[:-8] + bytes(8)),
-                            TEST_LBL, "corrupt"),
+    "gzip with a bad CRC": (
+        lambda f: (f / TEST_LBL).write_bytes((f / TEST_LBL).read_bytes()[:-8] + bytes(8)),
+        TEST_LBL,
+        "corrupt",
+    ),
     "truncated IDX body": (lambda f: _put(f, TRAIN_IMG, _raw(f, TRAIN_IMG)[:-1000]), TRAIN_IMG, "truncated"),
-    "trailing bytes after the body": (lambda f: _put(f, TRAIN_IMG, _raw(f, TRAIN_IMG) + b"junk"), TRAIN_IMG,
-                                      "trailing bytes"),
+    "trailing bytes after the body": (
+        lambda f: _put(f, TRAIN_IMG, _raw(f, TRAIN_IMG) + b"junk"),
+        TRAIN_IMG,
+        "trailing bytes",
+    ),
     "wrong magic": (lambda f: _put(f, TRAIN_IMG, b"\x12\x34" + _raw(f, TRAIN_IMG)[2:]), TRAIN_IMG, "magic"),
-    "unknown dtype code 0x07": (lambda f: _put(f, TRAIN_IMG, b"\0\0\x07\x03" + _raw(f, TRAIN_IMG)[4:]), TRAIN_IMG,
-                                "type code 0x07"),
-    "valid IDX but int32 images": (lambda f: write_idx(f / TRAIN_IMG, synthetic_digits(600)[0].astype(np.int32)),
-                                   TRAIN_IMG, "unsigned byte"),
+    "unknown dtype code 0x07": (
+        lambda f: _put(f, TRAIN_IMG, b"\0\0\x07\x03" + _raw(f, TRAIN_IMG)[4:]),
+        TRAIN_IMG,
+        "type code 0x07",
+    ),
+    "valid IDX but int32 images": (
+        lambda f: write_idx(f / TRAIN_IMG, synthetic_digits(600)[0].astype(np.int32)),
+        TRAIN_IMG,
+        "unsigned byte",
+    ),
     "wrong number of dimensions (2-D images)": (
-        lambda f: write_idx(f / TRAIN_IMG, synthetic_digits(600)[0].reshape(600, 784)), TRAIN_IMG, "2 dimensions"),
-    "images 32x32 instead of 28x28": (lambda f: write_idx(f / TRAIN_IMG, np.zeros((600, 32, 32), np.uint8)),
-                                      TRAIN_IMG, "32x32"),
+        lambda f: write_idx(f / TRAIN_IMG, synthetic_digits(600)[0].reshape(600, 784)),
+        TRAIN_IMG,
+        "2 dimensions",
+    ),
+    "images 32x32 instead of 28x28": (
+        lambda f: write_idx(f / TRAIN_IMG, np.zeros((600, 32, 32), np.uint8)),
+        TRAIN_IMG,
+        "32x32",
+    ),
     "header claims 2^31 images (gzip)": (_lying_header, TRAIN_IMG, "2147483648"),
     "header claims 2^31 images (raw)": (_lying_header_raw, TRAIN_IMG[:-3], "2147483648"),
     "images/labels count mismatch": (lambda f: _labels(f, synthetic_digits(599)[1]), TRAIN_IMG, "599 labels"),
-    "label 10 (> 9)": (lambda f: _labels(f, np.where(np.arange(600) == 17, 10, np.arange(600) % 10)), TRAIN_LBL,
-                       "label 10 at index 17"),
+    "label 10 (> 9)": (
+        lambda f: _labels(f, np.where(np.arange(600) == 17, 10, np.arange(600) % 10)),
+        TRAIN_LBL,
+        "label 10 at index 17",
+    ),
     "a directory where a file should be": (_directory, TRAIN_LBL, "is a folder"),
     "symlink loop": (_symlink_loop, TEST_LBL, "symbolic link loop"),
     "dangling symlink": (_dangling_symlink, TEST_LBL, "broken symbolic link"),
@@ -199,8 +226,24 @@ def test_bad_data_file_through_the_cli(tmp_path, case):
 @pytest.mark.parametrize("case", ["truncated gzip stream", "label 10 (> 9)", "symlink loop"])
 def test_bad_data_file_in_a_real_process_has_no_traceback(tmp_path, case):
     folder = _broken_folder(tmp_path, case)
-    r = subprocess.run([sys.executable, "-m", "mnist_cnn", "train", "--data-dir", str(folder), "--epochs", "1",
-                        "--out", str(tmp_path / "run"), "--quiet"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_cnn",
+            "train",
+            "--data-dir",
+            str(folder),
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert BAD_FOLDERS[case][2] in _error_line(r.stderr)
     assert not (tmp_path / "run" / "model.safetensors").exists()
@@ -272,8 +315,10 @@ def test_unreadable_file_and_folder(tmp_path):
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and "Traceback" not in r.stderr
         # click's own --data-dir check sees it first
-        assert r.stderr.strip() == (f"error: Invalid value for '--data-dir': Path {str(folder)!r} is not readable. "
-                                    "(see `mnist-cnn data verify --help`)")
+        assert r.stderr.strip() == (
+            f"error: Invalid value for '--data-dir': Path {str(folder)!r} is not readable. "
+            "(see `mnist-cnn data verify --help`)"
+        )
         # the library, called without click in front of it
         code = f"from mnist_cnn.data import load_dataset\nload_dataset('mnist', {str(folder)!r})"
         r = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -308,8 +353,7 @@ def test_data_verify_reports_checksum_difference_and_exits_zero(tiny_data):
 
 
 def test_official_checksum_gives_no_warning(tiny_data, monkeypatch, capsys):
-    files = {s: sha256_file(tiny_data / f.name) for s, f in
-             ((f, f) for f in d.DATASETS["mnist"].all_files())}
+    files = {s: sha256_file(tiny_data / f.name) for s, f in ((f, f) for f in d.DATASETS["mnist"].all_files())}
     spec = d.DATASETS["mnist"]
     patched = {split: tuple(replace(f, sha256=files[f]) for f in pair) for split, pair in spec.files.items()}
     monkeypatch.setitem(d.DATASETS, "mnist", replace(spec, files=patched))
@@ -436,8 +480,8 @@ def test_normalisation_matches_numpy():
 def test_normalisation_comes_from_the_training_split_only(tiny_data):
     import torch
 
-    from mnist_cnn.training.config import TrainConfig
     from mnist_cnn.evaluation.metrics import normalise
+    from mnist_cnn.training.config import TrainConfig
     from mnist_cnn.training.engine import prepare_data
 
     cfg = TrainConfig(data_dir=str(tiny_data), val_size=100)

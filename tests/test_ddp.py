@@ -54,8 +54,16 @@ def _writes(log_dir: Path) -> list[tuple[str, str]]:
 @pytest.mark.slow
 def test_two_cpu_processes_match_one(tiny_data, tmp_path):
     # dropout 0: otherwise each rank draws its own masks and losses differ by sampling noise
-    cfg = {"model": "model1", "model_kwargs": {"dropout": 0.0}, "epochs": 2, "batch_size": 64,
-           "val_size": 100, "data_dir": str(tiny_data), "precision": "fp32", "threads": 1}
+    cfg = {
+        "model": "model1",
+        "model_kwargs": {"dropout": 0.0},
+        "epochs": 2,
+        "batch_size": 64,
+        "val_size": 100,
+        "data_dir": str(tiny_data),
+        "precision": "fp32",
+        "threads": 1,
+    }
     (tmp_path / "cfg.json").write_text(json.dumps({"train": cfg}))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     base = [sys.executable, "-m", "mnist_cnn", "train", "--config", str(tmp_path / "cfg.json"), "--quiet"]
@@ -65,12 +73,28 @@ def test_two_cpu_processes_match_one(tiny_data, tmp_path):
     hook.mkdir()
     log_dir.mkdir()
     (hook / "sitecustomize.py").write_text(WRITE_LOG_HOOK)
-    watched = {"PYTHONPATH": os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH")) if p),
-               "MNIST_CNN_TEST_WATCH": str(tmp_path / "two"), "MNIST_CNN_TEST_LOG": str(log_dir)}
+    watched = {
+        "PYTHONPATH": os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH")) if p),
+        "MNIST_CNN_TEST_WATCH": str(tmp_path / "two"),
+        "MNIST_CNN_TEST_LOG": str(log_dir),
+    }
     two = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "mnist_cnn",
-         *base[3:], "--out", str(tmp_path / "two")],
-        env={**env, **watched}, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "mnist_cnn",
+            *base[3:],
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env={**env, **watched},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert two.returncode == 0, two.stderr[-2000:]
     h1, h2 = _history(tmp_path / "one"), _history(tmp_path / "two")
@@ -86,8 +110,9 @@ def test_two_cpu_processes_match_one(tiny_data, tmp_path):
     writes = _writes(log_dir)
     assert {rank for rank, _ in writes} == {"0"}, sorted({w for w in writes if w[0] != "0"})
     written = {name for _, name in writes if not name.startswith(".")}  # not the temporaries renamed into place
-    assert {"config.json", "checkpoint.safetensors", "history.csv", "model.safetensors",
-            "metrics.json"} <= written, sorted(written)  # the hook did see rank 0 write them
+    assert {"config.json", "checkpoint.safetensors", "history.csv", "model.safetensors", "metrics.json"} <= written, (
+        sorted(written)
+    )  # the hook did see rank 0 write them
     assert sorted(os.listdir(tmp_path / "two")) == sorted(os.listdir(tmp_path / "one"))
     assert "test_accuracy" in m2  # rank 0's metrics: rank 1 does not evaluate the test set
 
@@ -95,10 +120,30 @@ def test_two_cpu_processes_match_one(tiny_data, tmp_path):
 @pytest.mark.slow
 def test_nproc_flag_relaunches_under_torchrun(tiny_data, tmp_path):
     r = subprocess.run(
-        [sys.executable, "-m", "mnist_cnn", "train", "--data-dir", str(tiny_data), "--epochs", "1",
-         "--batch-size", "64", "--val-size", "100", "--threads", "1", "--nproc", "2", "--quiet",
-         "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mnist_cnn",
+            "train",
+            "--data-dir",
+            str(tiny_data),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--val-size",
+            "100",
+            "--threads",
+            "1",
+            "--nproc",
+            "2",
+            "--quiet",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.count("test accuracy") == 1

@@ -57,8 +57,10 @@ def test_an_unfinished_run_is_refused(tmp_path, tiny_data, capsys):
     assert not (tmp_path / "p" / "default.json").exists()
 
 
-@pytest.mark.skipif(not (PRETRAINED / "default.safetensors").exists(),
-                    reason="no default model bundled yet (the lead runs tools/make_default_model.py)")
+@pytest.mark.skipif(
+    not (PRETRAINED / "default.safetensors").exists(),
+    reason="no default model bundled yet (the lead runs tools/make_default_model.py)",
+)
 def test_bundled_default_matches_its_provenance():
     weights = PRETRAINED / "default.safetensors"
     prov = json.loads((PRETRAINED / "default.json").read_text())
@@ -68,8 +70,11 @@ def test_bundled_default_matches_its_provenance():
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(not (PRETRAINED / "default.safetensors").exists(),
-                    reason="no default model bundled yet (the lead runs tools/make_default_model.py)")
+@pytest.mark.slow  # evaluates all 10,000 real test images
+@pytest.mark.skipif(
+    not (PRETRAINED / "default.safetensors").exists(),
+    reason="no default model bundled yet (the lead runs tools/make_default_model.py)",
+)
 def test_evaluate_default_reproduces_the_recorded_test_accuracy(real_data):
     prov = json.loads((PRETRAINED / "default.json").read_text())
     r = run_cli("evaluate", "default", "--data-dir", str(real_data), "--json")

@@ -126,8 +126,23 @@ def test_download_killed_mid_file_leaves_no_file_under_its_name(server, files, t
     url, mirror = server("a")
     serve_files(mirror, files, mode="stall")  # half of the first file, then nothing: the kill lands mid-file
     folder = tmp_path / "dl"
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_cnn", "data", "download", "--data-dir", str(folder),
-                             "--mirror", url, "--timeout", "60"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mnist_cnn",
+            "data",
+            "download",
+            "--data-dir",
+            str(folder),
+            "--mirror",
+            url,
+            "--timeout",
+            "60",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     half = len(files[NAMES[0]]) // 2
     deadline = time.time() + 60
     while time.time() < deadline and not any(p.stat().st_size >= half for p in folder.glob(".*.tmp")):
@@ -179,8 +194,21 @@ def test_train_download_flag_fetches_missing_data(server, files, tmp_path, monke
     serve_files(mirror, files)
     spec = d.DATASETS["mnist"]
     monkeypatch.setitem(d.DATASETS, "mnist", replace(spec, mirrors=(url,)))
-    r = run_cli("train", "--download", "--epochs", "1", "--batch-size", "64", "--val-size", "100",
-                "--train-subset", "200", "--out", str(tmp_path / "run"), "--quiet")
+    r = run_cli(
+        "train",
+        "--download",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--val-size",
+        "100",
+        "--train-subset",
+        "200",
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     assert sorted(mirror.requests) == sorted(NAMES)
     assert _leftovers(d.cache_dir("mnist")) == sorted(NAMES)

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_cnn.data.datasets import load_dataset
 from mnist_cnn.artifacts.files import sha256_file
-from mnist_cnn.inference.ensemble import build_ensemble, evaluate_ensemble, load_ensemble
+from mnist_cnn.data.datasets import load_dataset
 from mnist_cnn.errors import CheckpointError, ConfigError, RunExistsError
 from mnist_cnn.evaluation.metrics import predict_logits
+from mnist_cnn.inference.ensemble import build_ensemble, evaluate_ensemble, load_ensemble
 from mnist_cnn.models.files import load_model, save_model
 from tests.conftest import write_dataset
 from tests.helpers import run_cli, tiny_run
@@ -141,8 +141,28 @@ def test_validation_split_only_when_every_member_held_out_the_same_images(tmp_pa
 
 def test_train_ensemble_trains_seeds_into_members_and_resumes(tiny_data, tmp_path):
     out = tmp_path / "ens"
-    args = ["train", "--model", "model1", "--data-dir", str(tiny_data), "--epochs", "1", "--val-size", "100",
-            "--batch-size", "64", "--seed", "3", "--ensemble", "2", "--out", str(out), "--quiet", "--threads", "1"]
+    args = [
+        "train",
+        "--model",
+        "model1",
+        "--data-dir",
+        str(tiny_data),
+        "--epochs",
+        "1",
+        "--val-size",
+        "100",
+        "--batch-size",
+        "64",
+        "--seed",
+        "3",
+        "--ensemble",
+        "2",
+        "--out",
+        str(out),
+        "--quiet",
+        "--threads",
+        "1",
+    ]
     r = run_cli(*args)
     assert r.exit_code == 0, r.output
     seeds = [json.loads((out / f"member-{k}" / "config.json").read_text())["train"]["seed"] for k in (0, 1)]

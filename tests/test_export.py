@@ -109,6 +109,7 @@ def test_read_metadata_of_a_non_onnx_file(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # trains on 3,000 real images, then checks all 10,000 test images
 def test_parity_on_real_mnist_test_set(real_data: Path, tmp_path: Path) -> None:
     """A model trained briefly on real MNIST: ONNX Runtime matches PyTorch on all 10,000 test images."""
     run = tiny_run(tmp_path, real_data, epochs=1, train_subset=3000, val_size=500, batch_size=128)

@@ -29,8 +29,27 @@ KILL_SEED = int(os.environ.get("MNIST_CNN_KILL_SEED", "0"))  # set it to explore
 
 
 def _argv(data: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "mnist_cnn", "train", "--data-dir", str(data), "--epochs", str(EPOCHS),
-            "--batch-size", "32", "--val-size", "100", "--seed", "3", "--threads", "1", "--out", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "mnist_cnn",
+        "train",
+        "--data-dir",
+        str(data),
+        "--epochs",
+        str(EPOCHS),
+        "--batch-size",
+        "32",
+        "--val-size",
+        "100",
+        "--seed",
+        "3",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -167,8 +186,11 @@ def test_kills_never_leave_a_half_written_artifact(reference, tmp_path):
             break
         # the resumed process, killed again once it has rewritten the checkpoint
         t_ckpt = ckpt.stat().st_mtime_ns
-        _kill_after(_argv(data, out, "--resume"), rng.uniform(0, span / 3),
-                    once=lambda t=t_ckpt: ckpt.stat().st_mtime_ns > t or (out / "metrics.json").exists())
+        _kill_after(
+            _argv(data, out, "--resume"),
+            rng.uniform(0, span / 3),
+            once=lambda t=t_ckpt: ckpt.stat().st_mtime_ns > t or (out / "metrics.json").exists(),
+        )
     r = subprocess.run(_argv(data, out, "--resume"), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     check_complete(out)

@@ -28,8 +28,12 @@ from benchmarks.fuzz import (
 from mnist_cnn.data.idx import IDX_DTYPES
 from mnist_cnn.errors import ImageError
 
-FAST = settings(max_examples=150, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FAST = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # --------------------------------------------------------------------------- IDX
 
@@ -55,9 +59,13 @@ def test_read_idx_on_bytes_named_gz(blob):
 
 
 @FAST
-@given(hnp.arrays(st.sampled_from([np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]),
-                  hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)),
-       st.booleans())
+@given(
+    hnp.arrays(
+        st.sampled_from([np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64]),
+        hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5),
+    ),
+    st.booleans(),
+)
 def test_read_idx_round_trips_every_valid_file(arr, gz):
     code = next(k for k, v in IDX_DTYPES.items() if v.newbyteorder("=") == arr.dtype)
     raw = idx_encode(arr, code)

@@ -92,8 +92,11 @@ def _no_metadata(path: Path) -> Path:
 
 
 def _metadata_lacks_normalisation(path: Path) -> Path:
-    save_tensors(path, dict(create_model("model1").state_dict()),
-                 {"arch": {"name": "model1", "kwargs": {}}, "classes": META["classes"]})
+    save_tensors(
+        path,
+        dict(create_model("model1").state_dict()),
+        {"arch": {"name": "model1", "kwargs": {}}, "classes": META["classes"]},
+    )
     return path
 
 
@@ -135,14 +138,20 @@ BAD_CHECKPOINTS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "truncated to 6 bytes": (_header_only, "not a valid safetensors file"),
     "header length 2^62": (_huge_header_length, "not a valid safetensors file"),
     "empty file": (lambda p: (p.write_bytes(b""), p)[1], "not a valid safetensors file"),
-    "tensor of the wrong shape": (lambda p: _weights(p, _wrong_shape),
-                                  "classifier.0.weight: (64, 128) torch.float32 in file, model needs (128, 128)"),
+    "tensor of the wrong shape": (
+        lambda p: _weights(p, _wrong_shape),
+        "classifier.0.weight: (64, 128) torch.float32 in file, model needs (128, 128)",
+    ),
     "tensor of the wrong dtype (float64)": (lambda p: _weights(p, _wrong_dtype), "torch.float64 in file"),
     "tensor missing": (lambda p: _weights(p, lambda sd: sd.pop("classifier.3.bias")), "missing classifier.3.bias"),
-    "unknown architecture": (lambda p: _arch(p, {"name": "resnet999", "kwargs": {}}),
-                             "unknown architecture 'resnet999'; this mnist-cnn knows: bncnn"),
-    "architecture with an unknown option": (lambda p: _arch(p, {"name": "model1", "kwargs": {"depth": 9}}),
-                                            "has no option(s) depth"),
+    "unknown architecture": (
+        lambda p: _arch(p, {"name": "resnet999", "kwargs": {}}),
+        "unknown architecture 'resnet999'; this mnist-cnn knows: bncnn",
+    ),
+    "architecture with an unknown option": (
+        lambda p: _arch(p, {"name": "model1", "kwargs": {"depth": 9}}),
+        "has no option(s) depth",
+    ),
     "architecture missing from metadata": (lambda p: _arch(p, None), "has no architecture"),
     "no metadata at all (plain safetensors)": (_no_metadata, "has no mnist_cnn metadata"),
     "metadata lacks normalisation": (_metadata_lacks_normalisation, "metadata lacks 'normalisation'"),
@@ -179,8 +188,9 @@ def test_pickle_payload_is_live_but_never_executed(tmp_path, make):
         load_model(path)
     with pytest.raises(CheckpointError):
         load_tensors(path)
-    r = subprocess.run([sys.executable, "-m", "mnist_cnn", "evaluate", str(path)], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "mnist_cnn", "evaluate", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 2 and "not a valid safetensors file" in _one_error_line(r.stderr)
     assert not (tmp_path / "PWNED").exists()
     # the control: unpickling the very same file does run the payload, so the check above can fail
@@ -194,8 +204,20 @@ def test_pickle_payload_is_live_but_never_executed(tmp_path, make):
 
 def test_resume_from_a_file_that_is_not_a_checkpoint(tiny_data, tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--data-dir", str(tiny_data), "--epochs", "1", "--batch-size", "64", "--val-size", "100",
-            "--out", str(out), "--quiet"]
+    args = [
+        "train",
+        "--data-dir",
+        str(tiny_data),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--val-size",
+        "100",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert run_cli(*args).exit_code == 0
     shutil.copy(out / "model.safetensors", out / "checkpoint.safetensors")
     r = run_cli(*args, "--resume")
@@ -236,8 +258,7 @@ BAD_FLAGS: dict[str, tuple[list[str], str]] = {
     "val-size > train size": (["--val-size", "10000"], "val_size=10000 must be smaller than the training set"),
     "negative val-size": (["--val-size", "-1"], "val_size=-1 must be >= 0"),
     "patience 0": (["--early-stopping-patience", "0"], "early_stopping_patience=0 must be >= 1"),
-    "patience without validation": (["--val-size", "0", "--early-stopping-patience", "2"],
-                                    "needs a validation split"),
+    "patience without validation": (["--val-size", "0", "--early-stopping-patience", "2"], "needs a validation split"),
     "label smoothing 1": (["--label-smoothing", "1"], "label_smoothing=1.0 must be in [0, 1)"),
     "threads 0": (["--threads", "0"], "threads=0 must be >= 1"),
     "train subset 0": (["--train-subset", "0"], "train_subset=0 must be >= 1"),
@@ -251,8 +272,21 @@ BAD_FLAGS: dict[str, tuple[list[str], str]] = {
 
 
 def _train_argv(tiny_data: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--data-dir", str(tiny_data), "--epochs", "1", "--batch-size", "64", "--val-size", "100",
-            "--out", str(out), "--quiet", *extra]
+    return [
+        "train",
+        "--data-dir",
+        str(tiny_data),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--val-size",
+        "100",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
 
 
 def _train(tiny_data: Path, out: Path, *extra: str):
@@ -277,8 +311,10 @@ def test_existing_run_dir_without_resume_or_force(tiny_data, tmp_path):
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     r = _train(tiny_data, out)
     assert r.exit_code == 2
-    assert _one_error_line(r.stderr) == (f"error: {out}: run folder already exists; pass --resume to continue it, "
-                                         "--force to overwrite it, or choose another --out")
+    assert _one_error_line(r.stderr) == (
+        f"error: {out}: run folder already exists; pass --resume to continue it, "
+        "--force to overwrite it, or choose another --out"
+    )
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     (tmp_path / "file").write_text("x")
     r = _train(tiny_data, tmp_path / "file")
@@ -289,8 +325,22 @@ def test_existing_run_dir_without_resume_or_force(tiny_data, tmp_path):
 
 @pytest.mark.parametrize("args", [["--model", "nope"], ["--epochs", "-1"], ["--batch-size", "0"]])
 def test_bad_flags_in_a_real_process(tiny_data, tmp_path, args):
-    r = subprocess.run([sys.executable, "-m", "mnist_cnn", "train", "--data-dir", str(tiny_data),
-                        "--out", str(tmp_path / "run"), *args], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_cnn",
+            "train",
+            "--data-dir",
+            str(tiny_data),
+            "--out",
+            str(tmp_path / "run"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and r.stdout == ""
     _one_error_line(r.stderr)
 
@@ -306,8 +356,10 @@ BAD_CONFIGS: dict[str, tuple[str | bytes, str]] = {
     "empty file": ("", "invalid JSON at line 1 column 1"),
     "not UTF-8": (b"\xff\xfe{\x00", "cannot read config file"),
     "a list, not an object": ("[1, 2]", "expected a JSON object of training options"),
-    "unknown keys": ('{"epochs": 1, "lerning_rate": 0.1, "bach": 3}',
-                     f"unknown key(s) bach, lerning_rate; {VALID_KEYS_START}"),
+    "unknown keys": (
+        '{"epochs": 1, "lerning_rate": 0.1, "bach": 3}',
+        f"unknown key(s) bach, lerning_rate; {VALID_KEYS_START}",
+    ),
     "epochs is a string": ('{"epochs": "ten"}', 'epochs must be an integer, got "ten"'),
     "epochs is a float": ('{"epochs": 2.5}', "epochs must be an integer, got 2.5"),
     "epochs is a bool": ('{"epochs": true}', "epochs must be an integer, got true"),
@@ -385,8 +437,9 @@ def test_read_only_output_folder(tiny_data, tmp_path, tmpfs):
     ro = tmpfs("ro", ro=True)
     r = _train(tiny_data, ro / "run")
     assert r.exit_code == 2
-    assert _one_error_line(r.stderr) == (f"error: {ro / 'run'}: cannot create run folder (Read-only file system); "
-                                         "choose a writable --out")
+    assert _one_error_line(r.stderr) == (
+        f"error: {ro / 'run'}: cannot create run folder (Read-only file system); choose a writable --out"
+    )
     r = run_cli("data", "download", "--data-dir", str(ro / "data"), "--mirror", "http://127.0.0.1:9/")
     assert r.exit_code == 2 and "Read-only file system" in _one_error_line(r.stderr)
     assert os.listdir(ro) == []
@@ -394,8 +447,25 @@ def test_read_only_output_folder(tiny_data, tmp_path, tmpfs):
 
 def test_read_only_folder_in_a_real_process(tiny_data, tmp_path, tmpfs):
     ro = tmpfs("ro", ro=True)
-    r = subprocess.run([sys.executable, "-m", "mnist_cnn", "train", "--data-dir", str(tiny_data), "--epochs", "1",
-                        "--val-size", "100", "--out", str(ro / "run")], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnist_cnn",
+            "train",
+            "--data-dir",
+            str(tiny_data),
+            "--epochs",
+            "1",
+            "--val-size",
+            "100",
+            "--out",
+            str(ro / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "cannot create run folder (Read-only file system)" in _one_error_line(r.stderr)
 
 
@@ -405,8 +475,9 @@ def test_disk_full_during_training(tiny_data, tmp_path, tmpfs):
     out = full / "run"
     r = _train(tiny_data, out, "--epochs", "2")
     assert r.exit_code == 2
-    assert _one_error_line(r.stderr) == (f"error: {out / 'checkpoint.safetensors'}: no space left on device; "
-                                         "free some space or write to another folder")
+    assert _one_error_line(r.stderr) == (
+        f"error: {out / 'checkpoint.safetensors'}: no space left on device; free some space or write to another folder"
+    )
     assert sorted(os.listdir(out)) == ["config.json"]  # no partial checkpoint, no temporary file
     json.loads((out / "config.json").read_text())  # complete
 
@@ -446,8 +517,9 @@ def test_disk_full_when_writing_metrics_then_resume_finishes(tiny_data, tmp_path
     _enospc_on(monkeypatch, "metrics.json")
     r = _train(tiny_data, out)
     assert r.exit_code == 2
-    assert _one_error_line(r.stderr) == (f"error: {out / 'metrics.json'}: no space left on device; "
-                                         "free some space or write to another folder")
+    assert _one_error_line(r.stderr) == (
+        f"error: {out / 'metrics.json'}: no space left on device; free some space or write to another folder"
+    )
     assert not (out / "metrics.json").exists() and not list(out.glob(".*.tmp"))
     monkeypatch.undo()
     r = _train(tiny_data, out, "--resume")

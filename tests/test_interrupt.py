@@ -14,8 +14,24 @@ import pytest
 @pytest.mark.slow
 def test_ctrl_c_saves_and_resume_finishes(tiny_data, tmp_path):
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "mnist_cnn", "train", "--data-dir", str(tiny_data), "--epochs", "40",
-            "--batch-size", "32", "--val-size", "100", "--threads", "1", "--out", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "mnist_cnn",
+        "train",
+        "--data-dir",
+        str(tiny_data),
+        "--epochs",
+        "40",
+        "--batch-size",
+        "32",
+        "--val-size",
+        "100",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (out / "checkpoint.safetensors").exists() and time.time() < deadline:
@@ -29,7 +45,11 @@ def test_ctrl_c_saves_and_resume_finishes(tiny_data, tmp_path):
     assert not (out / "metrics.json").exists()  # the run is not finished
     done = len((out / "history.csv").read_text().strip().splitlines()) - 1  # completed epochs
     assert done >= 1
-    r = subprocess.run([*args[:-2], "--epochs", str(done + 1), "--out", str(out), "--resume"], capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [*args[:-2], "--epochs", str(done + 1), "--out", str(out), "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "metrics.json").read_text())["epochs_run"] == done + 1

@@ -7,8 +7,8 @@ import torch
 
 from mnist_cnn import create_model, list_models
 from mnist_cnn.errors import ConfigError
-from mnist_cnn.models.registry import count_params
 from mnist_cnn.models.files import load_model, save_model
+from mnist_cnn.models.registry import count_params
 
 META = {"normalisation": {"mean": 0.13, "std": 0.31}, "classes": [str(i) for i in range(10)], "dataset": "mnist"}
 
@@ -58,8 +58,10 @@ def test_save_load_round_trip(name, tmp_path):
 
 def test_overrides_are_recorded_and_rebuilt(tmp_path):
     model = create_model("convnet", channels=[8, 16], head=[32], batchnorm=True, dropout=0.1)
-    assert model.arch == {"name": "convnet", "kwargs": {"channels": [8, 16], "head": [32], "batchnorm": True,
-                                                        "dropout": 0.1}}
+    assert model.arch == {
+        "name": "convnet",
+        "kwargs": {"channels": [8, 16], "head": [32], "batchnorm": True, "dropout": 0.1},
+    }
     save_model(tmp_path / "c.safetensors", model, META)
     loaded, _ = load_model(tmp_path / "c.safetensors")
     assert count_params(loaded) == count_params(model)
@@ -75,8 +77,8 @@ def test_unknown_model_and_option_are_clear_errors():
 
 
 def test_registering_a_model_is_one_decorated_function():
-    from mnist_cnn.models.registry import _REGISTRY, register_model
     from mnist_cnn.models.convnet import ConvNet
+    from mnist_cnn.models.registry import _REGISTRY, register_model
 
     @register_model
     def tiny_test_net(num_classes: int = 10):

@@ -28,8 +28,7 @@ def test_bncnn_matches_its_description():
     assert f"{count_params(model):,}" in model_entry("bncnn").description
     shapes = _feature_shapes(model, torch.zeros(2, 1, 28, 28))
     # two valid 3x3 convs, then a strided 5x5 halves the map; 4x4 conv ends at 1x1
-    assert shapes == [(32, 26, 26), (32, 24, 24), (32, 12, 12), (64, 10, 10), (64, 8, 8), (64, 4, 4),
-                      (128, 1, 1)]
+    assert shapes == [(32, 26, 26), (32, 24, 24), (32, 12, 12), (64, 10, 10), (64, 8, 8), (64, 4, 4), (128, 1, 1)]
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 7
     assert sum(isinstance(m, nn.Dropout2d) for m in model.modules()) == 3
 
@@ -61,18 +60,20 @@ def test_convnet_strided_same_padding_halves_rounding_up():
 def test_convnet_defaults_are_unchanged_by_the_new_options():
     # the per-layer options default to the old behaviour: same layers, same parameter names
     old_style = ConvNet((32, 64, 128), head=(128,), dropout=0.3)
-    explicit = ConvNet((32, 64, 128), head=(128,), dropout=0.3, stride=1, padding=["valid"] * 3,
-                       conv_dropout=[0.0] * 3)
+    explicit = ConvNet((32, 64, 128), head=(128,), dropout=0.3, stride=1, padding=["valid"] * 3, conv_dropout=[0.0] * 3)
     assert list(old_style.state_dict()) == list(explicit.state_dict())
     assert count_params(create_model("model1")) == 110_474
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"channels": [8, 8], "padding": ["same"]}, "padding has 1 entries"),
-    ({"channels": [8, 8], "padding": ["same", "full"]}, "padding must be"),
-    ({"channels": [8, 8], "conv_dropout": [0.1, 1.5]}, "dropout must be"),
-    ({"channels": [8, 8], "stride": [1, 2, 2]}, "stride has 3 entries"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"channels": [8, 8], "padding": ["same"]}, "padding has 1 entries"),
+        ({"channels": [8, 8], "padding": ["same", "full"]}, "padding must be"),
+        ({"channels": [8, 8], "conv_dropout": [0.1, 1.5]}, "dropout must be"),
+        ({"channels": [8, 8], "stride": [1, 2, 2]}, "stride has 3 entries"),
+    ],
+)
 def test_convnet_bad_per_layer_options_are_config_errors(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         create_model("convnet", **kwargs)

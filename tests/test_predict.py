@@ -27,9 +27,15 @@ def digit_png(path: Path, ink: int = 0, paper: int = 255, size: tuple[int, int] 
     return path
 
 
-META = {"arch": {"name": "linear", "kwargs": {}}, "params": 7850, "classes": [str(i) for i in range(10)],
-        "dataset": "mnist", "normalisation": {"mean": 0.0, "std": 1.0}, "metrics": {"test_accuracy": 0.5},
-        "source": "made in the test"}
+META = {
+    "arch": {"name": "linear", "kwargs": {}},
+    "params": 7850,
+    "classes": [str(i) for i in range(10)],
+    "dataset": "mnist",
+    "normalisation": {"mean": 0.0, "std": 1.0},
+    "metrics": {"test_accuracy": 0.5},
+    "source": "made in the test",
+}
 
 
 def tiny_onnx(path: Path, meta: dict | None = META, input_name: str = "images") -> tuple[np.ndarray, np.ndarray]:
@@ -42,8 +48,10 @@ def tiny_onnx(path: Path, meta: dict | None = META, input_name: str = "images") 
     w = rng.normal(0, 0.5, (784, 10)).astype(np.float32)
     b = rng.normal(0, 0.1, 10).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("Flatten", [input_name], ["flat"], axis=1),
-         helper.make_node("Gemm", ["flat", "W", "B"], ["logits"])],
+        [
+            helper.make_node("Flatten", [input_name], ["flat"], axis=1),
+            helper.make_node("Gemm", ["flat", "W", "B"], ["logits"]),
+        ],
         "linear",
         [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", 1, 28, 28])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
@@ -189,8 +197,18 @@ def test_predict_json_top_k_and_failures(run_dir: Path, images: Path, tmp_path: 
     bad.write_bytes(b"\x89PNG\r\n\x1a\nthis is truncated")
     blank = tmp_path / "blank.png"
     Image.new("L", (50, 50), 255).save(blank)
-    res = run_cli("predict", str(images / "a.png"), str(bad), str(blank), str(tmp_path / "missing.jpg"),
-                  "--model", str(run_dir), "--json", "--top-k", "2")
+    res = run_cli(
+        "predict",
+        str(images / "a.png"),
+        str(bad),
+        str(blank),
+        str(tmp_path / "missing.jpg"),
+        "--model",
+        str(run_dir),
+        "--json",
+        "--top-k",
+        "2",
+    )
     assert res.exit_code == 1  # some images failed, the others were still predicted
     records = [json.loads(line) for line in res.stdout.strip().splitlines()]
     assert [r["file"] for r in records] == [str(images / "a.png"), str(bad), str(blank), str(tmp_path / "missing.jpg")]
@@ -234,7 +252,8 @@ def test_predict_folder_of_bad_and_odd_images(run_dir: Path, odd_folder: Path) -
         assert errors[str(odd_folder / name)].startswith(start), (name, errors[str(odd_folder / name)])
     assert errors[str(odd_folder / "empty.png")] == "the image is empty (0 bytes); send a PNG or JPEG of a digit"
     assert errors[str(odd_folder / "bomb.png")] == (
-        "the image has too many pixels (limit 50,000,000); send a smaller image")
+        "the image has too many pixels (limit 50,000,000); send a smaller image"
+    )
     out = res.stdout.strip().splitlines()
     assert [line.split(": ", 1)[0] for line in out] == good  # nothing on stdout for a file that failed
 
@@ -264,8 +283,11 @@ def test_predict_json_of_bad_and_odd_images(run_dir: Path, odd_folder: Path) -> 
         want = p.predict_proba(preprocess(Path(rec["file"])).image)[0]  # the library on the same file
         assert rec["digit"] == int(want.argmax()) == digit, name
         assert rec["probability"] == pytest.approx(float(want.max()), abs=1e-5), name
-        assert len(rec["top_k"]) == 3 and rec["top_k"][0] == {"label": str(digit), "digit": digit,
-                                                               "probability": rec["probability"]}, name
+        assert len(rec["top_k"]) == 3 and rec["top_k"][0] == {
+            "label": str(digit),
+            "digit": digit,
+            "probability": rec["probability"],
+        }, name
     assert f"{len(ODD_IMAGE_ERRORS)} of {len(records)} image(s) failed" in res.stderr
 
 
@@ -286,8 +308,16 @@ def test_predict_multi(run_dir: Path, tmp_path: Path) -> None:
     for x in (40, 200, 360):
         d.line([(x, 40), (x + 80, 40), (x + 30, 160)], fill=0, width=12)
     img.save(tmp_path / "row.png")
-    res = run_cli("predict", str(tmp_path / "row.png"), "--model", str(run_dir), "--multi", "--json",
-                  "--save-preprocessed", str(tmp_path / "pre"))
+    res = run_cli(
+        "predict",
+        str(tmp_path / "row.png"),
+        "--model",
+        str(run_dir),
+        "--multi",
+        "--json",
+        "--save-preprocessed",
+        str(tmp_path / "pre"),
+    )
     assert res.exit_code == 0, res.stderr
     rec = json.loads(res.stdout)
     assert len(rec["digits"]) == 3 and len(rec["items"]) == 3
@@ -309,8 +339,9 @@ def test_predict_with_onnx_model(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     w, b = tiny_onnx(tmp_path / "m.onnx")
     img = digit_png(tmp_path / "d.png")
-    res = run_cli("predict", str(img), "--model", str(tmp_path / "m.onnx"), "--json", "--save-preprocessed",
-                  str(tmp_path / "pre"))
+    res = run_cli(
+        "predict", str(img), "--model", str(tmp_path / "m.onnx"), "--json", "--save-preprocessed", str(tmp_path / "pre")
+    )
     assert res.exit_code == 0, res.stderr
     rec = json.loads(res.stdout)
     pre = np.asarray(Image.open(tmp_path / "pre" / "d.png"))

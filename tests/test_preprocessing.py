@@ -15,8 +15,15 @@ from tests.helpers import encode, png_with_header_size
 # --------------------------------------------------------------------------- synthetic images
 
 
-def draw_seven(size: tuple[int, int] = (300, 260), at: tuple[int, int] = (100, 60), height: int = 150,
-               width: int = 10, ink: object = 0, paper: object = 255, mode: str = "L") -> Image.Image:
+def draw_seven(
+    size: tuple[int, int] = (300, 260),
+    at: tuple[int, int] = (100, 60),
+    height: int = 150,
+    width: int = 10,
+    ink: object = 0,
+    paper: object = 255,
+    mode: str = "L",
+) -> Image.Image:
     """A '7' (top bar + diagonal) ``height`` px tall with its top-left corner at ``at``."""
     img = Image.new(mode, size, paper)
     d = ImageDraw.Draw(img)
@@ -206,9 +213,13 @@ def test_broken_strokes_stay_one_digit(reference: np.ndarray) -> None:
 
 def test_blank_and_textured_blank_images_are_no_digit() -> None:
     rng = np.random.default_rng(0)
-    for img in (Image.new("L", (200, 200), 255), Image.new("L", (200, 200), 0), Image.new("RGB", (50, 80), (90, 140, 30)),
-                Image.fromarray(np.clip(rng.normal(200, 5, (300, 300)), 0, 255).astype(np.uint8)),
-                Image.open(io.BytesIO(photo_like(Image.new("L", (300, 300), 255), shadow=False)))):
+    for img in (
+        Image.new("L", (200, 200), 255),
+        Image.new("L", (200, 200), 0),
+        Image.new("RGB", (50, 80), (90, 140, 30)),
+        Image.fromarray(np.clip(rng.normal(200, 5, (300, 300)), 0, 255).astype(np.uint8)),
+        Image.open(io.BytesIO(photo_like(Image.new("L", (300, 300), 255), shadow=False))),
+    ):
         with pytest.raises(ImageError, match="no digit found"):
             preprocess(img)
 

@@ -34,8 +34,22 @@ def test_unknown_recipe_lists_valid_names():
 @pytest.mark.parametrize("name", list_recipes())
 def test_recipe_trains_on_tiny_data_with_flag_overrides(name, tiny_data, tmp_path):
     out = tmp_path / name
-    r = run_cli("train", "--recipe", name, "--data-dir", str(tiny_data), "--epochs", "1", "--val-size", "100",
-                "--batch-size", "64", "--out", str(out), "--quiet")
+    r = run_cli(
+        "train",
+        "--recipe",
+        name,
+        "--data-dir",
+        str(tiny_data),
+        "--epochs",
+        "1",
+        "--val-size",
+        "100",
+        "--batch-size",
+        "64",
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert r.exit_code == 0, r.output
     cfg = json.loads((out / "config.json").read_text())["train"]
     assert cfg["recipe"] == name and cfg["epochs"] == 1 and cfg["batch_size"] == 64  # flags win

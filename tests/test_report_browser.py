@@ -15,9 +15,18 @@ import pytest
 from tests.conftest import write_dataset
 from tests.helpers import run_cli
 
+pytestmark = pytest.mark.slow  # a real browser, and a compare run (two models x two seeds) to show in it
+
 # chromium flags: no GPU, no background traffic (updates, sync, first-run pages), no sandbox in containers
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +35,27 @@ def reports(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("browser")
     data = write_dataset(root / "data")
     out = root / "cmp"
-    r = run_cli("compare", "--models", "model1", "model2", "--seeds", "2", "--epochs", "1", "--batch-size", "64",
-                "--val-size", "100", "--threads", "1", "--data-dir", str(data), "--out", str(out), "-q")
+    r = run_cli(
+        "compare",
+        "--models",
+        "model1",
+        "model2",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--val-size",
+        "100",
+        "--threads",
+        "1",
+        "--data-dir",
+        str(data),
+        "--out",
+        str(out),
+        "-q",
+    )
     assert r.exit_code == 0, r.stderr
     return {"compare": out / "compare.html", "run": out / "runs" / "model1-seed0" / "report.html"}
 
@@ -40,8 +68,9 @@ def browser(tmp_path_factory):
     if not chromium.exists():
         pytest.skip(f"chromium not found at {chromium} (apt-get install -y chromium, or set MNIST_CNN_CHROMIUM)")
     with sync_api.sync_playwright() as p:
-        ctx = p.chromium.launch_persistent_context(str(tmp_path_factory.mktemp("profile")), headless=True,
-                                                   executable_path=str(chromium), args=FLAGS)
+        ctx = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("profile")), headless=True, executable_path=str(chromium), args=FLAGS
+        )
         yield ctx
         ctx.close()
 
@@ -56,8 +85,10 @@ def open_report(ctx, path: Path, width: int = 1200, height: int = 900):
     page.on("request", lambda req: requests.append(req.url))
     page.goto(path.as_uri(), wait_until="load")
     # wait for every image to decode, at most 10 s (a broken image then fails the width check)
-    page.evaluate("() => Promise.race([Promise.all([...document.images].map(i => i.decode().catch(() => 0))),"
-                  " new Promise(done => setTimeout(done, 10000))])")
+    page.evaluate(
+        "() => Promise.race([Promise.all([...document.images].map(i => i.decode().catch(() => 0))),"
+        " new Promise(done => setTimeout(done, 10000))])"
+    )
     return page, errors, requests
 
 

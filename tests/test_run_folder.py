@@ -41,8 +41,9 @@ def test_a_run_killed_before_its_first_checkpoint_starts_afresh(tiny_data: Path,
 def test_cli_resume_of_an_unstarted_run_says_it_starts_afresh(tiny_data: Path, tmp_path: Path):
     out = tmp_path / "run"
     _killed_before_first_checkpoint(out, tiny_data)
-    r = run_cli("train", "--data-dir", str(tiny_data), "--epochs", "1", "--val-size", "100", "--out", str(out),
-                "--resume")
+    r = run_cli(
+        "train", "--data-dir", str(tiny_data), "--epochs", "1", "--val-size", "100", "--out", str(out), "--resume"
+    )
     assert r.exit_code == 0, r.stderr
     assert "no checkpoint yet" in r.stderr and "starting it afresh" in r.stderr
 
@@ -58,13 +59,17 @@ def test_resume_cleans_stray_temporary_files_and_continues(tiny_data: Path, tmp_
     assert [row["epoch"] for row in read_history(out)] == [1.0, 2.0]
 
 
-@pytest.mark.parametrize("flags, fragment", [
-    (["--val-size", "600"], "val_size=600 must be smaller"),
-    (["--model", "nope"], "unknown model 'nope'"),
-    (["--data-dir", "/nonexistent/data"], "data folder does not exist"),
-])
-def test_a_bad_flag_or_data_error_leaves_no_run_folder(tiny_data: Path, tmp_path: Path, flags: list[str],
-                                                        fragment: str):
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--val-size", "600"], "val_size=600 must be smaller"),
+        (["--model", "nope"], "unknown model 'nope'"),
+        (["--data-dir", "/nonexistent/data"], "data folder does not exist"),
+    ],
+)
+def test_a_bad_flag_or_data_error_leaves_no_run_folder(
+    tiny_data: Path, tmp_path: Path, flags: list[str], fragment: str
+):
     out = tmp_path / "run"
     r = run_cli("train", "--data-dir", str(tiny_data), "--epochs", "1", "--out", str(out), *flags)
     assert r.exit_code != 0 and fragment in r.stderr

@@ -24,6 +24,7 @@ from tests.helpers import STUDY, check_two_workers_exact, load_trials, run_cli, 
 optuna = pytest.importorskip("optuna", reason="search needs optuna (pip install 'mnist-cnn[search]')")
 
 
+# slow: the tests of one two-worker search (spawned processes), and the ones that kill or interrupt a search
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     """One two-worker search shared by the tests that read its study."""
@@ -34,6 +35,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     return storage, data
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_sqlite_study_and_finish_exactly_n(searched: tuple[str, Path]) -> None:
     storage, _ = searched
     trials = load_trials(storage)
@@ -45,6 +47,7 @@ def test_two_workers_share_one_sqlite_study_and_finish_exactly_n(searched: tuple
         assert "test_accuracy" not in t.user_attrs
 
 
+@pytest.mark.slow
 def test_report_writes_figures_and_a_best_config_that_retrains(searched: tuple[str, Path], tmp_path: Path) -> None:
     from mnist_cnn.models.files import load_model
     from mnist_cnn.training.config import load_config_file
@@ -53,8 +56,15 @@ def test_report_writes_figures_and_a_best_config_that_retrains(searched: tuple[s
     out = tmp_path / "report"
     r = run_cli("search", "report", "--study", STUDY, "--storage", storage, "--out", str(out))
     assert r.exit_code == 0, r.stderr
-    for name in ("best.json", "trials.csv", "summary.md", "report.html", "history.png", "parallel.png",
-                 "importances.png"):
+    for name in (
+        "best.json",
+        "trials.csv",
+        "summary.md",
+        "report.html",
+        "history.png",
+        "parallel.png",
+        "importances.png",
+    ):
         assert (out / name).stat().st_size > 0, name
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") >= 3 and 'src="history.png"' not in html  # self-contained
@@ -68,16 +78,19 @@ def test_report_writes_figures_and_a_best_config_that_retrains(searched: tuple[s
     assert cfg.train_subset is None and cfg.data_dir is None  # retrains on the full split anywhere
 
     run = tmp_path / "retrained"
-    r = run_cli("train", "--config", str(out / "best.json"), "--data-dir", str(data), "--epochs", "1",
-                "--out", str(run), "-q")
+    r = run_cli(
+        "train", "--config", str(out / "best.json"), "--data-dir", str(data), "--epochs", "1", "--out", str(run), "-q"
+    )
     assert r.exit_code == 0, r.stderr
     _, meta = load_model(run)
     assert meta["arch"] == {"name": "convnet", "kwargs": cfg.model_kwargs}
     assert "test accuracy" in r.stdout
 
 
+@pytest.mark.slow
 def test_report_without_importances_still_has_the_figure_and_says_why(
-        searched: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    searched: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Too few varied completed trials (two racing workers may prune most of a tiny study): fANOVA
     has nothing to rank, and the report says so instead of dropping the figure."""
     from mnist_cnn.search import report as search
@@ -117,11 +130,18 @@ def _running_after_one_done(storage: str):
 def _interrupt_mid_trial(storage: str, data: Path, sig: int, trials: int) -> tuple[list[str], int, str]:
     """Start a one-worker search in a subprocess, send ``sig`` once a trial is running after one
     finished; return (its arguments, the interrupted trial's number, its stderr)."""
-    args = search_args(storage, data, "--trials", str(trials), "--budget-epochs", "2", "--pruner", "none",
-                       "--max-mmacs", "1000")
+    args = search_args(
+        storage, data, "--trials", str(trials), "--budget-epochs", "2", "--pruner", "none", "--max-mmacs", "1000"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_cnn", *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnist_cnn", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     number = _wait_for(lambda: _running_after_one_done(storage), proc, "a trial was running")
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
@@ -129,6 +149,7 @@ def _interrupt_mid_trial(storage: str, data: Path, sig: int, trials: int) -> tup
     return args, number, err
 
 
+@pytest.mark.slow
 def test_killed_worker_trial_is_retried_on_resume(tiny_data: Path, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'kill.db'}"
     # SIGKILL: no chance to clean up, the trial stays RUNNING until its heartbeat goes stale
@@ -146,6 +167,7 @@ def test_killed_worker_trial_is_retried_on_resume(tiny_data: Path, tmp_path: Pat
     assert retries[0].state.name in ("COMPLETE", "PRUNED")
 
 
+@pytest.mark.slow
 def test_ctrl_c_requeues_the_running_trial_and_the_study_resumes(tiny_data: Path, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'int.db'}"
     args, stopped, err = _interrupt_mid_trial(storage, tiny_data, signal.SIGINT, trials=3)
@@ -163,8 +185,22 @@ def test_ctrl_c_requeues_the_running_trial_and_the_study_resumes(tiny_data: Path
 def test_threshold_pruning_stops_trials_after_their_first_epoch(tiny_data: Path, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'prune.db'}"
     # no accuracy reaches 1.01, so every trained trial is pruned at its first report (epoch 1 of 3)
-    r = run_cli(*search_args(storage, tiny_data, "--trials", "4", "--budget-epochs", "3", "--pruner", "none",
-                             "--prune-below", "1.01", "--max-mmacs", "1000"))
+    r = run_cli(
+        *search_args(
+            storage,
+            tiny_data,
+            "--trials",
+            "4",
+            "--budget-epochs",
+            "3",
+            "--pruner",
+            "none",
+            "--prune-below",
+            "1.01",
+            "--max-mmacs",
+            "1000",
+        )
+    )
     assert r.exit_code == 0, r.stderr
     trials = load_trials(storage)
     assert all(t.state.name == "PRUNED" for t in trials)
@@ -179,10 +215,26 @@ def test_median_pruner_prunes_below_median_trials(tiny_data: Path, tmp_path: Pat
     from mnist_cnn.training.config import TrainConfig
 
     base = TrainConfig(model="fastnet", data_dir=str(tiny_data), val_size=100, batch_size=64, threads=1).to_dict()
-    spec = SearchSpec(study="med", storage=f"sqlite:///{tmp_path / 'med.db'}", trials=6, base=base,
-                      space="recipe", budget_epochs=2, heartbeat=2, pruner="median")
-    good = {"optimizer": "adam", "lr": 0.003, "batch_size": 64, "weight_decay": 1e-6, "label_smoothing": 0.0,
-            "augment": "none", "schedule": "constant", "epochs": 2}
+    spec = SearchSpec(
+        study="med",
+        storage=f"sqlite:///{tmp_path / 'med.db'}",
+        trials=6,
+        base=base,
+        space="recipe",
+        budget_epochs=2,
+        heartbeat=2,
+        pruner="median",
+    )
+    good = {
+        "optimizer": "adam",
+        "lr": 0.003,
+        "batch_size": 64,
+        "weight_decay": 1e-6,
+        "label_smoothing": 0.0,
+        "augment": "none",
+        "schedule": "constant",
+        "epochs": 2,
+    }
     study = open_study(spec)
     for _ in range(5):
         study.enqueue_trial(good, skip_if_exists=False)
@@ -198,11 +250,24 @@ def test_invalid_architecture_is_pruned_without_training(tiny_data: Path, tmp_pa
     from mnist_cnn.training.config import TrainConfig
 
     base = TrainConfig(data_dir=str(tiny_data), val_size=100, threads=1).to_dict()
-    spec = SearchSpec(study="inv", storage=f"sqlite:///{tmp_path / 'inv.db'}", trials=1, base=base,
-                      space="arch", budget_epochs=1, heartbeat=2)
+    spec = SearchSpec(
+        study="inv",
+        storage=f"sqlite:///{tmp_path / 'inv.db'}",
+        trials=1,
+        base=base,
+        space="arch",
+        budget_epochs=1,
+        heartbeat=2,
+    )
     # four valid-padded 5x5 blocks, each pooled: 28 -> 24 -> 12 -> 8 -> 4 -> 0
-    params = {"blocks": 4, "padding": "valid", "head_layers": 0, "batchnorm": False, "conv_dropout": 0.0,
-              "global_pool": False}
+    params = {
+        "blocks": 4,
+        "padding": "valid",
+        "head_layers": 0,
+        "batchnorm": False,
+        "conv_dropout": 0.0,
+        "global_pool": False,
+    }
     params |= {f"{k}_{i}": v for i in range(4) for k, v in (("channels", 8), ("kernel", 5), ("pool", True))}
     open_study(spec).enqueue_trial(params)
     run_worker(spec)
@@ -212,8 +277,7 @@ def test_invalid_architecture_is_pruned_without_training(tiny_data: Path, tmp_pa
     assert "val_accuracy" not in t.user_attrs and not t.intermediate_values
 
 
-def test_two_objectives_give_a_pareto_front(
-        tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_objectives_give_a_pareto_front(tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a seeded sampler (one worker: the search runs in this process), so the same three architectures
     # are tried on every run; with this seed all three are valid (an invalid one is pruned, not COMPLETE)
     seed, made = 0, []
@@ -225,8 +289,20 @@ def test_two_objectives_give_a_pareto_front(
 
     monkeypatch.setattr(optuna.samplers, "TPESampler", tpe_sampler)
     storage = f"sqlite:///{tmp_path / 'mo.db'}"
-    r = run_cli(*search_args(storage, tiny_data, "--trials", "3", "--budget-epochs", "1",
-                             "--objective", "accuracy,params", "--max-mmacs", "1000"))
+    r = run_cli(
+        *search_args(
+            storage,
+            tiny_data,
+            "--trials",
+            "3",
+            "--budget-epochs",
+            "1",
+            "--objective",
+            "accuracy,params",
+            "--max-mmacs",
+            "1000",
+        )
+    )
     assert r.exit_code == 0, r.stderr
     assert made, "the search did not make its sampler through optuna.samplers.TPESampler: the seed was not used"
     study = optuna.load_study(study_name=STUDY, storage=storage)
@@ -252,12 +328,15 @@ def test_count_macs_matches_model1_by_hand() -> None:
     assert count_macs(create_model("model1")) == by_hand
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--epochs", "3"], "--budget-epochs"),
-    (["--model", "model2"], "--model is searched by --space arch"),
-    (["--val-size", "0"], "--val-size must be > 0"),
-    (["--trials", "0"], "--trials must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--epochs", "3"], "--budget-epochs"),
+        (["--model", "model2"], "--model is searched by --space arch"),
+        (["--val-size", "0"], "--val-size must be > 0"),
+        (["--trials", "0"], "--trials must be >= 1"),
+    ],
+)
 def test_bad_flags_are_one_line_errors(tiny_data: Path, tmp_path: Path, extra: list[str], message: str) -> None:
     r = run_cli(*search_args(f"sqlite:///{tmp_path / 'x.db'}", tiny_data, *extra))
     assert r.exit_code == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

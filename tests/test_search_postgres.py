@@ -20,6 +20,8 @@ import pytest
 
 from tests.helpers import check_two_workers_exact, load_trials
 
+pytestmark = pytest.mark.slow  # starts a PostgreSQL server and two spawned search workers
+
 pytest.importorskip("optuna", reason="search needs optuna (pip install 'mnist-cnn[search]')")
 pytest.importorskip("psycopg2", reason="PostgreSQL storage needs psycopg2 (pip install psycopg2-binary)")
 
@@ -49,8 +51,10 @@ def _as_server_user() -> tuple[list[str], str | None]:
 def postgres_url() -> Iterator[str]:
     initdbs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not initdbs:
-        pytest.skip("PostgreSQL server not installed (/usr/lib/postgresql/*/bin/initdb); "
-                    "apt-get install postgresql or run scripts/system-deps.sh")
+        pytest.skip(
+            "PostgreSQL server not installed (/usr/lib/postgresql/*/bin/initdb); "
+            "apt-get install postgresql or run scripts/system-deps.sh"
+        )
     bindir = Path(initdbs[-1]).parent
     prefix, user = _as_server_user()
     root = Path(tempfile.mkdtemp(prefix="mnist-cnn-pg-"))  # under /tmp: reachable by the server user
@@ -62,9 +66,23 @@ def postgres_url() -> Iterator[str]:
         return subprocess.run([*prefix, *args], check=False, capture_output=True, text=True, timeout=120)
 
     init = run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-    started = init.returncode == 0 and run(
-        str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60",
-        "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start").returncode == 0
+    started = (
+        init.returncode == 0
+        and run(
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(root / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        ).returncode
+        == 0
+    )
     if not started:
         log = (root / "server.log").read_text() if (root / "server.log").exists() else init.stderr
         shutil.rmtree(root, ignore_errors=True)

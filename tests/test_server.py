@@ -136,14 +136,20 @@ def _chunks(data: bytes):
 BAD_REQUESTS = {
     # name: (request kwargs, expected status, a piece of the message)
     "body over the cap": ({"content": b"\0" * 300_000, "headers": {"content-type": "image/png"}}, 413, "limit"),
-    "streamed body over the cap": ({"content": _chunks(b"\0" * 300_000), "headers": {"content-type": "image/png"}},
-                                   413, "limit"),
+    "streamed body over the cap": (
+        {"content": _chunks(b"\0" * 300_000), "headers": {"content-type": "image/png"}},
+        413,
+        "limit",
+    ),
     "no content type": ({"content": b"abc"}, 415, "not supported"),
     "text body": ({"content": b"seven", "headers": {"content-type": "text/plain"}}, 415, "text/plain"),
     "upload is not an image": ({"files": {"file": ("a.txt", b"hello", "text/plain")}}, 415, "a.txt"),
     "multipart without file": ({"files": {"other": ("a.png", b"x", "image/png")}}, 400, "field 'file'"),
-    "malformed multipart": ({"content": b"--zz\r\nnonsense", "headers": {
-        "content-type": "multipart/form-data; boundary=zz"}}, 400, "file"),
+    "malformed multipart": (
+        {"content": b"--zz\r\nnonsense", "headers": {"content-type": "multipart/form-data; boundary=zz"}},
+        400,
+        "file",
+    ),
     "invalid JSON": ({"content": b"{pixels:", "headers": {"content-type": "application/json"}}, 400, "JSON"),
     "JSON not an object": ({"json": [1, 2, 3]}, 400, "exactly one of"),
     "JSON with neither field": ({"json": {"digit": 7}}, 400, "exactly one of"),
@@ -152,15 +158,24 @@ BAD_REQUESTS = {
     "pixels ragged": ({"json": {"pixels": [[0] * 28] * 27 + [[0] * 3]}}, 400, "28x28"),
     "pixels out of range": ({"json": {"pixels": [[300] * 28] * 28}}, 400, "0..255"),
     "pixels not numbers": ({"json": {"pixels": [["a"] * 28] * 28}}, 400, "28x28"),
-    "pixels NaN": ({"content": json.dumps({"pixels": [[float("nan")] * 28] * 28}).encode(),
-                    "headers": {"content-type": "application/json"}}, 400, "finite"),
+    "pixels NaN": (
+        {
+            "content": json.dumps({"pixels": [[float("nan")] * 28] * 28}).encode(),
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "finite",
+    ),
     "image not base64": ({"json": {"image": "***not base64***"}}, 400, "base64"),
     "image not a string": ({"json": {"image": 42}}, 400, "base64"),
     "undecodable image": ({"files": {"file": ("x.png", b"\x89PNG\r\n\x1a\n garbage", "image/png")}}, 422, ""),
     "empty file": ({"files": {"file": ("x.png", b"", "image/png")}}, 422, "empty"),
     "decompression bomb": ({"files": {"file": ("bomb.png", _bomb_png(), "image/png")}}, 422, ""),
-    "blank image, no digit": ({"files": {"file": ("blank.png", encode(Image.new("L", (64, 64), 255)),
-                                                  "image/png")}}, 422, "digit"),
+    "blank image, no digit": (
+        {"files": {"file": ("blank.png", encode(Image.new("L", (64, 64), 255)), "image/png")}},
+        422,
+        "digit",
+    ),
 }
 
 
@@ -174,15 +189,18 @@ def test_bad_request_is_4xx_json(client: TestClient, name: str) -> None:
     assert isinstance(msg, str) and msg and "\n" not in msg and piece.lower() in msg.lower()
 
 
-@pytest.mark.parametrize("method, path, kwargs, status", [
-    ("post", "/api/predict/batch", {"json": {"items": [{"pixels": [[0] * 28] * 28}] * 5}}, 413),  # over max_batch 4
-    ("post", "/api/predict/batch", {"files": [("file", (f"{i}.png", b"x", "image/png")) for i in range(5)]}, 413),
-    ("post", "/api/predict/batch", {"json": {"items": []}}, 400),
-    ("post", "/api/predict/batch", {"json": {"pixels": [[0] * 28] * 28}}, 400),
-    ("post", "/api/predict/batch", {"content": b"x", "headers": {"content-type": "image/png"}}, 415),
-    ("get", "/api/predict", {}, 405),
-    ("get", "/api/nothing-here", {}, 404),
-])
+@pytest.mark.parametrize(
+    "method, path, kwargs, status",
+    [
+        ("post", "/api/predict/batch", {"json": {"items": [{"pixels": [[0] * 28] * 28}] * 5}}, 413),  # over max_batch 4
+        ("post", "/api/predict/batch", {"files": [("file", (f"{i}.png", b"x", "image/png")) for i in range(5)]}, 413),
+        ("post", "/api/predict/batch", {"json": {"items": []}}, 400),
+        ("post", "/api/predict/batch", {"json": {"pixels": [[0] * 28] * 28}}, 400),
+        ("post", "/api/predict/batch", {"content": b"x", "headers": {"content-type": "image/png"}}, 415),
+        ("get", "/api/predict", {}, 405),
+        ("get", "/api/nothing-here", {}, 404),
+    ],
+)
 def test_bad_requests_elsewhere(client: TestClient, method: str, path: str, kwargs: dict, status: int) -> None:
     r = getattr(client, method)(path, **kwargs)
     assert r.status_code == status, r.text
@@ -196,8 +214,11 @@ def test_page_and_static_files_are_local(client: TestClient) -> None:
     from mnist_cnn.serving.server import STATIC_DIR
 
     page = client.get("/")
-    assert page.status_code == 200 and "<canvas" in page.text and "default-src 'self'" in page.headers[
-        "content-security-policy"]
+    assert (
+        page.status_code == 200
+        and "<canvas" in page.text
+        and "default-src 'self'" in page.headers["content-security-policy"]
+    )
     for name in ("index.html", "app.js", "style.css"):
         text = (STATIC_DIR / name).read_text()
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
@@ -343,7 +364,6 @@ def test_listening_socket_is_tcp() -> None:
         sock.close()
 
 
-
 def test_serve_reports_a_busy_port(run_dir: Path) -> None:
     import socket
 
@@ -395,7 +415,7 @@ SERVER_ERRORS = {  # whole messages, where they do not quote Pillow (the test ap
     "empty.png": "the image is empty (0 bytes); send a PNG or JPEG",
     "text.png": "not a recognised image format; send a PNG, JPEG, GIF, BMP, TIFF or WebP",
     "1x1.png": "no digit found: the image is blank or too faint (ink 0 grey levels above a background with "
-               "noise 0.0); use a darker pen or more light",
+    "noise 0.0); use a darker pen or more light",
     "bomb.png": "the image has too many pixels (limit 250,000); send a smaller image",
 }
 
@@ -457,9 +477,11 @@ def test_odd_images_are_told_apart(client: TestClient, local) -> None:
 
 def test_opaque_rgba_palette_gif_and_bmp_are_read(client: TestClient, local) -> None:
     digit = digit_image(1, invert=True)
-    for name, img, fmt, ctype in (("rgba.png", digit.convert("RGBA"), "PNG", "image/png"),
-                                  ("palette.gif", digit.convert("P"), "GIF", "image/gif"),
-                                  ("digit.bmp", digit.convert("RGB"), "BMP", "image/bmp")):
+    for name, img, fmt, ctype in (
+        ("rgba.png", digit.convert("RGBA"), "PNG", "image/png"),
+        ("palette.gif", digit.convert("P"), "GIF", "image/gif"),
+        ("digit.bmp", digit.convert("RGB"), "BMP", "image/bmp"),
+    ):
         data = encode(img, fmt)
         r = client.post("/api/predict", files={"file": (name, data, ctype)})
         assert r.status_code == 200, (name, r.text)
@@ -477,11 +499,16 @@ def test_random_bytes_never_500(client: TestClient) -> None:
     st = hypothesis.strategies
 
     @hypothesis.settings(max_examples=60, deadline=None, derandomize=True)
-    @hypothesis.given(st.binary(max_size=400), st.sampled_from(["image/png", "application/json",
-                                                                "multipart/form-data; boundary=b", "image/jpeg"]))
+    @hypothesis.given(
+        st.binary(max_size=400),
+        st.sampled_from(["image/png", "application/json", "multipart/form-data; boundary=b", "image/jpeg"]),
+    )
     def check(data: bytes, ctype: str) -> None:
-        r = client.post("/api/predict", content=b"\x89PNG\r\n\x1a\n" + data if ctype == "image/png" else data,
-                        headers={"content-type": ctype})
+        r = client.post(
+            "/api/predict",
+            content=b"\x89PNG\r\n\x1a\n" + data if ctype == "image/png" else data,
+            headers={"content-type": ctype},
+        )
         assert 400 <= r.status_code < 500, (r.status_code, r.text)
         assert r.json()["error"]
 
@@ -492,8 +519,12 @@ def test_serve_command_end_to_end(run_dir: Path) -> None:
     """`mnist-cnn serve --port 0` in its own process: announces its URL, answers, stops on SIGTERM."""
     import httpx
 
-    proc = subprocess.Popen([sys.executable, "-m", "mnist_cnn", "serve", "--model", str(run_dir), "--port", "0",
-                             "--log-level", "warning"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnist_cnn", "serve", "--model", str(run_dir), "--port", "0", "--log-level", "warning"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()  # "serving <model id> on http://127.0.0.1:PORT/ ..."
         url = re.search(r"http://127\.0\.0\.1:\d+/", line)
@@ -507,4 +538,3 @@ def test_serve_command_end_to_end(run_dir: Path) -> None:
         # uvicorn shuts down gracefully, then re-raises the signal so the exit status says SIGTERM
         assert proc.wait(30) in (0, -signal.SIGTERM)
         assert "Traceback" not in proc.stderr.read()
-

@@ -94,11 +94,13 @@ def test_format_p_never_prints_zero() -> None:
 
 def test_majority_vote_counts_votes_and_breaks_ties_by_mean_probability() -> None:
     # 3 models, 2 images, 3 classes
-    probs = np.array([
-        [[0.6, 0.3, 0.1], [0.1, 0.5, 0.4]],
-        [[0.2, 0.7, 0.1], [0.1, 0.2, 0.7]],
-        [[0.5, 0.4, 0.1], [0.3, 0.3, 0.4]],
-    ])
+    probs = np.array(
+        [
+            [[0.6, 0.3, 0.1], [0.1, 0.5, 0.4]],
+            [[0.2, 0.7, 0.1], [0.1, 0.2, 0.7]],
+            [[0.5, 0.4, 0.1], [0.3, 0.3, 0.4]],
+        ]
+    )
     # image 0: votes 0,1,0 -> 0 even though class 1 has the largest single probability
     # image 1: votes 1,2,2 -> 2
     assert majority_vote(probs).tolist() == [0, 2]
@@ -120,8 +122,7 @@ def test_verdict_follows_the_statistics() -> None:
     assert kind == "sig" and "**model1** is more accurate than **model2** by 0.40 pp" in text
     assert "0.10 pp to 0.70 pp" in text and f"p = {sig.p_value:.3g}" in text and "significant at 5%" in text
     # B ahead: the sentence names B first and gives a positive gap
-    text, _ = verdict("model1", "model2", Difference(-0.004, -0.007, -0.001, "paired t", 3, 3),
-                      _mc(20, 60), 0.05, 3, 3)
+    text, _ = verdict("model1", "model2", Difference(-0.004, -0.007, -0.001, "paired t", 3, 3), _mc(20, 60), 0.05, 3, 3)
     assert text.startswith("**model2** is more accurate than **model1** by 0.40 pp")
     # significant on the test set, but the seeds disagree
     text, kind = verdict("a", "b", Difference(0.004, -0.002, 0.010, "paired t", 3, 3), sig, 0.05, 3, 3)

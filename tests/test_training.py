@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from mnist_cnn.training.config import TrainConfig
-from mnist_cnn.errors import CheckpointError, ConfigError, RunExistsError
 from mnist_cnn.artifacts.files import load_tensors
+from mnist_cnn.errors import CheckpointError, ConfigError, RunExistsError
+from mnist_cnn.training.config import TrainConfig
 from mnist_cnn.training.engine import lr_factor, train
 from tests.helpers import tiny_run
 
@@ -26,7 +26,7 @@ def test_same_seed_gives_identical_weights_and_metrics(tiny_data, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     for k in ("test_accuracy", "test_loss", "val_accuracy"):
         assert a.metrics[k] == b.metrics[k]
-    c = tiny_run(tmp_path, tiny_data, "c", seed=1)
+    tiny_run(tmp_path, tiny_data, "c", seed=1)
     wc = _weights(tmp_path / "c" / "model.safetensors")
     assert any(not torch.equal(wa[k], wc[k]) for k in wa)
 

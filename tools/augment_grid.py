@@ -21,10 +21,10 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from mnist_cnn.training.augment import augment_batch, parse_augment
     from mnist_cnn.data.datasets import load_dataset
     from mnist_cnn.evaluation.metrics import normalise
     from mnist_cnn.reports.figures import pyplot, save_figure
+    from mnist_cnn.training.augment import augment_batch, parse_augment
 
     ds = load_dataset("mnist", args.data_dir)
     x = normalise(torch.from_numpy(ds.train_images[: args.images].copy()), 0.1307, 0.3081)  # [n,1,28,28]

@@ -60,9 +60,8 @@ def reproduce_command(cfg: dict[str, Any], run: Path) -> str:
 
 
 def package(run: Path, dest: Path, data_dir: str | None) -> dict[str, Any]:
-    from mnist_cnn.artifacts.files import sha256_file
+    from mnist_cnn.artifacts.files import atomic_write_bytes, atomic_write_json, read_json, sha256_file
     from mnist_cnn.errors import CheckpointError
-    from mnist_cnn.artifacts.files import atomic_write_bytes, atomic_write_json, read_json
     from mnist_cnn.inference.evaluate import evaluate_run
     from mnist_cnn.models.files import load_model
 
@@ -77,21 +76,34 @@ def package(run: Path, dest: Path, data_dir: str | None) -> dict[str, Any]:
     test = evaluate_run(target, "test", data_dir=data_dir)  # what `mnist-cnn evaluate default` prints
     val = evaluate_run(target, "val", data_dir=data_dir) if meta["config"].get("val_size") else None
     if abs(test["accuracy"] - metrics["test_accuracy"]) > 1e-9:
-        raise CheckpointError(f"{target}: test accuracy {test['accuracy']} differs from the run's "
-                              f"{metrics['test_accuracy']}; is --data-dir the data it was trained on?")
+        raise CheckpointError(
+            f"{target}: test accuracy {test['accuracy']} differs from the run's "
+            f"{metrics['test_accuracy']}; is --data-dir the data it was trained on?"
+        )
     provenance = {
-        "file": target.name, "sha256": sha256_file(target), "size_bytes": target.stat().st_size,
-        "arch": meta["arch"], "params": meta.get("params"), "recipe": meta["config"].get("recipe"),
-        "seed": meta["config"].get("seed"), "dataset": meta.get("dataset"),
+        "file": target.name,
+        "sha256": sha256_file(target),
+        "size_bytes": target.stat().st_size,
+        "arch": meta["arch"],
+        "params": meta.get("params"),
+        "recipe": meta["config"].get("recipe"),
+        "seed": meta["config"].get("seed"),
+        "dataset": meta.get("dataset"),
         "command": reproduce_command(meta["config"], run),
         "trained_with": shlex.join(config.get("environment", {}).get("command") or []),
         "data_checksums": meta.get("data_checksums"),
-        "test_accuracy": test["accuracy"], "test_loss": test["loss"],
-        "val_accuracy": val["accuracy"] if val else None, "val_size": meta["config"].get("val_size"),
-        "train_seconds": metrics.get("train_seconds"), "epochs_run": metrics.get("epochs_run"),
-        "environment": {k: config.get("environment", {}).get(k) for k in ("mnist_cnn", "torch", "git_commit",
-                                                                          "platform")},
-        "config": meta["config"], "source_run": str(run), "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "val_accuracy": val["accuracy"] if val else None,
+        "val_size": meta["config"].get("val_size"),
+        "train_seconds": metrics.get("train_seconds"),
+        "epochs_run": metrics.get("epochs_run"),
+        "environment": {
+            k: config.get("environment", {}).get(k) for k in ("mnist_cnn", "torch", "git_commit", "platform")
+        },
+        "config": meta["config"],
+        "source_run": str(run),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(),
         "evaluate": "mnist-cnn evaluate default  # reproduces test_accuracy",
     }
     atomic_write_json(dest / "default.json", provenance)
@@ -118,9 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     except MnistCnnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{args.dest / p['file']}: {p['size_bytes'] / 1e6:.2f} MB, {p['params']:,} params, "
-          f"test {100 * p['test_accuracy']:.2f}%, val {100 * (p['val_accuracy'] or float('nan')):.2f}%  "
-          f"(reproduce: {p['command']})")
+    print(
+        f"{args.dest / p['file']}: {p['size_bytes'] / 1e6:.2f} MB, {p['params']:,} params, "
+        f"test {100 * p['test_accuracy']:.2f}%, val {100 * (p['val_accuracy'] or float('nan')):.2f}%  "
+        f"(reproduce: {p['command']})"
+    )
     return 0
 
 
