@@ -5,6 +5,8 @@ download mirror. Plain helpers live in helpers.py."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from http.server import ThreadingHTTPServer
@@ -106,3 +108,26 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
     patched = {s: tuple(replace(f, sha256=sums[f.name]) for f in pair) for s, pair in spec.files.items()}
     monkeypatch.setitem(d.DATASETS, "mnist", replace(spec, files=patched))
     return blobs
+
+
+@pytest.fixture
+def tmpfs(tmp_path) -> Iterator[Callable[..., Path]]:
+    """``tmpfs(name, size, ro)`` mounts a real tmpfs under tmp_path (needs root/CAP_SYS_ADMIN;
+    skips with the reason otherwise) and unmounts it afterwards."""
+    mounted: list[Path] = []
+
+    def mount(name: str, size: str = "1m", ro: bool = False) -> Path:
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            pytest.skip("mounting a small tmpfs needs root and mount(8); the monkeypatched variant still runs")
+        target = tmp_path / name
+        target.mkdir()
+        opts = f"size={size},mode=0755" + (",ro" if ro else "")
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(target)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        mounted.append(target)
+        return target
+
+    yield mount
+    for target in mounted:
+        subprocess.run(["umount", "-l", str(target)], check=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +66,9 @@ def test_manifest_lists_relative_paths_and_sha256(two_runs, tiny_data, tmp_path)
     assert [e["seed"] for e in manifest["members"]] == [0, 1]
     for entry, run in zip(manifest["members"], two_runs):
         assert not Path(entry["path"]).is_absolute()
-        assert (out / entry["path"]).resolve() == (run / "model.safetensors").resolve()
-        assert entry["sha256"] == sha256_file(run / "model.safetensors")
+        # runs outside the ensemble folder are copied into it (members/), so the folder is self-contained
+        assert (out / entry["path"]).resolve().is_relative_to(out.resolve()) and entry["path"].startswith("members/")
+        assert entry["sha256"] == sha256_file(run / "model.safetensors") == sha256_file(out / entry["path"])
     members, _ = load_ensemble(out)
     assert len(members) == 2
 
@@ -93,12 +93,12 @@ def test_tta_ensemble_is_evaluated_with_tta(two_runs, tiny_data, tmp_path):
 
 
 def test_changed_or_missing_member_is_a_clear_error(two_runs, tiny_data, tmp_path):
-    two_runs = [Path(shutil.copytree(r, tmp_path / r.name)) for r in two_runs]
     out = tmp_path / "ens"
     build_ensemble(two_runs, out, data_dir=tiny_data)
-    weights = two_runs[1] / "model.safetensors"
+    paths = [e["path"] for e in json.loads((out / "ensemble.json").read_text())["members"]]
+    weights = out / paths[1]  # the ensemble's own copy of the member
     original = weights.read_bytes()
-    weights.write_bytes((two_runs[0] / "model.safetensors").read_bytes())
+    weights.write_bytes((out / paths[0]).read_bytes())
     with pytest.raises(CheckpointError, match="sha256 mismatch"):
         evaluate_ensemble(out, data_dir=tiny_data)
     weights.unlink()

@@ -107,6 +107,8 @@ def check_complete(out: Path) -> dict[str, str]:
             text = path.read_text()
             assert text.endswith("\n") and (not name.endswith(".html") or "</html>" in text[-200:]), name
             seen[name] = "text"
+        elif name in (".lock", ".lock.json"):  # the run folder's lock (a killed run leaves them; no longer held)
+            seen[name] = "lock"
         else:
             raise AssertionError(f"unexpected file {name}")
     return seen

@@ -54,7 +54,7 @@ def test_resume_cleans_stray_temporary_files_and_continues(tiny_data: Path, tmp_
     stray = [out / ".model.safetensors.x1.tmp", out / ".history.csv.x2.tmp"]
     for p in stray:
         p.write_bytes(b"partial")
-    result = train(_cfg(tiny_data, epochs=2), out, resume=True, quiet=True)
+    result = train(_cfg(tiny_data, epochs=2), out, resume=True, resume_epochs=2, quiet=True)
     assert result.metrics["epochs_run"] == 2 and not any(p.exists() for p in stray)
     assert [row["epoch"] for row in read_history(out)] == [1.0, 2.0]
 

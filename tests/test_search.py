@@ -359,3 +359,41 @@ def test_joining_with_other_settings_or_a_missing_study_is_refused(tiny_data: Pa
     assert r.exit_code == 2 and "study 'nope' not found" in r.stderr and "existing studies: s" in r.stderr
     r = run_cli("search", "report", "--study", STUDY, "--storage", "nosuchdb://x")
     assert r.exit_code == 2 and "cannot open" in r.stderr and "Traceback" not in r.stderr
+
+
+def _open_at_once(urls: list[str], barrier, results) -> None:
+    """A worker's first steps (open the storage, create or join the study) on each of ``urls`` in turn,
+    each started at the same moment as the other process's (spawned: see the test below)."""
+    from mnist_cnn.search.study import SearchSpec, open_storage, open_study, optuna_module
+
+    optuna_module()  # imported before the barrier, so both processes reach the database together
+    for url in urls:
+        barrier.wait(timeout=120)
+        try:
+            open_study(SearchSpec(study=STUDY, storage=url, trials=1), open_storage(url, None))
+            results.put("ok")
+        except Exception as exc:  # noqa: BLE001 - reported to the test, which shows it
+            results.put(f"{type(exc).__name__}: {exc}")
+
+
+@pytest.mark.slow
+def test_two_first_time_workers_on_a_new_sqlite_file_both_start(tmp_path: Path) -> None:
+    """Two workers started at once on a new SQLite file used to race to create its tables: one died
+    with `UNIQUE constraint failed: alembic_version` (or `table studies already exists`), in about half
+    of the tries. Now the first creation is serialised by the file lock next to the database."""
+    import multiprocessing as mp
+
+    urls = [f"sqlite:///{tmp_path / f'fresh{i}.db'}" for i in range(6)]
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_open_at_once, args=(urls, barrier, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    got = [results.get(timeout=300) for _ in range(2 * len(urls))]
+    for p in procs:
+        p.join(60)
+    assert got == ["ok"] * len(got), [g for g in got if g != "ok"]
+    assert all(p.exitcode == 0 for p in procs)
+    for url in urls:  # one study per file, stamped with its settings once
+        assert optuna.get_all_study_names(url) == [STUDY]
+        assert optuna.load_study(study_name=STUDY, storage=url).user_attrs["space"] == "default"

@@ -54,7 +54,7 @@ def test_resume_continues_exactly(tiny_data, tmp_path):
     # same run stopped after 2 epochs, then resumed to 3
     cfg = TrainConfig(data_dir=str(tiny_data), epochs=2, batch_size=64, val_size=100)
     train(cfg, tmp_path / "part", quiet=True)
-    resumed = train(TrainConfig(epochs=3), tmp_path / "part", resume=True, quiet=True)
+    resumed = train(TrainConfig(), tmp_path / "part", resume=True, resume_epochs=3, quiet=True)
     assert resumed.metrics["epochs_run"] == 3
     wa, wb = _weights(tmp_path / "full" / "model.safetensors"), _weights(tmp_path / "part" / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

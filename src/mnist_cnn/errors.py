@@ -44,6 +44,10 @@ class RunExistsError(ConfigError):
     """The output run directory exists and neither --resume nor --force was given."""
 
 
+class RunInUseError(RunExistsError):
+    """Another process is training in the run folder (it holds the folder's lock)."""
+
+
 class OutputError(MnistCnnError):
     """An output file or folder cannot be written (read-only, disk full, ...)."""
 

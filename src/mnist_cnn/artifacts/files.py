@@ -7,6 +7,7 @@ renamed over the target, so a kill at any moment leaves either the old file or t
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; artifacts follow the umask like any file
     except OSError as exc:
         raise OutputError(_os_message(target, exc)) from None
     tmp_path = Path(tmp)
@@ -42,6 +44,20 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise OutputError(_os_message(target, exc)) from None
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@functools.lru_cache(maxsize=1)
+def umask() -> int:
+    """The process's file-mode creation mask (read without changing it where the OS allows)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, then put it back at once
+    os.umask(mask)
+    return mask
 
 
 def _os_message(target: Path, exc: OSError) -> str:

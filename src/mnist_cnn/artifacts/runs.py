@@ -17,15 +17,19 @@ lack ``config.json`` or a validation split in their config) keep loading through
 from __future__ import annotations
 
 import csv
+import json
 import os
+import re
 import shutil
+import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mnist_cnn.artifacts.files import atomic_write_text, read_json, sha256_file
-from mnist_cnn.errors import CheckpointError, OutputError, RunExistsError
+from mnist_cnn.errors import CheckpointError, OutputError, RunExistsError, RunInUseError
 
 CONFIG = "config.json"
 HISTORY = "history.csv"
@@ -136,47 +140,214 @@ def split_of(config: Mapping[str, Any] | None) -> SplitSpec:
     return SplitSpec(int(cfg.get("val_size", DEFAULT_VAL_SIZE)), int(cfg.get("seed", DEFAULT_SEED)))
 
 
+# --------------------------------------------------------------------------- starting a run in a folder
+
+LOCK = ".lock"  # an OS file lock, held by the process training in the folder (released when it dies)
+LOCK_OWNER = ".lock.json"  # who holds it: pid, host, start time (for the "in use" message)
+REPLACED = ".replaced"  # the run `--force` replaces waits here until the new run's first checkpoint
+_OWN_FILES = {
+    "members",  # an ensemble's copies of members from elsewhere
+    CONFIG,
+    HISTORY,
+    CHECKPOINT,
+    MODEL,
+    METRICS,
+    REPORT,
+    MANIFEST,
+    "history.png",
+    "summary.md",
+    LOCK,
+    LOCK_OWNER,
+}
+_OWN_PATTERN = re.compile(
+    r"(classification_report|confusion_matrix|metrics)(_\w+)?\.(txt|csv|png|json)|\..+\.tmp|member-\d+"
+)
+
+
+def is_run_file(path: Path) -> bool:
+    """A file (or, for ensembles, a member-k folder) that mnist-cnn writes into a run folder."""
+    return path.name in _OWN_FILES or path.name == REPLACED or bool(_OWN_PATTERN.fullmatch(path.name))
+
+
+def foreign_files(run: str | os.PathLike[str]) -> list[str]:
+    """Names of the entries in ``run`` that no run writes (a user's own files)."""
+    folder = Path(run)
+    return sorted(p.name for p in folder.iterdir() if not is_run_file(p)) if folder.is_dir() else []
+
+
 def is_unstarted(run: str | os.PathLike[str]) -> bool:
     """A folder a killed run left before its first checkpoint: nothing in it but the files a run
-    writes when it starts (config.json, interrupted temporary files). Starting it afresh loses nothing."""
+    writes when it starts (config.json, the lock, interrupted temporary files). Starting it afresh loses nothing."""
     folder = Path(run)
-    return folder.is_dir() and all(p.name == CONFIG or p.name.endswith(".tmp") for p in folder.iterdir())
+    return folder.is_dir() and all(
+        p.name in (CONFIG, LOCK, LOCK_OWNER) or p.name.endswith(".tmp") for p in folder.iterdir()
+    )
+
+
+class RunLock:
+    """An exclusive lock on a run folder while a process trains in it (filelock: flock on POSIX,
+    LockFileEx on Windows). The OS releases it when the process dies, so a killed run leaves no
+    stale lock; a second process gets :class:`RunInUseError` naming the process that holds it."""
+
+    def __init__(self, folder: Path):
+        from filelock import FileLock
+
+        self.folder = folder
+        self.lock = FileLock(str(folder / LOCK), timeout=0)
+
+    def acquire(self) -> RunLock:
+        from filelock import Timeout
+
+        try:
+            self.lock.acquire()
+        except Timeout:
+            raise RunInUseError(
+                f"{self.folder}: {_owner(self.folder)} is training in this run folder; "
+                "wait for it to finish or choose another --out"
+            ) from None
+        except OSError as exc:
+            raise OutputError(f"{self.folder}: cannot write here ({exc.strerror}); choose a writable --out") from None
+        atomic_write_text(
+            self.folder / LOCK_OWNER,
+            json.dumps(
+                {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+            ),
+        )
+        return self
+
+    def release(self) -> None:
+        if self.lock.is_locked:
+            (self.folder / LOCK_OWNER).unlink(missing_ok=True)
+            self.lock.release()
+
+
+def _owner(folder: Path) -> str:
+    try:
+        info = json.loads((folder / LOCK_OWNER).read_text())
+        return f"process {int(info['pid'])} on {info['host']} (since {info['started']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+def _check_not_in_use(out: Path) -> None:
+    if (out / LOCK).exists():
+        RunLock(out).acquire().release()
 
 
 def check_run_dir(out: Path, *, resume: bool, force: bool) -> bool:
-    """Whether a run in ``out`` can start, without touching anything; True when it will resume.
+    """Whether a run in ``out`` can start, without changing the run; True when it will resume.
 
     * ``resume`` with a checkpoint: it resumes;
     * ``resume`` on a run killed before its first checkpoint, or a plain start in such a folder: it starts afresh;
-    * an existing run without ``resume``/``force``: :class:`RunExistsError` (``force`` replaces it).
+    * an existing run without ``resume``/``force``: :class:`RunExistsError`; with ``force`` it is
+      replaced, but only when the folder holds nothing but a run's own files;
+    * a folder another process is training in: :class:`RunInUseError`.
     """
     if out.exists() and not out.is_dir():
         raise RunExistsError(f"{out}: exists and is not a folder; choose another --out")
     if resume and not out.exists():
         raise CheckpointError(f"{out}: no {CHECKPOINT} to resume from; start it without --resume")
-    if resume and has_checkpoint(out):
+    if not out.exists():
+        return False
+    _check_not_in_use(out)
+    if resume and (has_checkpoint(out) or has_checkpoint(out / REPLACED)):
+        _check_writable(out)
         return True
-    if out.exists() and any(out.iterdir()) and not is_unstarted(out) and not force:
-        raise RunExistsError(
-            f"{out}: run folder already exists; pass --resume to continue it, "
-            "--force to overwrite it, or choose another --out"
-        )
+    if any(out.iterdir()) and not is_unstarted(out):
+        if not force:
+            raise RunExistsError(
+                f"{out}: run folder already exists; pass --resume to continue it, "
+                "--force to overwrite it, or choose another --out"
+            )
+        foreign = foreign_files(out)
+        if foreign:
+            more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+            raise RunExistsError(
+                f"{out}: --force replaces only a run folder's own files, and this folder also "
+                f"holds {', '.join(foreign[:5])}{more}; move them away or choose another --out"
+            )
     return False
 
 
-def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> bool:
-    """Make ``out`` ready for a run (see :func:`check_run_dir`); True when the run resumes from its
-    checkpoint. Stray temporary files from a kill are removed; ``force`` empties an existing run."""
-    if check_run_dir(out, resume=resume, force=force):
-        for tmp in stale_temp_files(out):
-            tmp.unlink(missing_ok=True)
-        return True
-    if out.exists() and not is_unstarted(out):
-        shutil.rmtree(out)
-    for leftover in out.iterdir() if out.exists() else ():
-        leftover.unlink()  # an unstarted run's config.json and temporary files
+def _check_writable(out: Path) -> None:
+    """A run that resumes must be able to write its checkpoint: find out now, not after an epoch."""
+    probe = out / f".write-check.{os.getpid()}.tmp"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(
+            f"{out}: cannot write here ({exc.strerror}); make the run folder writable "
+            "or copy it somewhere writable and resume there"
+        ) from None
+
+
+def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> tuple[bool, RunLock]:
+    """Make ``out`` ready for a run and lock it; returns (resuming from the checkpoint, the lock).
+
+    A run that ``force`` replaces is moved aside into ``.replaced/`` (not deleted) until the new run
+    writes its first checkpoint (:func:`discard_replaced`); if the new run stops before that, the
+    old one is put back (:func:`restore_replaced`, also done here after a kill). Stray temporary
+    files from a kill are removed.
+    """
+    recover_run_dir(out)
+    resuming = check_run_dir(out, resume=resume, force=force)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out}: cannot create run folder ({exc.strerror}); choose a writable --out") from None
-    return False
+    lock = RunLock(out).acquire()
+    for tmp in stale_temp_files(out):
+        tmp.unlink(missing_ok=True)
+    if not resuming and not is_unstarted(out):
+        _set_aside(out)
+    if not resuming:
+        (out / CONFIG).unlink(missing_ok=True)  # an unstarted run's config.json
+    return resuming, lock
+
+
+def recover_run_dir(out: Path) -> None:
+    """Unless another process is training in it: put back a run that a ``--force`` replacement,
+    killed before its first checkpoint, had set aside."""
+    if out.is_dir() and _lock_free(out):
+        restore_replaced(out)
+
+
+def _lock_free(out: Path) -> bool:
+    try:
+        _check_not_in_use(out)
+    except RunInUseError:
+        return False
+    return True
+
+
+def _set_aside(out: Path) -> None:
+    """Move the run's own files into ``.replaced/`` (the new run starts in an empty folder)."""
+    aside = out / REPLACED
+    if aside.exists():
+        shutil.rmtree(aside)
+    aside.mkdir()
+    for p in out.iterdir():
+        if p.name not in (REPLACED, LOCK, LOCK_OWNER) and is_run_file(p):
+            os.replace(p, aside / p.name)
+
+
+def discard_replaced(out: Path) -> None:
+    """The new run has a checkpoint: the run it replaced can go."""
+    if (out / REPLACED).exists():
+        shutil.rmtree(out / REPLACED)
+
+
+def restore_replaced(out: Path) -> bool:
+    """Put back a run that ``--force`` set aside when its replacement stopped before its first
+    checkpoint (the replacement's own files are removed). True when something was restored."""
+    aside = out / REPLACED
+    if not aside.is_dir() or has_checkpoint(out):
+        return False
+    for p in out.iterdir():
+        if p.name not in (REPLACED, LOCK, LOCK_OWNER) and is_run_file(p):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    for p in aside.iterdir():
+        os.replace(p, out / p.name)
+    aside.rmdir()
+    return True

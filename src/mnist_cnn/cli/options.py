@@ -77,7 +77,11 @@ def train_options(f: F) -> F:
         click.option("--early-stopping-monitor", type=click.Choice(["val_loss", "val_accuracy"])),
         dataset_option(default=None),
         data_dir_option("Data folder (env: MNIST_CNN_DATA_DIR)."),
-        click.option("--device", help="auto, cpu or cuda."),
+        click.option(
+            "--device",
+            help="auto (any accelerator PyTorch finds: CUDA, Apple MPS, Intel XPU; else cpu), "
+            "cpu, cuda[:N], mps, xpu[:N].",
+        ),
         click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd", "nesterov"])),
         click.option("--schedule", type=click.Choice(["constant", "onecycle", "cosine", "linear"])),
         click.option("--weight-decay", type=float),

@@ -99,7 +99,8 @@ def train_cmd(
         return
     from mnist_cnn.training.engine import train
 
-    m = train(cfg, out, resume=resume, force=force, quiet=quiet).metrics
+    # --resume continues the run's saved plan; --epochs N (given) changes it
+    m = train(cfg, out, resume=resume, resume_epochs=flags.get("epochs"), force=force, quiet=quiet).metrics
     if "test_accuracy" not in m:  # a non-zero rank of a multi-process run: rank 0 reports
         return
     if as_json:

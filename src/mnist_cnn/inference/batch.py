@@ -103,7 +103,8 @@ def _multi_record(f: Path, answers: list[dict[str, Any]]) -> dict[str, Any]:
 
 class _SaveNames:
     """Writes preprocessed 28x28 PNGs to ``DIR/<image name>[-k].png`` (k: digit of a --multi row),
-    never overwriting one written in the same run (two 'a.jpg' in different folders: a.png, a-2.png)."""
+    never overwriting a file: one written in the same run (two 'a.jpg' in different folders: a.png,
+    a-2.png), an earlier run's, or an input (DIR may be the input folder: a.png stays, a-2.png is written)."""
 
     def __init__(self, folder: Path | None):
         self.folder = folder
@@ -119,7 +120,7 @@ class _SaveNames:
         assert self.folder is not None
         base = (f.stem or "image") + (f"-{k}" if k is not None else "")
         name, n = base, 1
-        while name in self.used:
+        while name in self.used or (self.folder / f"{name}.png").exists():  # never overwrite any file
             n += 1
             name = f"{base}-{n}"
         self.used.add(name)

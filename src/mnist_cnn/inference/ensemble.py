@@ -3,7 +3,11 @@
 An ensemble folder is saved like a run folder (``metrics.json``, ``classification_report.txt``,
 ``confusion_matrix.{csv,png}``) plus ``ensemble.json``, the manifest: each member's weights file
 (a path relative to the ensemble folder) and its sha256, so a member that is later retrained or
-damaged is detected instead of silently changing the ensemble. Members are referenced, not copied.
+damaged is detected instead of silently changing the ensemble. Every member lives inside the
+ensemble folder: members already there (``train --ensemble``'s ``member-k/``) are referenced, members
+from elsewhere (``mnist-cnn ensemble RUN...``) are copied into its ``members/`` folder. A manifest
+that points outside the folder (an absolute path, ``..``, or a symlink leading out) is refused, so a
+manifest cannot be used to probe or load files elsewhere.
 
 Every member gets the same weight: nothing is selected, so no test (or validation) result feeds
 back into the ensemble. Training the members of a new ensemble is :mod:`mnist_cnn.training.ensemble`.
@@ -12,15 +16,18 @@ back into the ensemble. Training the members of a new ensemble is :mod:`mnist_cn
 from __future__ import annotations
 
 import os
+import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
+from pathlib import Path, PurePath
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from mnist_cnn.artifacts.files import atomic_write_json, read_json, sha256_file
+from mnist_cnn.artifacts.files import atomic_save, atomic_write_json, read_json, sha256_file
 from mnist_cnn.artifacts.runs import MANIFEST, is_ensemble, resolve_model_path, split_of
 from mnist_cnn.data.datasets import load_dataset
 from mnist_cnn.errors import CheckpointError, ConfigError, RunExistsError
@@ -29,6 +36,9 @@ from mnist_cnn.models.files import load_model
 from mnist_cnn.reports.run import write_eval_artifacts
 
 FORMAT = "mnist-cnn-ensemble/1"
+MEMBERS_DIR = "members"  # where members from outside the ensemble folder are copied
+REBUILD = "rebuild it (mnist-cnn ensemble RUN... --out FOLDER --force)"
+SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -149,12 +159,44 @@ def build_ensemble(
         **(extra or {}),
     }
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / MANIFEST, _manifest(members, out, tta))
+    paths = _place_members(members, out)
+    atomic_write_json(out / MANIFEST, _manifest(members, paths, tta))
+    _remove_stale_copies(out, paths)
     write_eval_artifacts(out, result, ds.classes, metrics, split="test")
     return metrics
 
 
-def _manifest(members: Sequence[Member], out: Path, tta: bool) -> dict[str, Any]:
+def _place_members(members: Sequence[Member], out: Path) -> list[str]:
+    """Each member's path relative to ``out`` (POSIX form): a member inside ``out`` as it is, one
+    from elsewhere copied (atomically, checked against its sha256) to ``members/<sha256[:16]>.safetensors``."""
+    base = out.resolve()
+    paths = []
+    for m in members:
+        if m.path.is_relative_to(base):  # m.path is resolved: a symlink leading out counts as outside
+            paths.append(m.path.relative_to(base).as_posix())
+            continue
+        rel = f"{MEMBERS_DIR}/{m.sha256[:16]}.safetensors"
+        dst = out / rel
+        if not (dst.is_file() and not dst.is_symlink() and sha256_file(dst) == m.sha256):
+            atomic_save(dst, partial(shutil.copyfile, m.path))
+            if sha256_file(dst) != m.sha256:
+                dst.unlink(missing_ok=True)
+                raise CheckpointError(f"{m.path}: changed while the ensemble was built; build it again")
+        paths.append(rel)
+    return paths
+
+
+def _remove_stale_copies(out: Path, paths: Sequence[str]) -> None:
+    """Copies of members an earlier build of this ensemble (--force) made and this one no longer uses."""
+    keep = {p for p in paths if p.startswith(f"{MEMBERS_DIR}/")}
+    folder = out / MEMBERS_DIR
+    if folder.is_dir() and not folder.is_symlink():
+        for f in folder.glob("*.safetensors"):
+            if f"{MEMBERS_DIR}/{f.name}" not in keep:
+                f.unlink(missing_ok=True)
+
+
+def _manifest(members: Sequence[Member], paths: Sequence[str], tta: bool) -> dict[str, Any]:
     first = members[0].meta
     return {
         "format": FORMAT,
@@ -164,39 +206,88 @@ def _manifest(members: Sequence[Member], out: Path, tta: bool) -> dict[str, Any]
         "classes": first.get("classes"),
         "members": [
             {
-                "path": os.path.relpath(m.path, out.resolve()),
+                "path": path,
                 "sha256": m.sha256,
                 "arch": m.meta.get("arch"),
                 "seed": (m.meta.get("config") or {}).get("seed"),
                 "recipe": (m.meta.get("config") or {}).get("recipe"),
             }
-            for m in members
+            for m, path in zip(members, paths)
         ],
     }
 
 
 def load_ensemble(folder: str | os.PathLike[str]) -> tuple[list[Member], dict[str, Any]]:
-    """Members of a saved ensemble, each checked against its recorded sha256 -> (members, manifest)."""
+    """Members of a saved ensemble, each checked against its recorded sha256 -> (members, manifest).
+
+    Every member must be a file inside ``folder`` (no absolute path, no ``..``, no symlink leading
+    out), and all must have the manifest's classes and data set; anything else is a one-line
+    :class:`CheckpointError`."""
 
     folder = Path(folder)
-    manifest = read_json(folder / MANIFEST, "ensemble manifest")
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not manifest.get("members"):
-        raise CheckpointError(f"{folder / MANIFEST}: not an mnist-cnn ensemble manifest (format {FORMAT})")
+    where = folder / MANIFEST
+    manifest = read_json(where, "ensemble manifest")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise CheckpointError(f"{where}: not an mnist-cnn ensemble manifest (format {FORMAT})")
+    entries = manifest.get("members")
+    if not isinstance(entries, list) or not entries:
+        raise CheckpointError(f"{where}: its 'members' must be a non-empty list; {REBUILD}")
+    if not isinstance(manifest.get("tta", False), bool):
+        raise CheckpointError(f"{where}: its 'tta' must be true or false; {REBUILD}")
     members = []
-    for entry in manifest["members"]:
-        path = (folder / entry["path"]).resolve()
-        if not path.is_file():
-            raise CheckpointError(
-                f"{folder / MANIFEST}: member {entry['path']} is missing; restore it or rebuild "
-                "the ensemble (mnist-cnn ensemble ... --force)"
-            )
+    for i, entry in enumerate(entries):
+        path = _member_path(folder, where, i, entry)
         if sha256_file(path) != entry["sha256"]:
-            raise CheckpointError(
-                f"{path}: weights changed since the ensemble was built (sha256 mismatch); "
-                "rebuild it (mnist-cnn ensemble ... --force)"
-            )
+            raise CheckpointError(f"{path}: weights changed since the ensemble was built (sha256 mismatch); {REBUILD}")
         members.append(load_member(path))
+    _check_members_agree(members, manifest, where)
     return members, manifest
+
+
+def _member_path(folder: Path, where: Path, i: int, entry: Any) -> Path:
+    """Member ``i``'s weights file: checked to be a file inside ``folder`` before anything is read."""
+    if not (
+        isinstance(entry, dict)
+        and isinstance(entry.get("path"), str)
+        and entry["path"]
+        and isinstance(entry.get("sha256"), str)
+        and SHA256.fullmatch(entry["sha256"])
+    ):
+        raise CheckpointError(
+            f"{where}: member {i} must be an object with 'path' (a file in the ensemble folder) and "
+            f"'sha256' (64 hex digits); {REBUILD}"
+        )
+    rel = entry["path"]
+    shown = rel if len(rel) <= 80 else rel[:77] + "..."
+    outside = CheckpointError(
+        f"{where}: member {i} ({shown}) is not inside the ensemble folder; members must be files in it. "
+        f"An ensemble built by an older mnist-cnn referenced run folders elsewhere: {REBUILD}, which copies them in"
+    )
+    pure = PurePath(rel)
+    if pure.is_absolute() or pure.drive or ".." in pure.parts:
+        raise outside
+    try:  # resolve follows symlinks: one leading out of the folder ends outside it
+        base = folder.resolve()
+        path = (folder / pure).resolve()
+    except (OSError, RuntimeError, ValueError):  # a symlink loop, an unreadable folder, a NUL in the name
+        raise outside from None
+    if not path.is_relative_to(base) or path == base:
+        raise outside
+    if not path.is_file():
+        raise CheckpointError(f"{where}: member {i} ({shown}) is missing; restore it or {REBUILD}")
+    return path
+
+
+def _check_members_agree(members: Sequence[Member], manifest: dict[str, Any], where: Path) -> None:
+    """Every member has the classes and data set the manifest records (those of its first member)."""
+    for key in ("classes", "dataset"):
+        want = manifest.get(key, members[0].meta.get(key))
+        for m in members:
+            if m.meta.get(key) != want:
+                raise CheckpointError(
+                    f"{m.path}: has {key} {str(m.meta.get(key))[:60]}, the ensemble ({where}) has "
+                    f"{str(want)[:60]}; an ensemble holds only models of the same data set; {REBUILD}"
+                )
 
 
 def evaluate_ensemble(

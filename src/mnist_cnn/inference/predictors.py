@@ -40,6 +40,36 @@ def check_images(images: Any) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def check_probe(predictor: Predictor, source: Any) -> None:
+    """Run the model once on two fixed images at load time: NaN or inf probabilities (broken weights or
+    normalisation) are a :class:`CheckpointError` now, not ``nan%`` or ``null`` answers later."""
+    probe = np.zeros((2, 28, 28), np.uint8)
+    probe[1, 6:22, 12:16] = 255  # a bar: a "1"
+    probs = predictor.predict_proba(probe)
+    if probs.shape != (2, len(predictor.classes)):
+        raise CheckpointError(
+            f"{source}: the model outputs {probs.shape[1] if probs.ndim == 2 else list(probs.shape)} classes "
+            f"but its metadata names {len(predictor.classes)}; re-train or re-export it"
+        )
+    if not np.isfinite(probs).all():
+        raise CheckpointError(
+            f"{source}: the model gives non-finite probabilities (NaN or inf) on a test image; its weights "
+            "or normalisation are broken; re-train or re-export it"
+        )
+
+
+def class_names(classes: Any, source: Any) -> list[str]:
+    """A model's ``classes`` metadata: a non-empty list of strings (torch-free, for ONNX files)."""
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        shown = repr(classes)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise CheckpointError(
+            f"{source}: metadata field 'classes' must be a non-empty list of class names (strings), "
+            f"not {shown}; re-export the model"
+        )
+    return list(classes)
+
+
 def model_info(meta: dict[str, Any], backend: str, path: Path) -> dict[str, Any]:
     """What ``GET /api/model`` and ``predict --json`` report about a model, from its metadata."""
     arch = meta.get("arch") or {}
@@ -119,6 +149,7 @@ class TorchPredictor(Predictor):
         self.path = path
         self.classes = [str(c) for c in self.meta["classes"]]
         self.info = model_info(self.meta, "torch", path)
+        check_probe(self, path)
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         from mnist_cnn.evaluation.metrics import predict_logits
@@ -144,6 +175,7 @@ class EnsemblePredictor(Predictor):
             "accuracy": metrics.get("test_accuracy"),
             "members": [str(m.path) for m in self.members],
         }
+        check_probe(self, folder / MANIFEST)
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         from mnist_cnn.inference.ensemble import ensemble_probs
@@ -170,6 +202,8 @@ class OnnxPredictor(Predictor):
             self.meta = json.loads(raw)
         except json.JSONDecodeError:
             raise CheckpointError(f"{path}: its mnist_cnn metadata is not valid JSON; re-export it") from None
+        if not isinstance(self.meta, dict):
+            raise CheckpointError(f"{path}: its mnist_cnn metadata must be a JSON object; re-export it")
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
         if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs or "classes" not in self.meta:
@@ -179,8 +213,17 @@ class OnnxPredictor(Predictor):
             )
         self.input_name, self.output_name = INPUT_NAME, OUTPUT_NAME
         self.path = path
-        self.classes = [str(c) for c in self.meta["classes"]]
+        self.classes = class_names(self.meta["classes"], path)
         self.info = model_info(self.meta, "onnxruntime", path)
+        try:
+            check_probe(self, path)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for graphs that do not run
+            first = first_line(exc)[:160]
+            raise CheckpointError(
+                f"{path}: the model does not run on [N, 1, 28, 28] images ({first}); re-export it"
+            ) from None
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         x = check_images(images)

@@ -46,6 +46,7 @@ from PIL import Image, ImageOps
 
 from mnist_cnn.errors import ImageError, first_line
 
+MAX_FILE_BYTES = 200 * 2**20  # largest image file read: a 48 MP PNG fits; a 2 GB (sparse) file is refused unread
 MAX_PIXELS = 50_000_000  # default decode cap (width*height): a 48 MP phone photo fits, a bomb does not
 ANALYSIS_SIDE = 512  # longer side of the copy used to find the digit (background, threshold, components)
 WORK_SIDE = 1000  # the full-resolution crop is box-reduced to at most this (still 50x the output)
@@ -202,10 +203,18 @@ def load_image(image: Any, max_pixels: int = MAX_PIXELS) -> Image.Image:
     raise ImageError(f"cannot preprocess a {type(image).__name__}; pass a PIL image, bytes, a path or an array")
 
 
-def read_image_file(path: str | os.PathLike[str]) -> bytes:
+def read_image_file(path: str | os.PathLike[str], max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of an image file, refusing one larger than ``max_bytes`` before reading it."""
     p = Path(path)
     try:
-        return p.read_bytes()
+        with open(p, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_bytes:
+                raise ImageError(
+                    f"{p}: the file is {size / 2**20:,.0f} MiB; image files over "
+                    f"{max_bytes / 2**20:,.0f} MiB are refused (is it really a photo?)"
+                )
+            return fh.read(max_bytes)
     except FileNotFoundError:
         raise ImageError(f"{p}: no such file") from None
     except IsADirectoryError:

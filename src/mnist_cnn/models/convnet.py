@@ -5,6 +5,7 @@ Every registered architecture is a point in this family (see :mod:`mnist_cnn.mod
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,8 @@ from torch import nn
 
 # --------------------------------------------------------------------------- the ConvNet family
 
+MAX_LAYERS = 256  # conv layers, and dense layers, at most: far beyond any 28x28 net, and cheap to build
+
 
 def _per_layer(value: Any, n: int, what: str) -> list[Any]:
     if isinstance(value, Sequence) and not isinstance(value, str):
@@ -20,6 +23,30 @@ def _per_layer(value: Any, n: int, what: str) -> list[Any]:
             raise ValueError(f"{what} has {len(value)} entries for {n} conv layers")
         return list(value)
     return [value] * n
+
+
+def _sizes(values: Any, what: str, allow_empty: bool = False) -> list[int]:
+    """A list of layer sizes: positive ints (not bools), at most MAX_LAYERS of them."""
+    if not isinstance(values, Sequence) or isinstance(values, str):
+        raise TypeError(f"{what} must be a list of positive integers, not {type(values).__name__}")
+    if not values and not allow_empty:
+        raise ValueError(f"{what} must list at least one conv layer")
+    if len(values) > MAX_LAYERS:
+        raise ValueError(f"{what} lists {len(values)} layers; at most {MAX_LAYERS}")
+    for v in values:
+        if not _is_positive_int(v):
+            raise ValueError(f"{what} must be positive integers, not {v!r}")
+    return list(values)
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= 1
+
+
+def _positive_int(value: Any, what: str) -> int:
+    if not _is_positive_int(value):
+        raise ValueError(f"{what} must be a positive integer, not {value!r}")
+    return int(value)
 
 
 class ConvNet(nn.Module):
@@ -51,17 +78,19 @@ class ConvNet(nn.Module):
         super().__init__()
         if init not in ("torch", "keras"):
             raise ValueError("init must be 'torch' or 'keras'")
+        channels = _sizes(channels, "channels")
+        head = _sizes(head, "head", allow_empty=True)
+        _positive_int(num_classes, "num_classes")
+        _positive_int(in_channels, "in_channels")
         n = len(channels)
-        if n == 0:
-            raise ValueError("channels must list at least one conv layer")
         pads = _per_layer(padding, n, "padding")
-        strides = _per_layer(stride, n, "stride")
+        strides = [_positive_int(s, "stride") for s in _per_layer(stride, n, "stride")]
         cdrops = _per_layer(conv_dropout, n, "conv_dropout")
         if any(pd not in ("valid", "same") for pd in pads):
             raise ValueError("padding must be 'valid' or 'same'")
         if not 0.0 <= dropout < 1.0 or not all(0.0 <= d < 1.0 for d in cdrops):
             raise ValueError("dropout must be in [0, 1)")
-        kernels = _per_layer(kernel_size, n, "kernel_size")
+        kernels = [_positive_int(k, "kernel_size") for k in _per_layer(kernel_size, n, "kernel_size")]
         pools = _per_layer(pool, n, "pool")
         layers: list[nn.Module] = []
         c_in = in_channels

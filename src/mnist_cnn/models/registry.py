@@ -12,13 +12,14 @@ search builds its candidates through the same ``convnet`` entry.
 from __future__ import annotations
 
 import inspect
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from mnist_cnn.errors import ConfigError
+from mnist_cnn.errors import ConfigError, first_line
 from mnist_cnn.models.convnet import ConvNet
 
 
@@ -61,11 +62,16 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     unknown = sorted(set(overrides) - set(params)) if not takes_any else []
     if unknown:
-        raise ConfigError(f"model {name!r} has no option(s) {', '.join(unknown)}; it takes: {', '.join(params)}")
+        listed = ", ".join(k[:40] for k in unknown[:5]) + (f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else "")
+        raise ConfigError(f"model {name!r} has no option(s) {listed}; it takes: {', '.join(params)}")
     try:
         model = entry.fn(**overrides)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"model {name!r}: invalid options {overrides}: {exc}") from None
+    except NotImplementedError:  # e.g. an operation a meta-device build does not support: the caller decides
+        raise
+    except (TypeError, ValueError, ArithmeticError, RuntimeError) as exc:
+        # RuntimeError: torch's own checks (negative sizes, ...); ArithmeticError: overflow, division by zero
+        shown = reprlib.repr(overrides)
+        raise ConfigError(f"model {name!r}: invalid options {shown}: {first_line(exc)}") from None
     # kept on the module so save_model can write it; nn.Module.__setattr__ is typed for tensors/modules only
     model.arch = {"name": name, "kwargs": dict(overrides)}  # type: ignore[assignment]
     return model

@@ -36,7 +36,7 @@ from typing import Any
 from mnist_cnn.data.datasets import load_dataset
 from mnist_cnn.errors import ConfigError, Interrupted, MnistCnnError, first_line
 from mnist_cnn.models.registry import count_params, create_model
-from mnist_cnn.training.config import TrainConfig
+from mnist_cnn.training.config import TrainConfig, cpu_count
 from mnist_cnn.training.engine import train
 
 SPACES = ("default", "arch", "recipe")
@@ -145,6 +145,27 @@ def driver_url(url: str) -> str:
     return url
 
 
+# what a worker sees when another one created the storage's tables at the same moment
+CREATION_RACE = ("alembic_version", "already exists", "UNIQUE constraint failed", "duplicate key")
+
+
+@contextmanager
+def first_use_lock(url: str) -> Iterator[None]:
+    """Held while a worker creates or joins the storage and the study. SQLite: the file lock next to
+    the database (the one :class:`AskLock` takes), so two workers started at once on a new file do not
+    both create its tables (``UNIQUE constraint failed: alembic_version``). Other databases: no lock
+    (:func:`open_storage` retries the creation race there, :func:`open_study` takes the advisory lock)."""
+    db = _sqlite_path(url)
+    if db is None:
+        yield
+        return
+    from filelock import FileLock
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{db}.lock"):
+        yield
+
+
 def open_storage(url: str, heartbeat: int | None = 30):
     """An Optuna RDBStorage with heartbeats: trials of dead workers go FAIL and are re-queued."""
     optuna = optuna_module()
@@ -154,25 +175,32 @@ def open_storage(url: str, heartbeat: int | None = 30):
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
         kwargs = {"connect_args": {"timeout": 120}}  # wait for the other workers' writes
-    try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=kwargs,
-            heartbeat_interval=heartbeat,
-            grace_period=None if heartbeat is None else 3 * heartbeat,
-            heartbeat_stale_trial_callback=_retry_callback() if heartbeat else None,
-        )
-    except ImportError:  # Optuna re-raises the driver's ModuleNotFoundError as a plain ImportError
-        raise ConfigError(
-            f"--storage {_safe_url(url)}: its database driver is not installed; "
-            "pip install 'mnist-cnn[search]' (psycopg2-binary for PostgreSQL)"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - sqlalchemy/DB errors of many kinds: one line for the user
-        first = first_line(exc)
-        raise ConfigError(
-            f"--storage {_safe_url(url)}: cannot open ({first}); use sqlite:///PATH or "
-            "postgresql://USER:PASSWORD@HOST:PORT/DB"
-        ) from None
+    attempt = 0
+    while True:
+        try:
+            with first_use_lock(url):
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=kwargs,
+                    heartbeat_interval=heartbeat,
+                    grace_period=None if heartbeat is None else 3 * heartbeat,
+                    heartbeat_stale_trial_callback=_retry_callback() if heartbeat else None,
+                )
+        except ImportError:  # Optuna re-raises the driver's ModuleNotFoundError as a plain ImportError
+            raise ConfigError(
+                f"--storage {_safe_url(url)}: its database driver is not installed; "
+                "pip install 'mnist-cnn[search]' (psycopg2-binary for PostgreSQL)"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - sqlalchemy/DB errors of many kinds: one line for the user
+            first = first_line(exc)
+            if attempt < 3 and any(m in first for m in CREATION_RACE):
+                attempt += 1  # another worker created the tables at the same moment: join them
+                time.sleep(0.5 * attempt)
+                continue
+            raise ConfigError(
+                f"--storage {_safe_url(url)}: cannot open ({first}); use sqlite:///PATH or "
+                "postgresql://USER:PASSWORD@HOST:PORT/DB"
+            ) from None
 
 
 def _retry_callback():
@@ -210,19 +238,22 @@ def open_study(spec: SearchSpec, storage=None):
     optuna = optuna_module()
     storage = storage or open_storage(spec.storage, spec.heartbeat)
     sampler = optuna.samplers.TPESampler(constant_liar=True)  # liar: parallel workers spread out
-    study = optuna.create_study(
-        storage=storage,
-        study_name=spec.study,
-        directions=spec.directions,
-        load_if_exists=True,
-        sampler=sampler,
-        pruner=_pruner(spec),
-    )
-    mine, theirs = spec.study_attrs(), study.user_attrs
-    if not theirs:
-        for k, v in mine.items():
-            study.set_user_attr(k, v)
-        return study
+    # one worker at a time creates the study and stamps its settings: a worker that joins between the
+    # two steps would otherwise see no settings and stamp its own
+    with AskLock(spec.storage, spec.study)():
+        study = optuna.create_study(
+            storage=storage,
+            study_name=spec.study,
+            directions=spec.directions,
+            load_if_exists=True,
+            sampler=sampler,
+            pruner=_pruner(spec),
+        )
+        mine, theirs = spec.study_attrs(), study.user_attrs
+        if not theirs:
+            for k, v in mine.items():
+                study.set_user_attr(k, v)
+            return study
     diff = [k for k in mine if theirs.get(k) != mine[k]]
     if diff or len(study.directions) != len(spec.directions):
         k = diff[0] if diff else "objective"
@@ -504,7 +535,7 @@ def run_search(spec: SearchSpec, workers: int = 1):
     import multiprocessing as mp
 
     if spec.base.get("threads") is None:  # share the cores instead of oversubscribing them
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cores = cpu_count()
         spec = replace(spec, base={**spec.base, "threads": max(1, cores // workers)})
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker_main, args=(spec, f"{host}:w{i}"), daemon=False) for i in range(workers)]

@@ -19,6 +19,17 @@ from mnist_cnn.errors import ConfigError
 from mnist_cnn.models.registry import model_entry
 from mnist_cnn.training.augment import parse_augment
 
+# bounds that keep a typo from reaching torch as a crash or a silent 12x slowdown
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1_000_000
+MAX_LR = 10.0
+MAX_SEED = 2**62  # seed + 7919 * (rank + 1) must stay inside torch's 64-bit generator seed
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
 
 @dataclass
 class TrainConfig:
@@ -47,7 +58,7 @@ class TrainConfig:
     seed: int = 0
     early_stopping_patience: int | None = None
     early_stopping_monitor: str = "val_loss"  # val_loss | val_accuracy
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = "auto"  # auto (the accelerator PyTorch finds, else cpu) | cpu | cuda[:N] | mps | xpu[:N]
     threads: int | None = None  # CPU threads (default: all cores)
     compile: bool = False
     precision: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with native bf16) | fp32 | bf16
@@ -60,11 +71,19 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         checks = [
-            (self.epochs >= 1, "epochs", "must be >= 1"),
-            (self.batch_size >= 1, "batch_size", "must be >= 1"),
-            (self.lr > 0 and math.isfinite(self.lr), "lr", "must be a finite number > 0"),
-            (math.isfinite(self.weight_decay), "weight_decay", "must be a finite number"),
-            (math.isfinite(self.momentum), "momentum", "must be a finite number"),
+            (1 <= self.epochs <= MAX_EPOCHS, "epochs", f"must be between 1 and {MAX_EPOCHS:,}"),
+            (1 <= self.batch_size <= MAX_BATCH, "batch_size", f"must be between 1 and {MAX_BATCH:,}"),
+            (0 < self.lr <= MAX_LR, "lr", f"must be a number in (0, {MAX_LR:g}]"),
+            (0 <= self.seed < MAX_SEED, "seed", f"must be between 0 and 2**62 - 1 ({MAX_SEED - 1:,})"),
+            (all(0 <= b < 1 for b in self.betas), "betas", "must be two numbers in [0, 1)"),
+            (0 <= self.momentum < 1, "momentum", "must be in [0, 1)"),
+            (math.isfinite(self.weight_decay) and self.weight_decay <= 1, "weight_decay", "must be a number <= 1"),
+            (
+                self.threads is None or 1 <= self.threads <= cpu_count(),
+                "threads",
+                f"must be between 1 and {cpu_count()} (the CPUs this process may use)",
+            ),
+            (1 <= self.eval_batch_size <= MAX_BATCH, "eval_batch_size", f"must be between 1 and {MAX_BATCH:,}"),
             (self.val_size >= 0, "val_size", "must be >= 0"),
             (self.weight_decay >= 0, "weight_decay", "must be >= 0"),
             (0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1)"),
@@ -96,14 +115,12 @@ class TrainConfig:
                 "needs a validation split (val_size > 0)",
             ),
             (
-                self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+                self.device in ("auto", "cpu", "cuda", "mps", "xpu") or self.device.startswith(("cuda:", "xpu:")),
                 "device",
-                "must be auto, cpu or cuda",
+                "must be auto, cpu, cuda[:N], mps or xpu[:N]",
             ),
-            (self.threads is None or self.threads >= 1, "threads", "must be >= 1"),
             (self.precision in ("auto", "fp32", "bf16"), "precision", "must be auto, fp32 or bf16"),
             (self.train_subset is None or self.train_subset >= 1, "train_subset", "must be >= 1"),
-            (self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1"),
         ]
         for ok, name, why in checks:
             if not ok:

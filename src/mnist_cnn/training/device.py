@@ -4,21 +4,59 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from mnist_cnn.errors import MnistCnnError
+from mnist_cnn.training.config import cpu_count
 
 # --------------------------------------------------------------------------- device + setup
 
 
-def resolve_device(name: str) -> torch.device:
+ACCELERATORS = {"cuda": "CUDA GPU", "mps": "Apple GPU (MPS)", "xpu": "Intel GPU (XPU)"}
+DEVICE_KINDS = ("auto", "cpu", *ACCELERATORS)
+
+
+def accelerator_available(kind: str) -> bool:
+    """Whether this PyTorch build and machine can run on ``kind`` (cuda, mps or xpu)."""
+    if kind == "cuda":
+        return torch.cuda.is_available()
+    if kind == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        return bool(mps is not None and mps.is_available())
+    if kind == "xpu":
+        xpu = getattr(torch, "xpu", None)
+        return bool(xpu is not None and xpu.is_available())
+    return False
+
+
+def find_accelerator() -> str | None:
+    """The accelerator PyTorch would use here: ``torch.accelerator`` where this PyTorch has it,
+    else the first of CUDA, MPS, XPU that is available; None on a CPU-only machine."""
+    api = getattr(torch, "accelerator", None)
+    if api is not None and api.is_available():
+        current = api.current_accelerator()
+        if current is not None and current.type in ACCELERATORS:
+            return str(current.type)
+    return next((kind for kind in ACCELERATORS if accelerator_available(kind)), None)
+
+
+def resolve_device(
+    name: str,
+    *,
+    find: Callable[[], str | None] = find_accelerator,
+    available: Callable[[str], bool] = accelerator_available,
+) -> torch.device:
+    """``auto``: the machine's accelerator, else the CPU; ``cpu``, ``cuda[:N]``, ``mps``, ``xpu[:N]`` as
+    asked, or a one-line error when it is not here. (``find``/``available`` are for tests.)"""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MnistCnnError("--device cuda: no CUDA GPU is available here; use --device cpu or auto")
+        return torch.device(find() or "cpu")
+    kind = name.split(":", 1)[0]
+    if kind in ACCELERATORS and not available(kind):
+        raise MnistCnnError(f"--device {name}: no {ACCELERATORS[kind]} is available here; use --device cpu or auto")
     return torch.device(name)
 
 
@@ -54,15 +92,20 @@ def init_distributed(device_name: str) -> Dist:
 
 def setup_threads(threads: int | None) -> None:
     """Use every core for intra-op parallelism; several local ranks share the cores."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = cpu_count()
     n = threads or max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 
 
 def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (accelerators run asynchronously), for honest timing."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+    elif device.type == "xpu":
+        torch.xpu.synchronize(device)
 
 
 def wrap_ddp(model: nn.Module, d: Dist, device: torch.device) -> nn.Module:
@@ -91,11 +134,15 @@ def barrier(d: Dist) -> None:
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
-    """bf16 autocast: on CUDA, and on CPUs whose oneDNN has native bf16 (AVX512-BF16/AMX), where it
-    runs the seed's model about 2x faster; weights, optimiser state and the loss stay float32."""
+    """bf16 autocast (weights, optimiser state and the loss stay float32). ``auto``: on CUDA GPUs
+    with bf16, on Intel XPUs, and on CPUs whose oneDNN has native bf16 (AVX512-BF16/AMX), where it
+    runs the seed's model about 2x faster; not on Apple MPS, nor on AVX2-only CPUs (emulated bf16 is
+    slower than fp32 there)."""
     if precision != "auto":
         return precision == "bf16"
     if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "xpu":
         return True
     return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
@@ -104,6 +151,7 @@ class Timer:
     """Wall time of a region: CUDA events on a GPU (asynchronous kernels), perf_counter on CPU."""
 
     def __init__(self, device: torch.device):
+        self.device = device
         self.cuda = device.type == "cuda"
 
     def start(self) -> None:
@@ -111,6 +159,7 @@ class Timer:
             self.t0, self.t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             self.t0.record()
         else:
+            sync(self.device)
             self.t = time.perf_counter()
 
     def stop(self) -> float:
@@ -118,4 +167,5 @@ class Timer:
             self.t1.record()
             self.t1.synchronize()
             return self.t0.elapsed_time(self.t1) / 1000
+        sync(self.device)  # MPS/XPU: queued kernels count too
         return time.perf_counter() - self.t

@@ -33,15 +33,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnist_cnn.artifacts.files import atomic_write_json
+from mnist_cnn.artifacts.files import atomic_write_json, read_json
 from mnist_cnn.artifacts.runs import (
     CHECKPOINT,
     CONFIG,
     METRICS,
     MODEL,
+    RunLock,
     check_run_dir,
+    discard_replaced,
     has_checkpoint,
     prepare_run_dir,
+    recover_run_dir,
+    restore_replaced,
     write_history,
 )
 from mnist_cnn.data.datasets import Dataset, load_dataset, normalisation, train_val_split
@@ -181,6 +185,7 @@ def train(
     out_dir: str | os.PathLike[str] | None = None,
     *,
     resume: bool = False,
+    resume_epochs: int | None = None,
     force: bool = False,
     quiet: bool = False,
     data: Dataset | None = None,
@@ -189,19 +194,24 @@ def train(
 ) -> TrainResult:
     """Train per ``cfg``; write the run folder when ``out_dir`` is given. See the module doc.
 
-    ``resume`` continues the run in ``out_dir`` from its checkpoint with its saved config (only
-    ``epochs`` is taken from ``cfg``); a run killed before its first checkpoint starts afresh.
+    ``resume`` continues the run in ``out_dir`` from its checkpoint with its saved config and plan
+    (``resume_epochs`` changes how many epochs it runs to); a run killed before its first
+    checkpoint starts afresh. ``force`` replaces an existing run (only a run folder's own files).
     ``on_epoch(epoch, row)`` is called after each epoch's validation (search uses it to prune).
     """
     out = Path(out_dir) if out_dir is not None else None
     dist = init_distributed(cfg.device)
+    writer = out if dist.main else None  # only rank 0 writes artifacts (and locks the folder)
+    if writer is not None:
+        recover_run_dir(writer)  # a replacement killed before its first checkpoint: the old run is back
+    planned = None
     if resume and out is not None and has_checkpoint(out):
-        cfg = TrainConfig.from_dict(
-            {**checkpoint_config(out / CHECKPOINT), "epochs": cfg.epochs}, source=str(out / CHECKPOINT)
-        )
+        saved = checkpoint_config(out / CHECKPOINT)
+        planned = int(saved.get("epochs", cfg.epochs))
+        cfg = TrainConfig.from_dict({**saved, "epochs": resume_epochs or planned}, source=str(out / CHECKPOINT))
     cfg.validate()
-    if out is not None and dist.main:
-        check_run_dir(out, resume=resume, force=force)  # fail before any work; nothing is touched yet
+    if writer is not None:
+        check_run_dir(writer, resume=resume, force=force)  # fail before any work; nothing is touched yet
     device = _training_device(cfg, dist)
     quiet = quiet or not dist.main
     say = _sayer(quiet)
@@ -209,34 +219,80 @@ def train(
     dd = prepare_data(cfg, device, data)  # a bad data folder or val_size fails here, before the folder is touched
     data_seconds = time.perf_counter() - t0
     state = new_state(cfg, device, dist)
-    writer = out if dist.main else None  # only rank 0 writes artifacts
-    resuming = _open_run(writer, cfg, dd, state, resume=resume, force=force, say=say)
+    lock = _open_run(writer, cfg, dd, state, resume=resume, force=force, say=say, planned=planned)
+    try:
+        return _run(
+            cfg,
+            out,
+            writer,
+            dd,
+            state,
+            dist,
+            device,
+            say,
+            quiet=quiet,
+            data_seconds=data_seconds,
+            on_epoch=on_epoch,
+            evaluate_test=evaluate_test,
+        )
+    except BaseException:
+        if writer is not None and not has_checkpoint(writer):
+            restore_replaced(writer)  # the new run stopped before it had anything: the old one comes back
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(
+    cfg: TrainConfig,
+    out: Path | None,
+    writer: Path | None,
+    dd: DeviceData,
+    state: TrainState,
+    dist: Dist,
+    device: torch.device,
+    say: Say,
+    *,
+    quiet: bool,
+    data_seconds: float,
+    on_epoch: Callable[[int, dict[str, float]], None] | None,
+    evaluate_test: bool,
+) -> TrainResult:
+    """The epochs, then the final evaluation and files (the run folder is ready and locked)."""
     barrier(dist)
     say(
         f"training {cfg.model} ({count_params(state.model):,} params) on {cfg.dataset}: {len(dd.train_y):,} train / "
         f"{len(dd.val_y):,} val images, {cfg.epochs} epochs, batch {cfg.batch_size}, device {device}"
-        + (f" (resuming after epoch {state.progress.epoch})" if resuming else "")
     )
     loop = EpochLoop(cfg, dd, state, dist, device, writer, say, show_progress=not quiet)
+    resume_hint = f"; continue with `mnist-cnn train --out {out} --resume`" if out is not None else ""
     try:
         loop.run(on_epoch)
     except KeyboardInterrupt:
         loop.progress_bar.stop()
-        where = f"; continue with `mnist-cnn train --out {out} --resume`" if out is not None else ""
-        raise Interrupted(f"interrupted; the last completed epoch ({state.progress.epoch}) is saved{where}") from None
+        raise Interrupted(
+            f"interrupted; the last completed epoch ({state.progress.epoch}) is saved{resume_hint}"
+        ) from None
     if state.best is not None:
         state.eval_model.load_state_dict(state.best)
-    result = finish(
-        cfg=cfg,
-        out=writer,
-        model=state.eval_model,
-        dd=dd,
-        state=state,
-        data_seconds=data_seconds,
-        compile_seconds=loop.compile_seconds,
-        evaluate_test=evaluate_test and dist.main,
-        say=say,
-    )
+    try:
+        result = finish(
+            cfg=cfg,
+            out=writer,
+            model=state.eval_model,
+            dd=dd,
+            state=state,
+            data_seconds=data_seconds,
+            compile_seconds=loop.compile_seconds,
+            evaluate_test=evaluate_test and dist.main,
+            say=say,
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted while writing the final files; all {state.progress.epoch} epochs are saved in the "
+            f"checkpoint{resume_hint.replace('continue', 'finish')}"
+        ) from None
     barrier(dist)
     return result
 
@@ -277,22 +333,50 @@ def new_state(cfg: TrainConfig, device: torch.device, dist: Dist) -> TrainState:
 
 
 def _open_run(
-    out: Path | None, cfg: TrainConfig, dd: DeviceData, state: TrainState, *, resume: bool, force: bool, say: Say
-) -> bool:
-    """Prepare the run folder; restore the checkpoint or write config.json. True when resuming."""
+    out: Path | None,
+    cfg: TrainConfig,
+    dd: DeviceData,
+    state: TrainState,
+    *,
+    resume: bool,
+    force: bool,
+    say: Say,
+    planned: int | None,
+) -> RunLock | None:
+    """Prepare and lock the run folder; restore the checkpoint or write config.json."""
     if out is None:
-        return False
-    resuming = prepare_run_dir(out, resume=resume, force=force)
-    if resuming:
-        state.restore(out / CHECKPOINT, dd.train_x.device)
-        say(f"resuming {out} after epoch {state.progress.epoch}")
-        return True
-    if resume:
-        say(f"{out}: no checkpoint yet (the run stopped before its first epoch ended); starting it afresh")
-    atomic_write_json(
-        out / CONFIG, {"train": cfg.to_dict(), "environment": environment(), "normalisation": dd.normalisation}
-    )
-    return False
+        return None
+    resuming, lock = prepare_run_dir(out, resume=resume, force=force)
+    try:
+        if resuming:
+            state.restore(out / CHECKPOINT, dd.train_x.device)
+            say(
+                f"resuming {out} after epoch {state.progress.epoch} of {cfg.epochs} "
+                + (
+                    "(its saved plan; --epochs N changes it)"
+                    if cfg.epochs == planned
+                    else f"(--epochs {cfg.epochs}; its saved plan was {planned})"
+                )
+            )
+            if cfg.epochs != planned:
+                _update_config(out, cfg)
+            return lock
+        if resume:
+            say(f"{out}: no checkpoint yet (the run stopped before its first epoch ended); starting it afresh")
+        atomic_write_json(
+            out / CONFIG, {"train": cfg.to_dict(), "environment": environment(), "normalisation": dd.normalisation}
+        )
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _update_config(out: Path, cfg: TrainConfig) -> None:
+    """config.json records what runs: a resume that changes the plan rewrites its ``train`` section."""
+    path = out / CONFIG
+    saved = read_json(path, "run config") if path.exists() else {}
+    atomic_write_json(path, {**(saved if isinstance(saved, dict) else {}), "train": cfg.to_dict()})
 
 
 # --------------------------------------------------------------------------- the epoch loop
@@ -427,6 +511,7 @@ class EpochLoop:
             log_scalars(self.tb, row)
         if self.writer is not None:
             self.state.save(self.writer / CHECKPOINT, self.cfg.to_dict())
+            discard_replaced(self.writer)  # the new run has a checkpoint: the run it replaced can go
             write_history(self.writer, self.state.progress.history)
         self.say(epoch_line(row, self.cfg.epochs))
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mnist_cnn.artifacts.runs import has_checkpoint, is_finished
+from mnist_cnn.artifacts.runs import foreign_files, has_checkpoint, is_finished
 from mnist_cnn.data.datasets import Dataset
 from mnist_cnn.errors import ConfigError, RunExistsError
 from mnist_cnn.inference.ensemble import build_ensemble
@@ -47,6 +47,12 @@ def train_members(
             raise RunExistsError(
                 f"{out}: folder already exists; pass --resume to continue the ensemble, "
                 "--force to overwrite it, or choose another --out"
+            )
+        foreign = foreign_files(out)
+        if foreign:
+            raise RunExistsError(
+                f"{out}: --force replaces only an ensemble folder's own files, and this folder "
+                f"also holds {', '.join(foreign[:5])}; move them away or choose another --out"
             )
         if main_rank:
             shutil.rmtree(out)
