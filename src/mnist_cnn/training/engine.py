@@ -220,6 +220,9 @@ def train(
     data_seconds = time.perf_counter() - t0
     state = new_state(cfg, device, dist)
     lock = _open_run(writer, cfg, dd, state, resume=resume, force=force, say=say, planned=planned)
+    barrier(dist)  # rank 0 has prepared (and locked) the folder
+    if writer is None and out is not None and planned is not None:
+        state.restore(out / CHECKPOINT, device)  # the other ranks of a resumed multi-process run
     try:
         return _run(
             cfg,
@@ -260,7 +263,6 @@ def _run(
     evaluate_test: bool,
 ) -> TrainResult:
     """The epochs, then the final evaluation and files (the run folder is ready and locked)."""
-    barrier(dist)
     say(
         f"training {cfg.model} ({count_params(state.model):,} params) on {cfg.dataset}: {len(dd.train_y):,} train / "
         f"{len(dd.val_y):,} val images, {cfg.epochs} epochs, batch {cfg.batch_size}, device {device}"
