@@ -62,3 +62,14 @@ def test_same_split_as_scikit_learn_on_real_mnist(real_data):
     for seed in range(3):
         for got, want in zip(train_val_split(labels, 5000, seed), _sklearn(labels, 5000, seed), strict=True):
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_normalisation_equals_the_float_computation(seed: int):
+    from mnist_cnn.data.datasets import normalisation
+
+    images = np.random.default_rng(seed).integers(0, 256, size=(50 + seed, 28, 28), dtype=np.uint8)
+    x = images.astype(np.float64) / 255.0
+    mean, std = normalisation(images)
+    assert mean == pytest.approx(float(x.mean()), rel=1e-12) and std == pytest.approx(float(x.std()), rel=1e-12)
+    assert normalisation(np.zeros((2, 28, 28), np.uint8)) == (0.0, 1.0)  # blank: std 1, never a division by 0
