@@ -19,11 +19,27 @@ connection still busy at the scheduled time) and how many were still unsent when
 blank image, wrong pixel shape: about 30%) and checks that every bad one gets its 4xx and every
 good one gets exactly the answer the idle server gave for that image beforehand (0 wrong answers).
 
+``--slow-clients N`` adds N hostile connections for the whole run, cycling through four kinds: an
+idle connection, half-sent headers, a half-sent body, and a body dripping one byte a second. Each
+waits for the server to close it, then connects again; the report counts how many the server cut
+off (408/431/503) and how long each was held. The good clients' figures show what they cost.
+
+``--memory-burst N`` measures memory instead of speed: N concurrent uploads of the worst image the
+default limits let through (a 4096x4096 RGBA PNG of about 86 KB), the server's peak RSS (VmHWM)
+and its RSS once idle again; with ``--held-uploads M``, then M uploads of a body of the maximum
+size that stop one byte short and hang, RSS while they are held and after the server cut them off.
+
+``--server-arg`` passes options to `mnist-cnn serve` (``--server-arg=--workers=1``), and the
+report names the CPU (its vector extensions decide ONNX Runtime's and oneDNN's kernels; set
+``ONEDNN_MAX_CPU_ISA=AVX2`` to make PyTorch use AVX2 kernels on a newer CPU).
+
     python benchmarks/serve_load.py --model /tmp/serve-model --data-dir ../shared/data/mnist \
         --clients 32 --seconds 60 --out results/serve-load.json
     python benchmarks/serve_load.py --model /tmp/serve-model --soak --seconds 60
     python benchmarks/serve_load.py --model /tmp/serve-model --data-dir ../shared/data/mnist \
         --clients 32 --rate 100 --seconds 60 --out results/serve-load-open.json
+    python benchmarks/serve_load.py --model /tmp/default.onnx --soak --slow-clients 16 --seconds 60
+    python benchmarks/serve_load.py --model default --memory-burst 16 --held-uploads 150
 
 Only 127.0.0.1 is ever contacted.
 """
@@ -72,6 +88,7 @@ class Tally:
     late: int = 0  # open loop: sent after their scheduled time (the connection was still busy)
     unsent: int = 0  # open loop: due but not sent when --seconds ran out
     scheduled: int = 0  # open loop: requests on the timetable
+    server_cpu_s: float = float("nan")  # CPU time the server used during the timed load
 
     def error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
@@ -168,6 +185,15 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def free_port() -> int:
@@ -318,6 +344,69 @@ def timetable(rate: float, seconds: float, arrivals: str, seed: int) -> list[flo
     return due
 
 
+SLOW_REQUEST = b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
+SLOW_KINDS = {  # what a slow client sends before it stops (drip: then one more body byte a second)
+    "idle": b"",
+    "half-sent headers": SLOW_REQUEST,
+    "half-sent body": SLOW_REQUEST + b"Content-Length: 1000000\r\n\r\n" + b"\0" * 4096,
+    "dripping body": SLOW_REQUEST + b"Content-Length: 1000000\r\n\r\n",
+}
+
+
+@dataclass
+class SlowTally:
+    opened: int = 0
+    cut_off: dict[str, int] = field(default_factory=dict)  # "kind: status" -> count
+    held_s: list[float] = field(default_factory=list)  # how long the server kept each one
+    still_open: int = 0  # open when the run ended
+
+
+async def slow_client(host: str, port: int, kind: str, stop_at: float, tally: SlowTally) -> None:
+    """Open a connection, send part of a request and stall (or drip), until the server closes it; again."""
+    while time.perf_counter() < stop_at:
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            await asyncio.sleep(0.2)
+            continue
+        tally.opened += 1
+        t0 = time.perf_counter()
+        writer.write(SLOW_KINDS[kind])
+        answer = asyncio.ensure_future(reader.read())  # until the server closes
+        try:
+            while not answer.done() and time.perf_counter() < stop_at:
+                await asyncio.wait([answer], timeout=1.0)
+                if kind == "dripping body" and not answer.done():
+                    writer.write(b"\0")
+        except OSError:
+            pass
+        if not answer.done():
+            answer.cancel()
+            tally.still_open += 1
+        else:
+            try:
+                data = answer.result()
+                status = data.split(b" ", 2)[1].decode() if data.startswith(b"HTTP/") else "closed"
+            except (OSError, IndexError):
+                status = "reset"
+            key = f"{kind}: {status}"
+            tally.cut_off[key] = tally.cut_off.get(key, 0) + 1
+            tally.held_s.append(time.perf_counter() - t0)
+        writer.close()
+
+
+def cpu_kind() -> str:
+    """The CPU model and the vector extensions that decide which kernels the runtimes use."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name}, {os.cpu_count()} cores, {' '.join(isa) or 'no AVX2'}"
+
+
 async def run_load(
     host: str,
     port: int,
@@ -326,6 +415,7 @@ async def run_load(
     labels: np.ndarray,
     bads: list[Request],
     pid: int | None,
+    slow: SlowTally,
 ) -> tuple[Tally, float, float]:
     """Warm up, then the timed load; returns the tally, elapsed seconds and the server's RSS after warm-up."""
     good_raw = [raw_request(host, port, "/api/predict", r.kwargs) for r in goods]
@@ -335,6 +425,7 @@ async def run_load(
     for raw in good_raw[:50]:  # warm-up: the first requests pay lazy initialisation
         await conns[0].send(raw)
     rss_warm = rss_mib(pid) if pid else float("nan")
+    cpu_start = cpu_seconds(pid) if pid else float("nan")
     work = Work(good_raw, bad_raw, refs, labels, args.bad_share if args.soak else 0.0)
     due = timetable(args.rate, args.seconds, args.arrivals, args.seed) if args.rate else []
     t0 = time.perf_counter()
@@ -346,11 +437,14 @@ async def run_load(
         else closed_loop(c, work, rngs[i], stop_at)
         for i, c in enumerate(conns)
     ]
+    kinds = list(SLOW_KINDS)
+    loops += [slow_client(host, port, kinds[i % len(kinds)], stop_at, slow) for i in range(args.slow_clients)]
     try:  # a hung request must not hang the benchmark
         await asyncio.wait_for(asyncio.gather(*loops), args.seconds + 60)
     except asyncio.TimeoutError:
         raise SystemExit(f"requests still unanswered {args.seconds + 60:.0f} s after the start") from None
     elapsed = time.perf_counter() - t0
+    work.tally.server_cpu_s = (cpu_seconds(pid) if pid else float("nan")) - cpu_start
     for c in conns:
         await c.close()
     work.tally.scheduled = len(due)
@@ -370,6 +464,7 @@ def header(args: argparse.Namespace) -> str:
     return (
         f"serve_load: {'soak' if args.soak else 'load'}, {loop}, {args.clients} clients, "
         f"{args.seconds:g} s, model {args.url or args.model}"
+        + (f", {args.slow_clients} slow clients" if args.slow_clients else "")
     )
 
 
@@ -385,6 +480,112 @@ def open_loop_figures(args: argparse.Namespace, tally: Tally, elapsed: float) ->
         "late_pct": round(100 * tally.late / tally.scheduled, 2) if tally.scheduled else None,
         "unsent": tally.unsent,
     }
+
+
+def status_mib(pid: int, key: str) -> float:
+    """A memory figure of /proc/PID/status (VmRSS, VmHWM: the peak RSS) in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def worst_png(side: int = 4096) -> bytes:
+    """A digit drawn on a transparent side x side RGBA page: ~86 KB as PNG, 64 MiB decoded."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGBA", (side, side), (255, 255, 255, 0))
+    d = ImageDraw.Draw(img)
+    pts = [(side * 0.3, side * 0.2), (side * 0.7, side * 0.2), (side * 0.45, side * 0.8)]
+    d.line(pts, fill=(0, 0, 0, 255), width=side // 30)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+async def upload_burst(host: str, port: int, raw: bytes, n: int) -> dict[str, int]:
+    """``n`` concurrent requests of ``raw`` on their own connections -> count per status."""
+
+    async def one() -> str:
+        conn = Connection(host, port)
+        try:
+            status, _ = await conn.send(raw)
+            return str(status)
+        except Exception as exc:  # noqa: BLE001 - count it
+            return type(exc).__name__
+        finally:
+            await conn.close()
+
+    out: dict[str, int] = {}
+    for status in await asyncio.gather(*(one() for _ in range(n))):
+        out[status] = out.get(status, 0) + 1
+    return out
+
+
+async def held_uploads(host: str, port: int, n: int, size: int, pid: int) -> dict[str, Any]:
+    """``n`` uploads of a ``size``-byte body that stop one byte short; RSS while held, and what the server did."""
+    head = (
+        f"POST /api/predict HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\nContent-Length: {size}\r\n\r\n"
+    ).encode()
+
+    async def one() -> str:
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+        except OSError as exc:
+            return type(exc).__name__
+        try:
+            writer.write(head + b"\0" * (size - 1))
+            await writer.drain()
+            data = await asyncio.wait_for(reader.read(), 120)  # until the server answers and closes
+            return data.split(b" ", 2)[1].decode() if data.startswith(b"HTTP/") else "closed"
+        except (OSError, asyncio.TimeoutError) as exc:
+            return type(exc).__name__
+        finally:
+            writer.close()
+
+    t0, peak = time.perf_counter(), 0.0
+    tasks = [asyncio.ensure_future(one()) for _ in range(n)]
+    while not all(t.done() for t in tasks):
+        peak = max(peak, status_mib(pid, "VmRSS"))
+        await asyncio.sleep(0.2)
+    statuses: dict[str, int] = {}
+    for t in tasks:
+        statuses[t.result()] = statuses.get(t.result(), 0) + 1
+    await asyncio.sleep(1.5)  # the server hands memory back once idle
+    return {
+        "uploads": n,
+        "body_bytes": size,
+        "answers": statuses,
+        "seconds_until_all_answered": round(time.perf_counter() - t0, 1),
+        "rss_max_while_held_mib": round(peak, 1),
+        "rss_after_mib": round(status_mib(pid, "VmRSS"), 1),
+    }
+
+
+def memory_burst(host: str, port: int, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    png = worst_png()
+    raw = raw_request(host, port, "/api/predict", {"files": {"file": ("big.png", png, "image/png")}})
+    before = status_mib(pid, "VmRSS")
+    statuses = asyncio.run(upload_burst(host, port, raw, args.memory_burst))
+    time.sleep(1.5)  # the server hands memory back once idle
+    result: dict[str, Any] = {
+        "mode": "memory",
+        "model": args.model,
+        "burst": {
+            "uploads": args.memory_burst,
+            "image": f"4096x4096 RGBA PNG, {len(png):,} bytes",
+            "answers": statuses,
+            "rss_before_mib": round(before, 1),
+            "peak_rss_mib": round(status_mib(pid, "VmHWM"), 1),
+            "rss_after_mib": round(status_mib(pid, "VmRSS"), 1),
+        },
+        "server_args": args.server_arg,
+        "cpu": cpu_kind(),
+    }
+    if args.held_uploads:
+        size = int(args.max_upload_mb * 1024 * 1024)
+        result["held_uploads"] = asyncio.run(held_uploads(host, port, args.held_uploads, size, pid))
+    return result
 
 
 def main() -> None:
@@ -415,6 +616,15 @@ def main() -> None:
     )
     ap.add_argument("--soak", action="store_true", help="mix in bad requests; check every good answer")
     ap.add_argument("--bad-share", type=float, default=0.3, help="fraction of bad requests in --soak")
+    ap.add_argument("--slow-clients", type=int, default=0, help="hostile slow connections mixed in (see above)")
+    ap.add_argument("--memory-burst", type=int, default=0, help="measure memory: N concurrent worst-case uploads")
+    ap.add_argument("--held-uploads", type=int, default=0, help="with --memory-burst: then M held-back full uploads")
+    ap.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="an option for `mnist-cnn serve` (repeat; --server-arg=--workers=1)",
+    )
     ap.add_argument("--max-upload-mb", type=float, default=5.0)
     ap.add_argument("--url", help="use a server already running at http://127.0.0.1:PORT instead of starting one")
     ap.add_argument("--pid", type=int, help="with --url: the server's process id, for its RSS")
@@ -435,11 +645,29 @@ def main() -> None:
         host, port, pid = HOST, urlsplit(args.url).port or 80, args.pid
     else:
         host, port = HOST, free_port()
-        proc = start_server(args.model, port, ["--max-upload-mb", str(args.max_upload_mb)])
+        proc = start_server(args.model, port, ["--max-upload-mb", str(args.max_upload_mb), *args.server_arg])
         pid = proc.pid
+    if args.memory_burst:
+        try:
+            if not pid:
+                raise SystemExit("--memory-burst needs the server's process id (--pid with --url)")
+            result = memory_burst(host, port, pid, args)
+        finally:
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:  # still waiting on connections it never closes
+                    proc.kill()
+        print(json.dumps(result, indent=2))
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        return
     try:
         model_info = __import__("httpx").get(f"http://{host}:{port}/api/model").json()
-        tally, elapsed, rss_start = asyncio.run(run_load(host, port, args, goods, labels, bads, pid))
+        slow = SlowTally()
+        tally, elapsed, rss_start = asyncio.run(run_load(host, port, args, goods, labels, bads, pid, slow))
         rss_end = rss_mib(pid) if pid else float("nan")
     finally:
         if proc is not None:
@@ -462,6 +690,8 @@ def main() -> None:
         "latency_from": "scheduled send time" if args.rate else "send time",
         "good_requests_ok": tally.ok,
         "throughput_rps": round(tally.ok / elapsed, 1),
+        "server_cpu_ms_per_request": round(1000 * tally.server_cpu_s / max(tally.sent, 1), 3),
+        "server_cpu_cores_busy": round(tally.server_cpu_s / elapsed, 2),
         "latency_ms": {
             "p50": round(percentile(lat_ms, 50), 2),
             "p90": round(percentile(lat_ms, 90), 2),
@@ -474,7 +704,19 @@ def main() -> None:
         "served_accuracy_vs_labels": round(tally.correct_label / tally.ok, 4) if tally.ok else None,
         "rss_mib": {"after_warmup": round(rss_start, 1), "end": round(rss_end, 1)},
         "cpu_cores": os.cpu_count(),
+        "cpu": cpu_kind(),
+        "server_args": args.server_arg,
+        "env": {k: v for k, v in os.environ.items() if k.startswith(("ONEDNN_", "OMP_", "MKL_"))},
     }
+    if args.slow_clients:
+        held = sorted(slow.held_s)
+        result["slow_clients"] = {
+            "clients": args.slow_clients,
+            "connections_opened": slow.opened,
+            "cut_off_by_server": slow.cut_off,
+            "held_s": {"median": round(held[len(held) // 2], 2), "max": round(held[-1], 2)} if held else None,
+            "still_open_at_end": slow.still_open,
+        }
     if args.soak:
         result.update(
             bad_requests_answered_4xx=tally.bad_ok, wrong_answers=tally.wrong, max_prob_diff_vs_idle=tally.max_prob_diff

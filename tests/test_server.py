@@ -113,11 +113,15 @@ def test_batch_multipart_and_json_with_a_bad_item(client: TestClient, local) -> 
     assert len(res) == 4 and res[3]["status"] == 422 and "error" in res[3]
     for a, im in zip(res[:3], imgs):
         check_answer({**a, "latency_ms": 0}, im, local)
-    items = [{"image": base64.b64encode(encode(imgs[0])).decode()}, {"pixels": [[0] * 27] * 28}]
+    items = [{"image": base64.b64encode(encode(imgs[0])).decode()}, {"image": base64.b64encode(b"garbage").decode()}]
     r = client.post("/api/predict/batch", json={"items": items})
-    assert r.status_code == 200 and r.json()["results"][1]["status"] == 400
-    assert "items[1].pixels" in r.json()["results"][1]["error"]
+    assert r.status_code == 200 and r.json()["results"][1]["status"] == 422, r.text
+    assert r.json()["results"][1]["error"].startswith("not a recognised image format")
     check_answer({**r.json()["results"][0], "latency_ms": 0}, imgs[0], local)
+    # an item the schema does not allow is a malformed request (400 naming it), not a slot error
+    items[1] = {"pixels": [[0] * 27] * 28}
+    r = client.post("/api/predict/batch", json={"items": items})
+    assert r.status_code == 400 and "items[1].pixels" in r.json()["error"], r.text
 
 
 # --------------------------------------------------------------------------- every bad request: 4xx JSON, one line

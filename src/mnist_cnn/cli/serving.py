@@ -83,14 +83,70 @@ def export_cmd(
     type=click.IntRange(min=1),
     default=4096 * 4096,
     show_default=True,
-    help="Largest decoded image (width*height) accepted: guards against decompression bombs.",
+    help="Largest image (width*height, from its header) accepted: guards against decompression bombs (422 above).",
 )
 @click.option(
     "--max-batch",
     type=click.IntRange(min=1),
     default=64,
     show_default=True,
-    help="Most images in one /api/predict/batch request.",
+    help="Most images in one /api/predict/batch request (413 above).",
+)
+@click.option(
+    "--max-request-pixels",
+    type=click.IntRange(min=1),
+    help="Most pixels (width*height) of all images of one request together; a batch's images beyond "
+    "get 413 in their slots.  [default: 4 x --max-pixels]",
+)
+@click.option(
+    "--max-decoded-pixels",
+    type=click.IntRange(min=28 * 28),
+    default=2048 * 2048,
+    show_default=True,
+    help="Images with more pixels are decoded at reduced size, in greyscale (JPEG straight from the file).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Threads decoding and preprocessing images: the most images decoded at once (0: one per core but one).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="The model's own threads (PyTorch intra-op, ONNX Runtime intra-op). 1: the model uses one core "
+    "and never spins, the others preprocess.",
+)
+@click.option(
+    "--max-concurrent",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Prediction requests in progress at once; more are answered 503 with Retry-After.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Open connections; more are answered 503 and closed.",
+)
+@click.option(
+    "--read-timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds for a request's headers to arrive, and the longest pause within its body (408).",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds for a whole request body to arrive after its headers (408).",
 )
 @click.option(
     "--log-level",
@@ -99,15 +155,45 @@ def export_cmd(
     show_default=True,
 )
 def serve_cmd(
-    model_spec: str, host: str, port: int, max_upload_mb: float, max_pixels: int, max_batch: int, log_level: str
+    model_spec: str,
+    host: str,
+    port: int,
+    max_upload_mb: float,
+    max_pixels: int,
+    max_batch: int,
+    max_request_pixels: int | None,
+    max_decoded_pixels: int,
+    workers: int,
+    threads: int,
+    max_concurrent: int,
+    max_connections: int,
+    read_timeout: float,
+    body_timeout: float,
+    log_level: str,
 ) -> None:
     """Serve the drawing web app (/) and the REST API (/api/..., docs at /docs)."""
     import uvicorn
 
-    from mnist_cnn.serving.server import Limits, load_app
+    from mnist_cnn.serving.server import Limits, load_app, tune_malloc, uvicorn_config
 
-    limits = Limits(max_body_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels, max_batch=max_batch)
-    app = load_app(model_spec, limits)  # the model loads once, before the port opens
+    if max_request_pixels is not None and max_request_pixels < max_pixels:
+        raise ConfigError(f"--max-request-pixels {max_request_pixels:,} must be at least --max-pixels {max_pixels:,}")
+    limits = Limits(
+        max_body_bytes=int(max_upload_mb * 1024 * 1024),
+        max_pixels=max_pixels,
+        max_batch=max_batch,
+        max_request_pixels=max_request_pixels or 4 * max_pixels,
+        max_decoded_pixels=max_decoded_pixels,
+        workers=workers,
+        max_concurrent=max_concurrent,
+        max_connections=max_connections,
+        read_timeout=read_timeout,
+        body_timeout=body_timeout,
+    )
+    tune_malloc()  # freed image buffers go back to the OS instead of staying in the heap
+    raise_fd_limit(max_connections + 256)
+    app = load_app(model_spec, limits, threads=threads)  # the model loads once, before the port opens
+    set_torch_threads(threads)
     sock = bind_socket(host, port)
     shown = f"[{host}]" if ":" in host else host
     click.echo(
@@ -116,8 +202,31 @@ def serve_cmd(
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo("note: listening beyond this machine; there is no authentication", err=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5))
+    server = uvicorn.Server(uvicorn_config(app, limits, log_level=log_level, timeout_graceful_shutdown=5))
     server.run(sockets=[sock])
+
+
+def set_torch_threads(threads: int) -> None:
+    """PyTorch's intra-op threads, when the served model runs on PyTorch (torch already imported)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
+def raise_fd_limit(wanted: int) -> None:
+    """Raise this process's open-file limit towards ``wanted`` (within the hard limit), so that
+    --max-connections, not the descriptor limit, is what refuses connections."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, ValueError, OSError):  # not POSIX, or not allowed: keep the limit
+        pass
 
 
 def bind_socket(host: str, port: int):
