@@ -45,6 +45,22 @@ def _history(run):
     return [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader((run / "history.csv").open())]
 
 
+def _write_config(data: Path, path: Path) -> None:
+    """The runs these tests compare: model1 for 2 epochs, fp32, one thread per process. Dropout 0:
+    otherwise each rank draws its own masks and losses differ by sampling noise."""
+    cfg = {
+        "model": "model1",
+        "model_kwargs": {"dropout": 0.0},
+        "epochs": 2,
+        "batch_size": 64,
+        "val_size": 100,
+        "data_dir": str(data),
+        "precision": "fp32",
+        "threads": 1,
+    }
+    path.write_text(json.dumps({"train": cfg}))
+
+
 def _writes(log_dir: Path) -> list[tuple[str, str]]:
     """(rank, file name) for each write into the run folder logged by WRITE_LOG_HOOK."""
     lines = [line for log in sorted(log_dir.glob("*.log")) for line in log.read_text().splitlines()]
@@ -53,18 +69,7 @@ def _writes(log_dir: Path) -> list[tuple[str, str]]:
 
 @pytest.mark.slow
 def test_two_cpu_processes_match_one(tiny_data, tmp_path):
-    # dropout 0: otherwise each rank draws its own masks and losses differ by sampling noise
-    cfg = {
-        "model": "model1",
-        "model_kwargs": {"dropout": 0.0},
-        "epochs": 2,
-        "batch_size": 64,
-        "val_size": 100,
-        "data_dir": str(tiny_data),
-        "precision": "fp32",
-        "threads": 1,
-    }
-    (tmp_path / "cfg.json").write_text(json.dumps({"train": cfg}))
+    _write_config(tiny_data, tmp_path / "cfg.json")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     base = [sys.executable, "-m", "mnist_cnn", "train", "--config", str(tmp_path / "cfg.json"), "--quiet"]
     one = subprocess.run([*base, "--out", str(tmp_path / "one")], env=env, capture_output=True, text=True, timeout=300)
@@ -154,17 +159,7 @@ def test_nproc_flag_relaunches_under_torchrun(tiny_data, tmp_path):
 def test_a_two_process_run_resumes_on_every_rank(tiny_data, tmp_path):
     """Every rank restores the checkpoint (weights, optimiser, RNGs, epoch counter), so a resumed
     two-process run ends as the uninterrupted one; before, only rank 0 restored and rank 1 started over."""
-    cfg = {
-        "model": "model1",
-        "model_kwargs": {"dropout": 0.0},
-        "epochs": 2,
-        "batch_size": 64,
-        "val_size": 100,
-        "data_dir": str(tiny_data),
-        "precision": "fp32",
-        "threads": 1,
-    }
-    (tmp_path / "cfg.json").write_text(json.dumps({"train": cfg}))
+    _write_config(tiny_data, tmp_path / "cfg.json")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def torchrun(out: str, *extra: str) -> subprocess.CompletedProcess:

@@ -287,10 +287,9 @@ def prepare_run_dir(out: Path, *, resume: bool, force: bool) -> tuple[bool, RunL
 
     A run that ``force`` replaces is moved aside into ``.replaced/`` (not deleted) until the new run
     writes its first checkpoint (:func:`discard_replaced`); if the new run stops before that, the
-    old one is put back (:func:`restore_replaced`, also done here after a kill). Stray temporary
-    files from a kill are removed.
+    old one is put back (:func:`restore_replaced`; after a kill, :func:`recover_run_dir`, which the
+    engine calls before it reads the folder). Stray temporary files from a kill are removed.
     """
-    recover_run_dir(out)
     resuming = check_run_dir(out, resume=resume, force=force)
     try:
         out.mkdir(parents=True, exist_ok=True)
