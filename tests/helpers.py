@@ -38,6 +38,24 @@ class _Main:
         raise SystemExit(0)
 
 
+def tiny_train_argv(data_dir: Path, out: Path, *extra: str) -> list[str]:
+    """``mnist-cnn train`` arguments for one quick epoch of model1 on a tiny synthetic set into ``out``."""
+    return [
+        "train",
+        "--data-dir",
+        str(data_dir),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--val-size",
+        "100",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
 def tiny_run(tmp_path: Path, data_dir: Path, name: str = "run", **overrides: Any):
     """Train a tiny model1 run (2 epochs on the synthetic set) and return its TrainResult."""
     from mnist_cnn.training.config import TrainConfig

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli, tiny_run
+from tests.helpers import run_cli, tiny_run, tiny_train_argv
 
 
 def _json(*args: str) -> object:
@@ -27,20 +27,7 @@ def test_listing_commands(tiny_data: Path):
 
 def test_train_evaluate_ensemble(tiny_data: Path, tmp_path: Path):
     out = tmp_path / "run"
-    m = _json(
-        "train",
-        "--data-dir",
-        str(tiny_data),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "64",
-        "--val-size",
-        "100",
-        "--out",
-        str(out),
-        "--quiet",
-    )
+    m = _json(*tiny_train_argv(tiny_data, out, "--quiet"))
     assert m["run"] == str(out) and 0 <= m["test_accuracy"] <= 1 and m["epochs_run"] == 1
     e = _json("evaluate", str(out), "--data-dir", str(tiny_data))
     assert e["accuracy"] == pytest.approx(m["test_accuracy"])

@@ -25,7 +25,7 @@ from mnist_cnn.errors import CheckpointError, OutputError
 from mnist_cnn.models.files import load_model, save_model
 from mnist_cnn.models.registry import create_model
 from tests.conftest import write_dataset
-from tests.helpers import run_cli, serve_files
+from tests.helpers import run_cli, serve_files, tiny_train_argv
 
 META = {"normalisation": {"mean": 0.13, "std": 0.31}, "classes": [str(i) for i in range(10)], "dataset": "mnist"}
 
@@ -236,20 +236,7 @@ def test_pickle_payload_is_live_but_never_executed(tmp_path, make):
 
 def test_resume_from_a_file_that_is_not_a_checkpoint(tiny_data, tmp_path):
     out = tmp_path / "run"
-    args = [
-        "train",
-        "--data-dir",
-        str(tiny_data),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "64",
-        "--val-size",
-        "100",
-        "--out",
-        str(out),
-        "--quiet",
-    ]
+    args = _train_argv(tiny_data, out)
     assert run_cli(*args).exit_code == 0
     shutil.copy(out / "model.safetensors", out / "checkpoint.safetensors")
     r = run_cli(*args, "--resume")
@@ -304,21 +291,7 @@ BAD_FLAGS: dict[str, tuple[list[str], str]] = {
 
 
 def _train_argv(tiny_data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--data-dir",
-        str(tiny_data),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "64",
-        "--val-size",
-        "100",
-        "--out",
-        str(out),
-        "--quiet",
-        *extra,
-    ]
+    return tiny_train_argv(tiny_data, out, "--quiet", *extra)
 
 
 def _train(tiny_data: Path, out: Path, *extra: str):

@@ -20,7 +20,7 @@ from mnist_cnn.errors import ConfigError, ImageError, RunExistsError, RunInUseEr
 from mnist_cnn.inference.preprocessing import read_image_file
 from mnist_cnn.training.config import TrainConfig
 from mnist_cnn.training.engine import train
-from tests.helpers import digit_image, run_cli
+from tests.helpers import digit_image, run_cli, tiny_train_argv
 
 
 def _cfg(data: Path, **kw: object) -> TrainConfig:
@@ -28,20 +28,7 @@ def _cfg(data: Path, **kw: object) -> TrainConfig:
 
 
 def _args(data: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--data-dir",
-        str(data),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "64",
-        "--val-size",
-        "100",
-        "--out",
-        str(out),
-        *extra,
-    ]
+    return tiny_train_argv(data, out, *extra)  # not --quiet: these tests read what the run says
 
 
 # --------------------------------------------------------------------------- 1. --force
