@@ -146,3 +146,50 @@ def test_upload_a_photo(browser, server_url: str, tmp_path: Path) -> None:
     page.set_input_files("#upload", str(photo))
     playwright_api.expect(page.locator("#digit")).to_have_text(DIGIT, timeout=15_000)
     assert errors == []
+
+
+def notebook_photo(path: Path) -> Path:
+    """A phone-style photo of a notebook page: a dark '7' on white paper with ruled blue lines (JPEG)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (480, 360), (250, 250, 246))
+    draw = ImageDraw.Draw(img)
+    for y in range(30, 360, 28):  # ruled lines
+        draw.line([(0, y), (480, y)], fill=(150, 180, 225), width=2)
+    draw.line([(60, 0), (60, 360)], fill=(230, 140, 140), width=2)  # the margin
+    draw.line([(190, 110), (290, 110), (225, 260)], fill=(25, 25, 40), width=14, joint="curve")
+    img.save(path, format="JPEG", quality=80)
+    return path
+
+
+def test_upload_a_notebook_photo_shows_the_digit_and_the_crop(browser, server_url: str, tmp_path: Path) -> None:
+    page, errors = open_page(browser, server_url + "/?min_confidence=0")  # never unsure: the digit itself
+    expect = playwright_api.expect
+    camera = page.locator("#camera")  # the phone camera: a file input that asks for the back camera
+    expect(camera).to_have_attribute("capture", "environment")
+    expect(camera).to_have_attribute("accept", "image/*")
+    page.set_input_files("#camera", str(notebook_photo(tmp_path / "notebook.jpg")))
+    expect(page.locator("#digit")).to_have_text(DIGIT, timeout=15_000)
+    expect(page.locator("#unsure")).to_be_hidden()
+    expect(page.locator("#preview")).to_have_attribute("src", re.compile(r"^data:image/png;base64,"))
+    expect(page.locator("#confidence")).to_contain_text("% sure")
+    expect(page.locator("#bars li.best")).to_have_count(1)
+    assert errors == []
+
+
+def test_an_unsure_answer_names_the_two_most_probable_digits(browser, server_url: str, tmp_path: Path) -> None:
+    """?min_confidence=1 on the page's URL goes to the API: every answer short of certainty is unsure."""
+    page, errors = open_page(browser, server_url + "/?min_confidence=1")
+    expect = playwright_api.expect
+    expect(page.locator("#unsure")).to_be_hidden()
+    photo = tmp_path / "digit.png"
+    digit_image(5, invert=True).convert("RGB").save(photo)
+    page.set_input_files("#upload", str(photo))
+    note = page.locator("#unsure")
+    expect(note).to_be_visible(timeout=15_000)
+    expect(note).to_have_text(re.compile(r"^not sure — is it a \d or a \d\?$"))
+    expect(page.locator("#digit")).to_have_text("?")
+    expect(page.locator("#digit")).to_have_class(re.compile(r"\bunsure\b"))
+    page.click("#clear")
+    expect(note).to_be_hidden()
+    assert errors == []

@@ -69,6 +69,22 @@ def test_bundled_default_matches_its_provenance():
     assert prov["recipe"] == "best" and prov["seed"] == 0
 
 
+@pytest.mark.skipif(
+    not (PRETRAINED / "default.safetensors").exists(),
+    reason="no default model bundled yet (the lead runs tools/make_default_model.py)",
+)
+def test_bundled_default_is_calibrated_for_its_weights():
+    """`mnist-cnn calibrate default` wrote its temperature into default.json (the weights file unchanged)."""
+    from mnist_cnn.inference.predictors import load_predictor
+
+    prov = json.loads((PRETRAINED / "default.json").read_text())
+    cal = prov["calibration"]
+    assert cal["method"] == "temperature" and cal["fitted_on"] == "validation split (n=5000)"
+    assert cal["weights_sha256"] == prov["sha256"] and 0.05 <= cal["temperature"] <= 20
+    assert cal["ece_after"] < cal["ece_before"] and cal["nll_after"] < cal["nll_before"]
+    assert load_predictor("default").temperature == cal["temperature"]
+
+
 @pytest.mark.integration
 @pytest.mark.slow  # evaluates all 10,000 real test images
 @pytest.mark.skipif(

@@ -178,3 +178,61 @@ def test_train_ensemble_trains_seeds_into_members_and_resumes(tiny_data, tmp_pat
     r = run_cli(*args, "--resume")
     assert r.exit_code == 0, r.output
     assert (out / "member-0" / "model.safetensors").stat().st_mtime_ns == stamp  # finished: reused
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+@pytest.fixture(scope="module")
+def same_split_runs(_shared, tmp_path_factory) -> list[Path]:
+    """Two members that held out the same validation split (same seed, different learning rates)."""
+    root = tmp_path_factory.mktemp("same-split")
+    other = tiny_run(root, _shared[0], name="r0-lr", seed=0, epochs=1, threads=1, lr=0.002).run_dir
+    return [_shared[1][0], other]
+
+
+def test_ensemble_of_different_splits_uses_the_members_temperatures(two_runs, tiny_data, tmp_path):
+    build_ensemble(two_runs, tmp_path / "ens", data_dir=tiny_data)
+    cal = json.loads((tmp_path / "ens" / "ensemble.json").read_text())["calibration"]
+    own = [load_model(r)[1]["calibration"]["temperature"] for r in two_runs]
+    assert cal["method"] == "temperature" and cal["temperature"] == pytest.approx(np.mean(own))
+    assert "mean of the members' temperatures" in cal["fitted_on"]
+
+
+def test_ensemble_temperature_is_fitted_on_validation_and_used(same_split_runs, tiny_data, tmp_path):
+    from mnist_cnn.evaluation.calibration import log_probs, nll, softmax
+    from mnist_cnn.inference.predictors import load_predictor
+
+    two_runs = same_split_runs
+    out = tmp_path / "ens"
+    m = build_ensemble(two_runs, out, data_dir=tiny_data)
+    cal = json.loads((out / "ensemble.json").read_text())["calibration"]
+    assert cal["method"] == "temperature" and cal["fitted_on"] == "validation split (n=100)"
+    assert cal["nll_after"] <= cal["nll_before"] and m["calibration"]["temperature"] == cal["temperature"]
+    ds = load_dataset("mnist", tiny_data)
+    x, y = ds.validation(100, 0)
+    mean = (_probs(two_runs[0], x) + _probs(two_runs[1], x)) / 2
+    assert cal["nll_after"] == pytest.approx(nll(log_probs(mean), y, cal["temperature"]), rel=1e-5)
+    p = load_predictor(out)
+    assert p.temperature == cal["temperature"]
+    np.testing.assert_allclose(p.predict_proba(x[:8]), softmax(log_probs(mean[:8]), cal["temperature"]), atol=1e-5)
+    assert evaluate_ensemble(out, "test", data_dir=tiny_data)["calibration"]["temperature"] == cal["temperature"]
+
+
+def test_calibrate_refits_an_ensemble_manifest_only(same_split_runs, tiny_data, tmp_path):
+    out = tmp_path / "ens"
+    build_ensemble(same_split_runs, out, data_dir=tiny_data)
+    manifest = json.loads((out / "ensemble.json").read_text())
+    manifest["calibration"] = {"method": "temperature", "temperature": 7.0}
+    (out / "ensemble.json").write_text(json.dumps(manifest))
+    members = {p: sha256_file(p) for p in out.rglob("*.safetensors")}
+    r = run_cli("calibrate", str(out), "--data-dir", str(tiny_data), "--json")
+    assert r.exit_code == 0, r.output
+    refit = json.loads((out / "ensemble.json").read_text())
+    assert refit["calibration"]["temperature"] != 7.0 and refit["members"] == manifest["members"]
+    assert json.loads(r.stdout)["written_to"] == str(out / "ensemble.json")
+    assert {p: sha256_file(p) for p in out.rglob("*.safetensors")} == members
+    manifest["calibration"] = {"method": "temperature", "temperature": -1}
+    (out / "ensemble.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match=r"ensemble\.json: metadata field 'calibration\.temperature'"):
+        load_ensemble(out)

@@ -50,18 +50,21 @@ def test_graph_contract_and_checker(exported) -> None:
 
 
 def test_dynamic_batch_and_normalisation_inside(exported) -> None:
-    """Any batch size runs, and feeding uint8/255 gives the torch model's logits on normalised input."""
+    """Any batch size runs, and feeding uint8/255 gives the torch model's logits on normalised input,
+    divided by its calibration temperature."""
     from mnist_cnn.evaluation.metrics import predict_logits
-    from mnist_cnn.models.files import load_model
+    from mnist_cnn.models.files import load_model, temperature_of
 
     _, run, r = exported
     model, meta = load_model(run)
+    t = temperature_of(meta, run)
+    assert t != 1.0  # the tiny run was calibrated: the division is really tested
     session = ex.onnx_session(r.path, threads=1)
     rng = np.random.default_rng(1)
     for n in (1, 3, 17):
         x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         (got,) = session.run(None, {"images": ex.onnx_input(x)})
-        want = predict_logits(model, x, meta["normalisation"]["mean"], meta["normalisation"]["std"]).numpy()
+        want = predict_logits(model, x, meta["normalisation"]["mean"], meta["normalisation"]["std"]).numpy() / t
         assert got.shape == (n, len(meta["classes"]))
         np.testing.assert_allclose(got, want, atol=1e-4)
 
@@ -75,6 +78,20 @@ def test_metadata_holds_classes_source_accuracy(exported) -> None:
     assert meta["accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert meta["arch"]["name"] == "model1" and set(meta["normalisation"]) == {"mean", "std"}
     assert meta["input"]["range"] == [0.0, 1.0]
+
+
+def test_onnx_and_torch_give_the_same_calibrated_probabilities(exported) -> None:
+    from mnist_cnn.inference.predictors import load_predictor
+
+    _, run, r = exported
+    torch_p, onnx_p = load_predictor(run), load_predictor(r.path)
+    meta = read_onnx_metadata(r.path)
+    assert meta["calibration"]["in_graph"] is True
+    assert meta["calibration"]["temperature"] == pytest.approx(torch_p.temperature)
+    assert meta["output"]["kind"] == "logits / temperature"
+    assert onnx_p.info["calibration"]["temperature"] == pytest.approx(torch_p.temperature)
+    x = np.random.default_rng(2).integers(0, 256, size=(64, 28, 28), dtype=np.uint8)
+    np.testing.assert_allclose(onnx_p.predict_proba(x), torch_p.predict_proba(x), atol=1e-5)
 
 
 def test_failed_parity_leaves_no_file(exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

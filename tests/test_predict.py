@@ -382,3 +382,55 @@ def _trained_on_real(tmp_path: Path, real_data: Path) -> Path:
 
     cfg = TrainConfig(data_dir=str(real_data), epochs=1, batch_size=64, val_size=500, train_subset=6000)
     return train(cfg, tmp_path / "real-run", quiet=True).run_dir
+
+
+# --------------------------------------------------------------------------- calibrated probabilities, unsure
+
+
+def test_torch_predictor_divides_the_logits_by_the_models_temperature(run_dir: Path) -> None:
+    from mnist_cnn.evaluation.metrics import predict_logits
+
+    p = load_predictor(run_dir)
+    assert p.temperature == p.meta["calibration"]["temperature"] and p.info["calibration"]["method"] == "temperature"
+    x = np.random.default_rng(3).integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    n = p.meta["normalisation"]
+    logits = predict_logits(p.model, x, n["mean"], n["std"]).numpy()
+    np.testing.assert_allclose(p.predict_proba(x), softmax(logits / p.temperature), atol=1e-6)
+
+
+def test_predictions_below_the_threshold_are_unsure(run_dir: Path) -> None:
+    from mnist_cnn.inference.predictors import DEFAULT_MIN_CONFIDENCE
+
+    p = load_predictor(run_dir)
+    img = digit_image(1)
+    (default,) = p.predict(img)
+    assert default.unsure is (default.probability < DEFAULT_MIN_CONFIDENCE)
+    assert p.predict(img, min_confidence=0.0)[0].unsure is False
+    (always,) = p.predict(img, min_confidence=1.0)
+    assert always.unsure is (always.probability < 1.0) and always.to_dict()["unsure"] is always.unsure
+
+
+def test_predict_min_confidence_text_and_json(run_dir: Path, images: Path) -> None:
+    sure = run_cli("predict", str(images / "a.png"), "--model", str(run_dir), "--min-confidence", "0", "--json")
+    assert sure.exit_code == 0, sure.stderr
+    assert json.loads(sure.stdout)["unsure"] is False
+    unsure = run_cli("predict", str(images / "a.png"), "--model", str(run_dir), "--min-confidence", "1", "--json")
+    rec = json.loads(unsure.stdout)
+    assert rec["unsure"] is (rec["probability"] < 1)
+    if rec["unsure"]:
+        text = run_cli("predict", str(images / "a.png"), "--model", str(run_dir), "--min-confidence", "1").stdout
+        first, second = (t["label"] for t in rec["top_k"][:2])
+        assert f": unsure: {first} or {second}? (" in text
+    bad = run_cli("predict", str(images / "a.png"), "--model", str(run_dir), "--min-confidence", "1.5")
+    assert bad.exit_code == 2 and "--min-confidence" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_predict_multi_marks_each_digit(run_dir: Path, tmp_path: Path) -> None:
+    img = Image.new("L", (360, 200), 255)
+    for x in (40, 200):
+        ImageDraw.Draw(img).line([(x, 40), (x + 80, 40), (x + 30, 160)], fill=0, width=12)
+    img.save(tmp_path / "row.png")
+    res = run_cli("predict", str(tmp_path / "row.png"), "--model", str(run_dir), "--multi", "--json")
+    rec = json.loads(res.stdout)
+    assert all(isinstance(i["unsure"], bool) for i in rec["items"])
+    assert rec["unsure"] is any(i["unsure"] for i in rec["items"])

@@ -234,6 +234,11 @@ def test_openapi_documents_the_api(client: TestClient) -> None:
     assert {"/api/predict", "/api/predict/batch", "/api/health", "/api/model"} <= set(spec["paths"])
     body = spec["paths"]["/api/predict"]["post"]["requestBody"]["content"]
     assert {"multipart/form-data", "application/json"} <= set(body)
+    for path in ("/api/predict", "/api/predict/batch"):
+        (param,) = spec["paths"][path]["post"]["parameters"]
+        assert param["name"] == "min_confidence" and param["in"] == "query"
+        assert param["schema"]["minimum"] == 0 and param["schema"]["maximum"] == 1
+    assert "unsure" in spec["components"]["schemas"]["ItemAnswer"]["required"]
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
 
@@ -542,3 +547,40 @@ def test_serve_command_end_to_end(run_dir: Path) -> None:
         # uvicorn shuts down gracefully, then re-raises the signal so the exit status says SIGTERM
         assert proc.wait(30) in (0, -signal.SIGTERM)
         assert "Traceback" not in proc.stderr.read()
+
+
+# --------------------------------------------------------------------------- calibrated answers, unsure
+
+
+def test_answers_are_calibrated_and_say_whether_they_are_unsure(client: TestClient, local) -> None:
+    from mnist_cnn.inference.predictors import DEFAULT_MIN_CONFIDENCE
+
+    png = encode(digit_image(3))
+    a = client.post("/api/predict", files={"file": ("d.png", png, "image/png")}).json()
+    assert a["probability"] == pytest.approx(float(expected(local, png).max()), abs=1e-5)  # the predictor's T
+    assert a["unsure"] is (a["probability"] < DEFAULT_MIN_CONFIDENCE)
+    # always unsure at 1, never at 0: by query parameter, by multipart field (which wins), in a batch
+    sure = client.post("/api/predict?min_confidence=0", files={"file": ("d.png", png, "image/png")}).json()
+    unsure = client.post("/api/predict", data={"min_confidence": "1"}, files={"file": ("d.png", png, "image/png")})
+    assert sure["unsure"] is False and unsure.json()["unsure"] is (unsure.json()["probability"] < 1)
+    both = client.post(
+        "/api/predict?min_confidence=0",
+        data={"min_confidence": "0.9999999"},
+        files={"file": ("d.png", png, "image/png")},
+    ).json()
+    assert both["unsure"] is (both["probability"] < 0.9999999)
+    body = {"items": [{"image": base64.b64encode(png).decode()}] * 2}
+    batch = client.post("/api/predict/batch?min_confidence=0", json=body).json()
+    assert [r["unsure"] for r in batch["results"]] == [False, False]
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "nan", "abc", "", "inf"])
+def test_a_bad_min_confidence_is_a_400_naming_it(client: TestClient, value: str) -> None:
+    png = encode(digit_image(3))
+    for r in (
+        client.post(f"/api/predict?min_confidence={value}", files={"file": ("d.png", png, "image/png")}),
+        client.post("/api/predict", data={"min_confidence": value}, files={"file": ("d.png", png, "image/png")}),
+        client.post(f"/api/predict/batch?min_confidence={value}", json={"items": [{"pixels": [[0] * 28] * 28}]}),
+    ):
+        assert r.status_code == 400, r.text
+        assert r.json()["error"].startswith("min_confidence:") and "0 to 1" in r.json()["error"]

@@ -7,7 +7,7 @@ import sys
 import click
 
 from mnist_cnn.cli.data import data_group
-from mnist_cnn.cli.inference import predict_cmd
+from mnist_cnn.cli.inference import calibrate_cmd, predict_cmd
 from mnist_cnn.cli.reports import compare_cmd, explain_cmd, explore_cmd
 from mnist_cnn.cli.search import search_cmd
 from mnist_cnn.cli.serving import export_cmd, serve_cmd
@@ -29,6 +29,7 @@ COMMANDS = [
     train_cmd,
     evaluate_cmd,
     ensemble_cmd,
+    calibrate_cmd,
     explore_cmd,
     compare_cmd,
     explain_cmd,

@@ -1,4 +1,4 @@
-"""``mnist-cnn predict``: the inference stage (heavy modules are imported inside the command)."""
+"""``mnist-cnn predict`` and ``calibrate``: the inference stage (heavy modules are imported inside the commands)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from typing import Any
 
 import click
 
-from mnist_cnn.cli.options import json_option
+from mnist_cnn.cli.options import data_dir_option, echo_json, json_option
 from mnist_cnn.errors import ConfigError
+
+DEFAULT_MIN_CONFIDENCE = 0.5  # = inference.predictors.DEFAULT_MIN_CONFIDENCE (not imported: --help stays fast)
 
 
 @click.command("predict")
@@ -33,13 +35,28 @@ from mnist_cnn.errors import ConfigError
     help="Also write each image's 28x28 preprocessed version (PNG) into this folder.",
 )
 @click.option("--multi", is_flag=True, help="Read a row of several digits (e.g. a year), left to right.")
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0.0, 1.0),
+    default=DEFAULT_MIN_CONFIDENCE,
+    show_default=True,
+    help="Mark answers whose (calibrated) probability is below this as unsure (0: never).",
+)
 def predict_cmd(
-    images: tuple[Path, ...], model_spec: str, as_json: bool, top_k: int, save_dir: Path | None, multi: bool
+    images: tuple[Path, ...],
+    model_spec: str,
+    as_json: bool,
+    top_k: int,
+    save_dir: Path | None,
+    multi: bool,
+    min_confidence: float,
 ) -> None:
     """Predict the digit in each IMAGE (photo, scan, drawing; PNG, JPEG, ...). Folders are walked.
 
     Each image is preprocessed like MNIST (polarity, background removal, crop, 20 px, centre of
-    mass) first. Files that cannot be read are reported and skipped; the exit code is then 1."""
+    mass) first. Probabilities are calibrated (see `mnist-cnn calibrate`); an answer below
+    --min-confidence is printed as "unsure" with its top two classes ("unsure": true in JSON).
+    Files that cannot be read are reported and skipped; the exit code is then 1."""
     from mnist_cnn.inference.batch import image_files, predict_files
     from mnist_cnn.inference.predictors import load_predictor
 
@@ -53,6 +70,7 @@ def predict_cmd(
     top_k = min(top_k, len(predictor.classes))
     records = predict_files(predictor, files, top_k=top_k, multi=multi, save_dir=save_dir)
     for rec in records:
+        mark_unsure(rec, min_confidence)
         if as_json:
             click.echo(json.dumps(rec))
         elif "error" in rec:
@@ -65,10 +83,61 @@ def predict_cmd(
         sys.exit(1)
 
 
+def mark_unsure(rec: dict[str, Any], min_confidence: float) -> None:
+    """Add ``unsure`` to a record (and to each digit of a --multi row: the row is unsure if one is)."""
+    from mnist_cnn.inference.predictors import is_unsure
+
+    if "error" in rec:
+        return
+    for item in rec.get("items", []):
+        item["unsure"] = is_unsure(item["probability"], min_confidence)
+    rec["unsure"] = (
+        any(i["unsure"] for i in rec["items"]) if "items" in rec else is_unsure(rec["probability"], min_confidence)
+    )
+
+
 def _line(rec: dict[str, Any]) -> str:
-    """``file: 7 (98.3%)  top-3: 7 98.3% | 1 1.1% | 2 0.3%``; for --multi the digits read."""
+    """``file: 7 (98.3%)  top-3: 7 98.3% | 1 1.1% | 2 0.3%``; unsure: ``file: unsure: 4 or 9? (48.0%)...``;
+    for --multi the digits read."""
     if "digits" in rec:
-        each = " ".join(f"{a['label']}({100 * a['probability']:.0f}%)" for a in rec["items"])
+        each = " ".join(
+            f"{a['label']}({100 * a['probability']:.0f}%{'?' if a['unsure'] else ''})" for a in rec["items"]
+        )
         return f"{rec['file']}: {rec['digits']}  (all right: {100 * rec['probability']:.1f}%; {each})"
     top = " | ".join(f"{t['label']} {100 * t['probability']:.1f}%" for t in rec["top_k"])
-    return f"{rec['file']}: {rec['label']} ({100 * rec['probability']:.1f}%)  top-{len(rec['top_k'])}: {top}"
+    answer = rec["label"]
+    if rec["unsure"]:
+        answer = "unsure: " + " or ".join(t["label"] for t in rec["top_k"][:2]) + "?"
+    return f"{rec['file']}: {answer} ({100 * rec['probability']:.1f}%)  top-{len(rec['top_k'])}: {top}"
+
+
+@click.command("calibrate")
+@click.argument("model_spec", metavar="MODEL")
+@data_dir_option()
+@json_option("Print the fitted calibration as JSON.")
+def calibrate_cmd(model_spec: str, data_dir: Path | None, as_json: bool) -> None:
+    """Fit the temperature that calibrates MODEL's probabilities (run folder, .safetensors, ensemble
+    folder or `default`) on the validation split it was trained with.
+
+    The temperature is stored next to the weights (``<name>.json``: ``model.json`` in a run folder,
+    ``default.json`` for the bundled model; an ensemble's manifest), never in the weights file, and
+    is used from then on by predict, evaluate, export and serve. Training fits it already; run this
+    for models trained before, or to fit it again."""
+    from mnist_cnn.inference.evaluate import calibrate_run
+
+    result = calibrate_run(model_spec, data_dir)
+    if as_json:
+        echo_json(result)
+        return
+    cal = result["calibration"]
+    if cal["method"] == "none":
+        click.echo(f"{result['model']}: not calibrated ({cal['reason']}); written to {result['written_to']}")
+        return
+    fit = ""
+    if "nll_before" in cal:
+        fit = f"; NLL {cal['nll_before']:.4f} -> {cal['nll_after']:.4f}, ECE {cal['ece_before']:.4f} -> "
+        fit += f"{cal['ece_after']:.4f}"
+    click.echo(
+        f"{result['model']}: temperature {cal['temperature']:.4f} ({cal['fitted_on']}){fit}; "
+        f"written to {result['written_to']}"
+    )

@@ -83,6 +83,11 @@ def train_options(f: F) -> F:
             "cpu, cuda[:N], mps, xpu[:N].",
         ),
         click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd", "nesterov"])),
+        click.option(
+            "--optimizer-impl",
+            type=click.Choice(["auto", "fused", "foreach", "loop"]),
+            help="Optimiser kernels: auto (fused where available: fastest measured), fused, foreach, loop.",
+        ),
         click.option("--schedule", type=click.Choice(["constant", "onecycle", "cosine", "linear"])),
         click.option("--weight-decay", type=float),
         click.option("--label-smoothing", type=float),

@@ -1,4 +1,4 @@
-"""Evaluation: batched inference, loss/accuracy, per-class metrics, confusion matrix."""
+"""Evaluation: batched inference, loss/accuracy, per-class metrics, confusion matrix, calibration fit."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from mnist_cnn.evaluation.calibration import calibration_metrics, calibration_record, log_probs, not_fitted
 
 
 def normalise(x_uint8: torch.Tensor, mean: float, std: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -71,6 +73,15 @@ class EvalResult:
     labels: np.ndarray  # [N]
     loss: float
     accuracy: float
+    scores: np.ndarray | None = None  # [N, C] logits (or log-probabilities), when known: for calibration
+
+    def log_scores(self) -> np.ndarray:
+        """Scores for calibration: the logits when known, else the log of the probabilities."""
+        return self.scores if self.scores is not None else log_probs(self.probs)
+
+    def calibration(self, temperature: float) -> dict[str, float]:
+        """NLL and ECE before and after dividing the scores by ``temperature`` (accuracy is unchanged)."""
+        return {"temperature": temperature, **calibration_metrics(self.log_scores(), self.labels, temperature)}
 
     def per_class(self, classes: list[str] | tuple[str, ...]) -> dict[str, dict[str, float]]:
         from sklearn.metrics import precision_recall_fscore_support
@@ -104,7 +115,9 @@ class EvalResult:
 def result_from_logits(logits: torch.Tensor, labels: np.ndarray | torch.Tensor) -> EvalResult:
     y = torch.tensor(np.asarray(labels), dtype=torch.long)
     loss = float(F.cross_entropy(logits, y)) if len(y) else float("nan")
-    return result_from_probs(logits.softmax(1).numpy(), np.asarray(labels), loss)
+    result = result_from_probs(logits.softmax(1).numpy(), np.asarray(labels), loss)
+    result.scores = logits.numpy()
+    return result
 
 
 def result_from_probs(probs: np.ndarray, labels: np.ndarray, loss: float | None = None) -> EvalResult:
@@ -130,3 +143,14 @@ def evaluate_model(
 ) -> EvalResult:
     logits = predict_logits(model, images, normalisation["mean"], normalisation["std"], batch_size, tta=tta)
     return result_from_logits(logits, labels)
+
+
+def fit_calibration(
+    model: nn.Module, images: Any, labels: Any, normalisation: dict[str, float], batch_size: int = 2000
+) -> dict[str, Any]:
+    """The ``calibration`` metadata of ``model``: a temperature fitted on ``images``/``labels`` (the
+    validation split), or T = 1 and the reason when there are none."""
+    if len(labels) == 0:
+        return not_fitted("no validation split (val_size 0): probabilities are the raw softmax")
+    logits = predict_logits(model, images, normalisation["mean"], normalisation["std"], batch_size)
+    return calibration_record(logits.numpy(), np.asarray(labels))

@@ -10,7 +10,9 @@ that points outside the folder (an absolute path, ``..``, or a symlink leading o
 manifest cannot be used to probe or load files elsewhere.
 
 Every member gets the same weight: nothing is selected, so no test (or validation) result feeds
-back into the ensemble. Training the members of a new ensemble is :mod:`mnist_cnn.training.ensemble`.
+back into the ensemble. The mean probabilities are calibrated by one temperature fitted on the
+members' common validation split (the manifest's ``calibration``; T = 1 when they have none).
+Training the members of a new ensemble is :mod:`mnist_cnn.training.ensemble`.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from mnist_cnn.artifacts.files import atomic_save, atomic_write_json, read_json,
 from mnist_cnn.artifacts.runs import MANIFEST, is_ensemble, resolve_model_path, split_of
 from mnist_cnn.data.datasets import load_dataset
 from mnist_cnn.errors import CheckpointError, ConfigError, RunExistsError
+from mnist_cnn.evaluation.calibration import calibration_record, log_probs, not_fitted
 from mnist_cnn.evaluation.metrics import predict_logits, result_from_probs
-from mnist_cnn.models.files import load_model
+from mnist_cnn.models.files import check_calibration, load_model
 from mnist_cnn.reports.run import write_eval_artifacts
 
 FORMAT = "mnist-cnn-ensemble/1"
@@ -111,19 +114,22 @@ def _split(members: Sequence[Member], split: str, data_dir: Any) -> tuple[np.nda
 
 
 def evaluate_members(
-    members: Sequence[Member], split: str = "test", tta: bool = False, data_dir: Any = None
+    members: Sequence[Member], split: str = "test", tta: bool = False, data_dir: Any = None, temperature: float = 1.0
 ) -> tuple[dict[str, Any], Any, Any]:
     """Ensemble metrics on ``split`` -> ``(metrics, EvalResult, dataset)``; metrics has the same keys
-    as ``inference.evaluate_run`` plus each member's own accuracy."""
+    as ``inference.evaluate_run`` (``calibration``: NLL and ECE before and after ``temperature``)
+    plus each member's own accuracy."""
 
     x, y, ds = _split(members, split, data_dir)
     probs, each = ensemble_probs(members, x, tta)
     result = result_from_probs(probs, y)
+    result.scores = log_probs(probs)
     member_acc = [float((p.argmax(1) == y).mean()) for p in each]
     metrics = {
         "split": split,
         "accuracy": result.accuracy,
         "loss": result.loss,
+        "calibration": result.calibration(temperature),
         "n": len(y),
         "tta": tta,
         "members": len(members),
@@ -132,6 +138,41 @@ def evaluate_members(
         "per_class": result.per_class(ds.classes),
     }
     return metrics, result, ds
+
+
+def fit_ensemble_calibration(members: Sequence[Member], tta: bool = False, data_dir: Any = None) -> dict[str, Any]:
+    """One temperature for the log of the members' mean probabilities, fitted on their common
+    validation split. Members that held out different images (``train --ensemble``: one seed, so
+    one split, per member) have no common split: the mean of their own temperatures, each fitted on
+    its own split, stands in; T = 1 and the reason when a member has none."""
+    try:
+        x, y, _ = _split(members, "val", data_dir)
+    except ConfigError:
+        own = [m.meta.get("calibration") or {} for m in members]
+        if all(c.get("method") == "temperature" for c in own):
+            return {
+                "method": "temperature",
+                "temperature": float(np.mean([c["temperature"] for c in own])),
+                "fitted_on": "mean of the members' temperatures (each fitted on its own validation split; "
+                "the members hold out different images)",
+            }
+        return not_fitted("the members hold out different validation splits and not all of them are calibrated")
+    return calibration_record(log_probs(ensemble_probs(members, x, tta)[0]), y)
+
+
+def manifest_temperature(manifest: dict[str, Any], where: Any) -> float:
+    """The temperature of an ensemble manifest's ``calibration`` (1 for manifests without one)."""
+    cal = manifest.get("calibration")
+    return 1.0 if cal is None else check_calibration(cal, where)
+
+
+def calibrate_ensemble(folder: str | os.PathLike[str], data_dir: Any = None) -> dict[str, Any]:
+    """Re-fit a saved ensemble's temperature on its validation split and rewrite its manifest
+    (atomically; the members are not touched). Returns the new ``calibration``."""
+    members, manifest = load_ensemble(folder)
+    calibration = fit_ensemble_calibration(members, bool(manifest.get("tta")), data_dir)
+    atomic_write_json(Path(folder) / MANIFEST, {**manifest, "calibration": calibration})
+    return calibration
 
 
 def build_ensemble(
@@ -150,7 +191,8 @@ def build_ensemble(
         raise RunExistsError(f"{out}: an ensemble is already saved there; pass --force to replace it")
     members = [load_member(s) for s in specs]
     _check_compatible(members)
-    metrics, result, ds = evaluate_members(members, "test", tta, data_dir)
+    calibration = fit_ensemble_calibration(members, tta, data_dir)
+    metrics, result, ds = evaluate_members(members, "test", tta, data_dir, calibration["temperature"])
     metrics = {
         "kind": "ensemble",
         "test_accuracy": metrics["accuracy"],
@@ -160,7 +202,7 @@ def build_ensemble(
     }
     out.mkdir(parents=True, exist_ok=True)
     paths = _place_members(members, out)
-    atomic_write_json(out / MANIFEST, _manifest(members, paths, tta))
+    atomic_write_json(out / MANIFEST, {**_manifest(members, paths, tta), "calibration": calibration})
     _remove_stale_copies(out, paths)
     write_eval_artifacts(out, result, ds.classes, metrics, split="test")
     return metrics
@@ -234,6 +276,7 @@ def load_ensemble(folder: str | os.PathLike[str]) -> tuple[list[Member], dict[st
         raise CheckpointError(f"{where}: its 'members' must be a non-empty list; {REBUILD}")
     if not isinstance(manifest.get("tta", False), bool):
         raise CheckpointError(f"{where}: its 'tta' must be true or false; {REBUILD}")
+    manifest_temperature(manifest, where)
     members = []
     for i, entry in enumerate(entries):
         path = _member_path(folder, where, i, entry)
@@ -296,4 +339,5 @@ def evaluate_ensemble(
     """``evaluate`` for an ensemble folder (same result keys as ``inference.evaluate_run``); an
     ensemble built with TTA is always evaluated with TTA, so it reproduces its metrics.json."""
     members, manifest = load_ensemble(folder)
-    return evaluate_members(members, split, tta or bool(manifest.get("tta")), data_dir)[0]
+    temperature = manifest_temperature(manifest, Path(folder) / MANIFEST)
+    return evaluate_members(members, split, tta or bool(manifest.get("tta")), data_dir, temperature)[0]

@@ -4,12 +4,13 @@ The exported graph's contract (what every ONNX consumer must feed it):
 
 * input ``images``: float32 ``[N, 1, 28, 28]``, pixel values in 0..1 (``uint8 / 255``), the
   digit bright on a dark background like MNIST; ``N`` is a dynamic batch axis.
-* output ``logits``: float32 ``[N, C]`` (apply softmax for probabilities), class order as in the
-  metadata's ``classes``.
+* output ``logits``: float32 ``[N, C]``, already divided by the model's calibration temperature
+  (apply softmax for calibrated probabilities), class order as in the metadata's ``classes``.
 * metadata_props ``mnist_cnn``: JSON of the safetensors metadata (arch, normalisation, classes,
   dataset, config, metrics, ...) plus ``source`` (the model file it came from) and ``accuracy``.
 
-The model's own ``(x - mean) / std`` runs inside the graph, so a consumer never needs to know it.
+The model's own ``(x - mean) / std`` and the division by its temperature (``calibration`` in the
+metadata, with ``"in_graph": true``) run inside the graph, so a consumer never needs to know them.
 """
 
 from __future__ import annotations
@@ -29,17 +30,19 @@ from mnist_cnn.artifacts.files import atomic_path
 from mnist_cnn.artifacts.runs import resolve_model_path
 from mnist_cnn.data.datasets import load_dataset
 from mnist_cnn.errors import ExportError, MnistCnnError, first_line
+from mnist_cnn.evaluation.calibration import softmax
 from mnist_cnn.evaluation.metrics import predict_logits
-from mnist_cnn.inference.onnx import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, onnx_input, onnx_session, softmax
-from mnist_cnn.models.files import load_model
+from mnist_cnn.inference.onnx import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, onnx_input, onnx_session
+from mnist_cnn.models.files import load_model, temperature_of
 
 PARITY_TOLERANCE = 1e-4  # max |logit_torch - logit_onnxruntime| accepted by verify_parity
 OPSET = 18
 
 INPUT_DOC = (
     "input 'images': float32 [N,1,28,28], values 0..1 (uint8 pixels / 255), digit bright on dark, "
-    "dynamic batch N; output 'logits': float32 [N,C] (softmax for probabilities); "
-    "normalisation is inside the graph; metadata_props['mnist_cnn'] holds classes, source and accuracy"
+    "dynamic batch N; output 'logits': float32 [N,C], divided by the calibration temperature (softmax for "
+    "calibrated probabilities); normalisation and temperature are inside the graph; "
+    "metadata_props['mnist_cnn'] holds classes, source, accuracy and calibration"
 )
 
 
@@ -78,15 +81,16 @@ def export_onnx(
 
     source = resolve_model_path(spec)
     model, meta = load_model(source)
+    temperature = temperature_of(meta, source)
     metadata = onnx_metadata(meta, source)
-    proto = build_onnx(model, meta["normalisation"], metadata)
+    proto = build_onnx(model, meta["normalisation"], metadata, temperature)
     out = Path(out)
     with atomic_path(out) as tmp:
         tmp.write_bytes(proto.SerializeToString())
         parity = None
         if verify:
             images, where = parity_images(meta, data_dir, max_images)
-            parity = verify_parity(tmp, model, meta["normalisation"], images, where)
+            parity = verify_parity(tmp, model, meta["normalisation"], images, where, temperature=temperature)
             if not parity.ok:
                 raise ExportError(
                     f"{out}: ONNX Runtime differs from PyTorch by {parity.max_abs_logit_diff:.2e} "
@@ -97,23 +101,26 @@ def export_onnx(
 
 
 def onnx_metadata(meta: dict[str, Any], source: Path) -> dict[str, Any]:
-    """The safetensors metadata plus where the model came from and its test accuracy."""
+    """The safetensors metadata plus where the model came from, its test accuracy and its
+    calibration (marked as applied inside the graph)."""
     metrics = meta.get("metrics") or {}
+    calibration = {**(meta.get("calibration") or {"method": "none", "temperature": 1.0}), "in_graph": True}
     return {
         **meta,
         "source": str(source),
         "accuracy": metrics.get("test_accuracy"),
+        "calibration": calibration,
         "input": {"name": INPUT_NAME, "shape": ["N", 1, 28, 28], "dtype": "float32", "range": [0.0, 1.0]},
-        "output": {"name": OUTPUT_NAME, "shape": ["N", len(meta["classes"])], "kind": "logits"},
+        "output": {"name": OUTPUT_NAME, "shape": ["N", len(meta["classes"])], "kind": "logits / temperature"},
     }
 
 
-def build_onnx(model: Any, normalisation: dict[str, float], metadata: dict[str, Any]) -> Any:
-    """Trace ``(x - mean) / std -> model`` with the dynamo exporter; returns a checked ModelProto."""
+def build_onnx(model: Any, normalisation: dict[str, float], metadata: dict[str, Any], temperature: float = 1.0) -> Any:
+    """Trace ``(x - mean) / std -> model -> / temperature`` with the dynamo exporter; returns a checked ModelProto."""
     import onnx
     import torch
 
-    wrapped = _normalised(model, float(normalisation["mean"]), float(normalisation["std"])).eval()
+    wrapped = _normalised(model, float(normalisation["mean"]), float(normalisation["std"]), temperature).eval()
     example = (torch.rand(2, 1, 28, 28),)  # batch 2: a batch of 1 could be specialised as a constant
     batch = torch.export.Dim("batch", min=1)
     try:
@@ -148,8 +155,8 @@ def build_onnx(model: Any, normalisation: dict[str, float], metadata: dict[str, 
     return proto
 
 
-def _normalised(net: Any, mean: float, std: float) -> Any:
-    """Wrap ``net``: float ``[N,1,28,28]`` in 0..1 -> ``(x - mean) / std`` -> net -> logits ``[N,C]``.
+def _normalised(net: Any, mean: float, std: float, temperature: float = 1.0) -> Any:
+    """Wrap ``net``: float ``[N,1,28,28]`` in 0..1 -> ``(x - mean) / std`` -> net -> logits ``[N,C]`` / temperature.
 
     Built inside a function so that importing this module (ONNX-only consumers) needs no torch."""
     from torch import nn
@@ -160,7 +167,8 @@ def _normalised(net: Any, mean: float, std: float) -> Any:
             self.net = net
 
         def forward(self, x):  # x: [N,1,28,28] float32 0..1
-            return self.net((x - mean) / std)
+            logits = self.net((x - mean) / std)
+            return logits if temperature == 1.0 else logits / temperature
 
     return Normalised()
 
@@ -209,10 +217,12 @@ def verify_parity(
     images: np.ndarray,
     where: str = "images",
     batch_size: int = 1000,
+    temperature: float = 1.0,
 ) -> ParityReport:
-    """Compare ONNX Runtime logits with PyTorch's (the project's own inference path) on ``images``."""
+    """Compare ONNX Runtime logits with PyTorch's (the project's own inference path, divided by the
+    model's temperature, as the graph does) on ``images``."""
 
-    torch_logits = predict_logits(model, images, normalisation["mean"], normalisation["std"]).numpy()
+    torch_logits = predict_logits(model, images, normalisation["mean"], normalisation["std"]).numpy() / temperature
     session = onnx_session(onnx_path)
     ort_logits = np.concatenate(
         [

@@ -46,9 +46,3 @@ def onnx_session(path: str | Path, threads: int | None = None) -> Any:
 def onnx_input(images_uint8: np.ndarray) -> np.ndarray:
     """uint8 ``[N, 28, 28]`` -> the graph's input float32 ``[N, 1, 28, 28]`` in 0..1."""
     return (images_uint8.astype(np.float32) / np.float32(255.0))[:, None, :, :]
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)

@@ -10,6 +10,11 @@
 ``Predictor.predict`` is the public entry: NumPy arrays, PIL images or file paths in (see
 :mod:`mnist_cnn.inference.inputs`), one :class:`Prediction` per image out. ``predict_proba`` is the
 low-level path: uint8 ``[N, 28, 28]`` MNIST-like images in, float32 probabilities ``[N, C]`` out.
+
+Probabilities are calibrated: the model's logits are divided by the temperature fitted on its
+validation split (``calibration`` in its metadata or manifest; 1 for models without one; baked into
+the graph of an exported ONNX file). An answer whose probability is below ``min_confidence``
+(default :data:`DEFAULT_MIN_CONFIDENCE`) is marked ``unsure``.
 """
 
 from __future__ import annotations
@@ -24,8 +29,16 @@ import numpy as np
 
 from mnist_cnn.artifacts.runs import MANIFEST, is_ensemble, model_id, read_metrics, resolve_model_path
 from mnist_cnn.errors import CheckpointError, ImageError, first_line
+from mnist_cnn.evaluation.calibration import softmax
 from mnist_cnn.inference.inputs import Preprocess, as_batch
-from mnist_cnn.inference.onnx import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, onnx_input, onnx_session, softmax
+from mnist_cnn.inference.onnx import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, onnx_input, onnx_session
+
+DEFAULT_MIN_CONFIDENCE = 0.5  # below this calibrated probability an answer is "unsure" (a coin flip or worse)
+
+
+def is_unsure(probability: float, min_confidence: float) -> bool:
+    """An answer less probable than ``min_confidence`` (0: never unsure) is reported as unsure."""
+    return probability < min_confidence
 
 
 def check_images(images: Any) -> np.ndarray:
@@ -92,6 +105,7 @@ def model_info(meta: dict[str, Any], backend: str, path: Path) -> dict[str, Any]
         "dataset": meta.get("dataset"),
         "classes": [str(c) for c in meta.get("classes", [])],
         "normalisation": meta.get("normalisation"),
+        "calibration": meta.get("calibration"),
         "backend": backend,
         "model_id": model_id(path),
         "provenance": {k: v for k, v in provenance.items() if v is not None},
@@ -100,18 +114,21 @@ def model_info(meta: dict[str, Any], backend: str, path: Path) -> dict[str, Any]
 
 @dataclass(frozen=True)
 class Prediction:
-    """One image's answer: the class index, its name, its probability and the ``k`` best classes."""
+    """One image's answer: the class index, its name, its (calibrated) probability, the ``k`` best
+    classes, and whether it is below the confidence threshold (``unsure``: read the top two instead)."""
 
     digit: int  # class index (for MNIST the digit itself)
     label: str  # class name ("7"; "Sneaker" for Fashion-MNIST)
     probability: float
     top_k: list[tuple[str, float]]  # (label, probability), most probable first
+    unsure: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "digit": self.digit,
             "label": self.label,
             "probability": self.probability,
+            "unsure": self.unsure,
             "top_k": [{"label": c, "probability": p} for c, p in self.top_k],
         }
 
@@ -125,13 +142,26 @@ class Predictor:
     def predict_proba(self, images: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def predict(self, images: Any, top_k: int = 3, preprocess: Preprocess = "auto") -> list[Prediction]:
+    def predict(
+        self,
+        images: Any,
+        top_k: int = 3,
+        preprocess: Preprocess = "auto",
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    ) -> list[Prediction]:
         """One :class:`Prediction` per image: ``images`` is a NumPy array ((N, 28, 28) MNIST-format, or
-        photos (N, H, W[, C])), a PIL image, a file path, or a list of these (:mod:`~mnist_cnn.inference.inputs`)."""
+        photos (N, H, W[, C])), a PIL image, a file path, or a list of these (:mod:`~mnist_cnn.inference.inputs`).
+        Answers less probable than ``min_confidence`` are marked ``unsure``."""
         probs = self.predict_proba(as_batch(images, preprocess))
         k = max(1, min(top_k, len(self.classes)))
         return [
-            Prediction(int(np.argmax(p)), self.classes[int(np.argmax(p))], float(np.max(p)), top)
+            Prediction(
+                int(np.argmax(p)),
+                self.classes[int(np.argmax(p))],
+                float(np.max(p)),
+                top,
+                is_unsure(float(np.max(p)), min_confidence),
+            )
             for p, top in zip(probs, self.top_k(probs, k))
         ]
 
@@ -143,9 +173,10 @@ class Predictor:
 
 class TorchPredictor(Predictor):
     def __init__(self, path: Path):
-        from mnist_cnn.models.files import load_model
+        from mnist_cnn.models.files import load_model, temperature_of
 
         self.model, self.meta = load_model(path)
+        self.temperature = temperature_of(self.meta, path)
         self.path = path
         self.classes = [str(c) for c in self.meta["classes"]]
         self.info = model_info(self.meta, "torch", path)
@@ -156,15 +187,17 @@ class TorchPredictor(Predictor):
 
         x = check_images(images)
         n = self.meta["normalisation"]
-        return predict_logits(self.model, x, n["mean"], n["std"]).softmax(1).numpy().astype(np.float32)
+        logits = predict_logits(self.model, x, n["mean"], n["std"])
+        return (logits / self.temperature).softmax(1).numpy().astype(np.float32)
 
 
 class EnsemblePredictor(Predictor):
     def __init__(self, folder: Path):
-        from mnist_cnn.inference.ensemble import load_ensemble
+        from mnist_cnn.inference.ensemble import load_ensemble, manifest_temperature
 
         self.members, manifest = load_ensemble(folder)
         self.tta = bool(manifest.get("tta"))
+        self.temperature = manifest_temperature(manifest, folder / MANIFEST)
         meta = self.members[0].meta
         self.classes = [str(c) for c in meta["classes"]]
         metrics = read_metrics(folder)
@@ -173,19 +206,23 @@ class EnsemblePredictor(Predictor):
             "name": f"ensemble of {len(self.members)}",
             "params": sum(int(m.meta.get("params") or 0) for m in self.members),
             "accuracy": metrics.get("test_accuracy"),
+            "calibration": manifest.get("calibration"),
             "members": [str(m.path) for m in self.members],
         }
         check_probe(self, folder / MANIFEST)
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        from mnist_cnn.evaluation.calibration import rescale_probs
         from mnist_cnn.inference.ensemble import ensemble_probs
 
-        return ensemble_probs(self.members, check_images(images), tta=self.tta)[0].astype(np.float32)
+        probs = ensemble_probs(self.members, check_images(images), tta=self.tta)[0]
+        return rescale_probs(probs, self.temperature)
 
 
 class OnnxPredictor(Predictor):
     """ONNX Runtime on a file written by ``mnist-cnn export`` (input ``images`` float32
-    [N,1,28,28] in 0..1, output ``logits`` [N,C], metadata_props ``mnist_cnn``). No torch."""
+    [N,1,28,28] in 0..1, output ``logits`` [N,C], metadata_props ``mnist_cnn``). No torch. The
+    graph already divides the logits by the model's temperature, so softmax gives calibrated probabilities."""
 
     def __init__(self, path: Path, threads: int | None = None):
         try:

@@ -3,6 +3,12 @@
 ``save_model`` writes, ``load_model`` checks the metadata (format, classes, normalisation, architecture)
 and every tensor's name, shape and dtype against the architecture built on the meta device, then its
 values (finite), and only then builds the model and loads the weights; nothing is ever unpickled.
+
+A model's probability calibration (``calibration``: the temperature its logits are divided by) is
+stored in its metadata when training fits it, or in a sidecar JSON next to the file (``<stem>.json``:
+``default.json`` for the bundled model, ``model.json`` in a run folder) when ``mnist-cnn calibrate``
+fits it later, so that re-fitting never changes the weights file or its sha256. The sidecar's
+calibration names the sha256 of the weights it was fitted for and wins over the metadata's.
 """
 
 from __future__ import annotations
@@ -10,12 +16,13 @@ from __future__ import annotations
 import math
 import os
 import reprlib
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from mnist_cnn.artifacts.files import load_tensors, save_tensors
+from mnist_cnn.artifacts.files import atomic_write_json, load_tensors, read_json, save_tensors, sha256_file
 from mnist_cnn.artifacts.runs import resolve_model_path
 from mnist_cnn.errors import CheckpointError, ConfigError, first_line
 from mnist_cnn.models.registry import count_params, create_model, is_registered, list_models
@@ -45,6 +52,76 @@ def check_metadata(meta: dict[str, Any], source: Any) -> None:
     check_normalisation(meta["normalisation"], source)
     if "dataset" in meta and not isinstance(meta["dataset"], str):
         raise CheckpointError(f"{source}: metadata field 'dataset' must be a string, not {_short(meta['dataset'])}")
+    temperature_of(meta, source)
+
+
+def temperature_of(meta: dict[str, Any], source: Any) -> float:
+    """The temperature a model's logits are divided by: its ``calibration`` metadata's, 1 without one."""
+    cal = meta.get("calibration")
+    return 1.0 if cal is None else check_calibration(cal, source)
+
+
+def check_calibration(cal: Any, source: Any) -> float:
+    """``calibration``: an object whose ``temperature`` is a positive finite number -> that number."""
+    fix = "re-fit it with `mnist-cnn calibrate MODEL`"
+    if not isinstance(cal, dict):
+        raise CheckpointError(
+            f"{source}: metadata field 'calibration' must be an object with a 'temperature', not {_short(cal)}; {fix}"
+        )
+    t = cal.get("temperature")
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+        raise CheckpointError(
+            f"{source}: metadata field 'calibration.temperature' must be a positive finite number, not {_short(t)}; "
+            f"{fix}"
+        )
+    return float(t)
+
+
+def sidecar_path(path: str | os.PathLike[str]) -> Path:
+    """The JSON next to a model file that may hold its calibration: ``default.json``, ``model.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def sidecar_calibration(path: Path) -> dict[str, Any] | None:
+    """The calibration ``mnist-cnn calibrate`` stored next to ``path``, checked to be for these weights;
+    None when there is none."""
+    side = sidecar_path(path)
+    if not side.is_file():
+        return None
+    data = read_json(side, "model sidecar")
+    if not isinstance(data, dict) or "calibration" not in data:
+        return None
+    cal = data["calibration"]
+    check_calibration(cal, side)
+    if cal.get("weights_sha256") != sha256_file(path):
+        raise CheckpointError(
+            f"{side}: field 'calibration' was fitted for other weights than {path.name} (weights_sha256 differs); "
+            f"re-fit it with `mnist-cnn calibrate {path}`"
+        )
+    return cal
+
+
+def model_calibration(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The calibration a model file (run folder, ``default``) uses: its sidecar's, else its metadata's;
+    None for a model without one. Checked, without building the model."""
+    p = resolve_model_path(path)
+    meta = load_tensors(p)[1]
+    cal = sidecar_calibration(p) or meta.get("calibration")
+    if cal is not None:
+        check_calibration(cal, p)
+    return cal
+
+
+def write_calibration(path: str | os.PathLike[str], calibration: dict[str, Any]) -> Path:
+    """Store ``calibration`` (for the weights in ``path``) in the sidecar JSON, keeping its other
+    fields; written atomically. Returns the sidecar's path."""
+    side = sidecar_path(path)
+    data = read_json(side, "model sidecar") if side.is_file() else {}
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{side}: is not a JSON object, so the calibration cannot be added; move it away")
+    data["calibration"] = {**calibration, "weights_sha256": sha256_file(path)}
+    atomic_write_json(side, data)
+    return side
 
 
 def check_classes(classes: Any, source: Any, width: int | None = None) -> list[str]:
@@ -161,6 +238,9 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     p = resolve_model_path(path)
     tensors, meta = load_tensors(p)
     check_metadata(meta, p)
+    cal = sidecar_calibration(p)
+    if cal is not None:
+        meta["calibration"] = cal
     expected, width = expected_tensors(meta, p)
     problems = _misfits(tensors, expected)
     if problems:

@@ -11,11 +11,16 @@ from mnist_cnn.artifacts.files import atomic_write_json, atomic_write_text, read
 from mnist_cnn.artifacts.runs import METRICS, REPORT, read_run_config
 from mnist_cnn.data.datasets import load_dataset
 from mnist_cnn.errors import ConfigError, MnistCnnError
+from mnist_cnn.evaluation.calibration import ReliabilityBins, reliability_bins, softmax
 from mnist_cnn.evaluation.metrics import EvalResult, evaluate_model
-from mnist_cnn.models.files import load_model
-from mnist_cnn.reports.figures import plot_confusion
+from mnist_cnn.models.files import load_model, model_calibration
+from mnist_cnn.reports.figures import PALETTE, plot_confusion, pyplot, save_figure
 from mnist_cnn.reports.html import Report, fmt, pct
 from mnist_cnn.reports.mistakes import confused_pairs, most_confident_mistakes, prediction_cards
+
+# a name the run-folder contract already counts as the run's own (artifacts.runs: metrics*.png), so that
+# `train --force` replaces it like the other figures
+RELIABILITY_PNG = "metrics_reliability.png"
 
 
 def write_confusion_csv(path: Path, cm: np.ndarray, classes: list[str] | tuple[str, ...]) -> None:
@@ -61,7 +66,8 @@ def _run_test_result(out: Path, config: dict[str, Any], result: EvalResult | Non
 
 def write_run_report(out: Path, result: EvalResult | None = None, data: Any = None) -> Path:
     """``out/report.html`` for a finished run folder: metrics, learning curves, confusion matrix,
-    per-class table, classification report, the most confident mistakes and the configuration.
+    per-class table, classification report, calibration (ECE before and after the temperature, a
+    reliability diagram), the most confident mistakes and the configuration.
 
     ``result``/``data`` (the test-set EvalResult and Dataset) avoid re-running the model when the
     caller has them (training does); otherwise the saved model is evaluated again.
@@ -106,6 +112,8 @@ def write_run_report(out: Path, result: EvalResult | None = None, data: Any = No
         )
         rep.text("The same numbers with averages: `classification_report.txt`.")
     if result is not None:
+        _calibration_section(rep, out, result)
+    if result is not None:
         idx = most_confident_mistakes(result.probs, result.labels, 12)
         rep.section("Most confident mistakes")
         if len(idx) and images is not None:
@@ -121,6 +129,75 @@ def write_run_report(out: Path, result: EvalResult | None = None, data: Any = No
 
         rep.section("Configuration").pre(json.dumps(config, indent=2), "json")
     return rep.write(out, REPORT, md_name=None)
+
+
+def _calibration_section(rep: Report, out: Path, result: EvalResult) -> None:
+    """The temperature, NLL and ECE before/after on validation (the fit) and test, and the reliability diagram."""
+    try:
+        cal = model_calibration(out)
+    except MnistCnnError:
+        return
+    rep.section("Calibration")
+    if not cal or cal.get("method") != "temperature":
+        reason = (cal or {}).get("reason", "the model was saved before calibration existed")
+        rep.text(f"Not calibrated: {reason}. Fit it with `mnist-cnn calibrate {out}`.")
+        return
+    t = float(cal["temperature"])
+    test = result.calibration(t)
+    rows = [
+        [
+            cal.get("fitted_on", "?"),
+            fmt(cal.get("nll_before")),
+            fmt(cal.get("nll_after")),
+            fmt(cal.get("ece_before")),
+            fmt(cal.get("ece_after")),
+        ],
+        [
+            f"test split (n={len(result.labels)})",
+            fmt(test["nll_before"]),
+            fmt(test["nll_after"]),
+            fmt(test["ece_before"]),
+            fmt(test["ece_after"]),
+        ],
+    ]
+    rep.text(
+        f"Probabilities are softmax(logits / T) with T = {t:.4f}, fitted on the validation split to minimise "
+        "the negative log-likelihood; the predicted class, and so the accuracy, does not change. ECE: expected "
+        "calibration error (15 equal-width confidence bins)."
+    )
+    rep.table(["data", "NLL before", "NLL after", "ECE before", "ECE after"], rows)
+    scores = result.log_scores()
+    before = reliability_bins(softmax(scores), result.labels)
+    after = reliability_bins(softmax(scores, t), result.labels)
+    figure = out / RELIABILITY_PNG
+    plot_reliability(figure, before, after, f"test split, T = {t:.3f}")
+    rep.figure(figure, "reliability diagram, test split: accuracy per confidence bin")
+
+
+def plot_reliability(path: Path, before: ReliabilityBins, after: ReliabilityBins, title: str = "") -> None:
+    """Accuracy against confidence per bin, before and after calibration (the diagonal is perfect),
+    with how many answers fall in each bin below."""
+    plt = pyplot()
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.2, 6), height_ratios=[3, 1], sharex=True)
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
+    mids = (before.edges[:-1] + before.edges[1:]) / 2
+    width = before.edges[1] - before.edges[0]
+    for bins, name, colour, marker in ((before, "before", PALETTE[1], "s--"), (after, "after", PALETTE[0], "o-")):
+        used = bins.counts > 0
+        ax.plot(
+            bins.confidence[used], bins.accuracy[used], marker, color=colour, ms=4, label=f"{name} (ECE {bins.ece:.4f})"
+        )
+        hist.bar(mids, bins.counts, width=width * 0.9, color=colour, alpha=0.5, label=name)
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title(title or "reliability diagram")
+    hist.set_yscale("log")
+    hist.set_xlabel("confidence (probability of the predicted class)")
+    hist.set_ylabel("answers")
+    save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- TensorBoard

@@ -8,6 +8,10 @@
 * ``GET /api/health``, ``GET /api/model``, ``GET /docs`` (OpenAPI, served offline when
   ``fastapi-offline`` is installed).
 
+Probabilities are the model's calibrated ones; every answer says whether it is ``unsure``: its
+probability is below ``min_confidence`` (query parameter, or multipart field, 0..1, default
+:data:`~mnist_cnn.inference.predictors.DEFAULT_MIN_CONFIDENCE`).
+
 The model is loaded once (in :func:`create_app`). Decoding and preprocessing run in a pool of
 ``Limits.workers`` threads (one per core but one by default), which is also the bound on images
 decoded at once; the model runs in one thread of its own that batches concurrent requests
@@ -60,6 +64,7 @@ from mnist_cnn.errors import (
     UnsupportedMediaType,
     first_line,
 )
+from mnist_cnn.inference.predictors import DEFAULT_MIN_CONFIDENCE, is_unsure
 
 STATIC_DIR = Path(__file__).parent / "static"
 DOCS_PATHS = ("/docs", "/redoc")  # Swagger UI, ReDoc
@@ -261,7 +266,9 @@ class Service:
             img, pixels = self.decode(src, budget)
         return untrusted(preprocess, img, max_pixels=self.limits.max_pixels).image, pixels
 
-    async def predict_sources(self, sources: list[Source]) -> list[dict[str, Any]]:
+    async def predict_sources(
+        self, sources: list[Source], min_confidence: float = DEFAULT_MIN_CONFIDENCE
+    ) -> list[dict[str, Any]]:
         """One answer per source: decoding and preprocessing in the pool, the model in the batcher's thread."""
         prepared = await self.run(self.prepare, sources)
         ready = [(i, p) for i, p in enumerate(prepared) if isinstance(p, tuple)]
@@ -269,15 +276,16 @@ class Service:
         if ready:
             probs = await self.batcher.predict(np.stack([im for _, (im, _) in ready]))  # [n, C] float32
             for (i, (_, preview)), p in zip(ready, probs):
-                answers[i] = self.answer(p, preview)
+                answers[i] = self.answer(p, preview, min_confidence)
         return answers
 
-    def answer(self, probs: np.ndarray, preview: str) -> dict[str, Any]:
+    def answer(self, probs: np.ndarray, preview: str, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> dict[str, Any]:
         k = int(np.argmax(probs))
         return {
             "digit": k,
             "label": self.classes[k],
             "probability": float(probs[k]),
+            "unsure": is_unsure(float(probs[k]), min_confidence),
             "probabilities": [round(float(p), 6) for p in probs],
             "classes": self.classes,
             "model_id": self.model_id,
@@ -539,27 +547,50 @@ async def read_body(request: Request, limit: int, service: Service | None = None
     return bytes(buf)
 
 
-async def parse_sources(request: Request, service: Service, batch: bool) -> list[Source]:
-    """The request's images as sources (a batch's refused items as errors in their slots), by content type."""
+async def parse_sources(request: Request, service: Service, batch: bool) -> tuple[list[Source], float]:
+    """The request's images as sources (a batch's refused items as errors in their slots), by content
+    type, and its ``min_confidence`` (query parameter, or multipart field)."""
+    threshold = min_confidence_of(request.query_params.get("min_confidence"))
     body = await read_body(request, service.limits.max_body_bytes, service)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
-        return await service.run(json_sources, body, batch, service.limits.max_batch)
+        return await service.run(json_sources, body, batch, service.limits.max_batch), threshold
     if ctype == "multipart/form-data":
-        return await multipart_sources(request, body, service.limits.max_batch if batch else 1, batch)
+        sources, field = await multipart_sources(request, body, service.limits.max_batch if batch else 1, batch)
+        return sources, threshold if field is None else min_confidence_of(field)
     if ctype.startswith("image/") or ctype == "application/octet-stream":
         if batch:
             raise UnsupportedMediaType("a batch takes multipart (field 'file', repeated) or JSON {'items': [...]}")
-        return [body]
+        return [body], threshold
     raise UnsupportedMediaType(
         f"content type {ctype or '(none)'!r} is not supported; send multipart/form-data "
         "(field 'file'), application/json or an image/* body"
     )
 
 
-async def multipart_sources(request: Request, body: bytes, max_files: int, batch: bool) -> list[Source]:
-    """The bytes of every ``file`` part of a multipart body; in a batch, a part that is not an image
-    (content type other than image/* or application/octet-stream) is a 415 in its slot."""
+def min_confidence_of(value: Any) -> float:
+    """``min_confidence`` as sent (a string; None: not sent) -> a number 0..1, or a 400 that says so."""
+    if value is None:
+        return DEFAULT_MIN_CONFIDENCE
+    try:
+        number = float(value) if isinstance(value, str) and len(value) <= 64 else math.nan
+    except ValueError:
+        number = math.nan
+    if not 0.0 <= number <= 1.0:  # NaN fails too
+        shown = repr(value[:20]) if isinstance(value, str) else "a file"
+        raise RequestError(
+            f"min_confidence: {shown} is not a number from 0 to 1; send e.g. min_confidence=0.5 "
+            "(answers less probable than it are marked unsure; 0: never)"
+        )
+    return number
+
+
+async def multipart_sources(
+    request: Request, body: bytes, max_files: int, batch: bool
+) -> tuple[list[Source], str | None]:
+    """The bytes of every ``file`` part of a multipart body and its ``min_confidence`` field (None
+    when absent); in a batch, a part that is not an image (content type other than image/* or
+    application/octet-stream) is a 415 in its slot."""
     from starlette.formparsers import MultiPartException, MultiPartParser
 
     async def replay() -> AsyncGenerator[bytes, None]:  # the body was already read (and capped): parse it from memory
@@ -580,6 +611,9 @@ async def multipart_sources(request: Request, body: bytes, max_files: int, batch
         if not files:
             raise RequestError("multipart body has no file in field 'file'")
         check_count(len(files), max_files)
+        field = form.get("min_confidence")
+        if field is not None and not isinstance(field, str):
+            min_confidence_of(field)  # a file in the min_confidence field: the 400 that names it
         sources: list[Source] = []
         for f in files:
             ctype = (f.content_type or "application/octet-stream").split(";")[0].strip().lower()
@@ -592,7 +626,7 @@ async def multipart_sources(request: Request, body: bytes, max_files: int, batch
             if not batch:
                 raise err
             sources.append(err)
-        return sources
+        return sources, field if isinstance(field, str) else None
     finally:
         await form.close()
 
@@ -613,8 +647,9 @@ class ItemAnswer(BaseModel):
     model_config = ConfigDict(extra="forbid")
     digit: int = Field(description="index of the most probable class (for MNIST the digit)")
     label: str = Field(description="name of that class")
-    probability: float
-    probabilities: list[float] = Field(description="one per class, in `classes` order")
+    probability: float = Field(description="its calibrated probability")
+    unsure: bool = Field(description="probability below min_confidence: show the two most probable classes instead")
+    probabilities: list[float] = Field(description="one per class, in `classes` order (calibrated)")
     classes: list[str]
     model_id: str
     preprocessed: str = Field(description="the 28x28 image the model saw, as a PNG data URL")
@@ -724,14 +759,25 @@ _IMAGE_PART = "image/png, image/jpeg, image/gif, image/webp, image/bmp, image/ti
 _RAW = "a raw image body: any image/* content type, or application/octet-stream"
 
 
+_MIN_CONFIDENCE = {"type": "number", "minimum": 0, "maximum": 1, "default": DEFAULT_MIN_CONFIDENCE}
+_MIN_CONFIDENCE_DOC = (
+    "answers whose calibrated probability is below this are marked unsure (0: never); "
+    "a multipart field of the same name takes precedence"
+)
+
+
 def _request_body(batch: bool, max_batch: int) -> dict[str, Any]:
-    """The requestBody of a predict operation: exactly what the server takes."""
+    """The parameters and requestBody of a predict operation: exactly what the server takes."""
     binary = {"type": "string", "format": "binary"}
+    threshold = {"min_confidence": {**_MIN_CONFIDENCE, "description": "as the query parameter"}}
     if batch:
         multipart = {
             "type": "object",
             "required": ["file"],
-            "properties": {"file": {"type": "array", "minItems": 1, "maxItems": max_batch, "items": binary}},
+            "properties": {
+                "file": {"type": "array", "minItems": 1, "maxItems": max_batch, "items": binary},
+                **threshold,
+            },
         }
         items = {"type": "array", "minItems": 1, "maxItems": max_batch, "items": _item_schema()}
         content = {
@@ -746,14 +792,21 @@ def _request_body(batch: bool, max_batch: int) -> dict[str, Any]:
             },
         }
     else:
-        multipart = {"type": "object", "required": ["file"], "properties": {"file": binary}}
+        multipart = {"type": "object", "required": ["file"], "properties": {"file": binary, **threshold}}
         content = {
             "multipart/form-data": {"schema": multipart, "encoding": {"file": {"contentType": _IMAGE_PART}}},
             "application/json": {"schema": _item_schema()},
             "image/*": {"schema": {**binary, "description": _RAW}},
             "application/octet-stream": {"schema": {**binary, "description": _RAW}},
         }
-    return {"requestBody": {"required": True, "content": content}}
+    parameter = {
+        "name": "min_confidence",
+        "in": "query",
+        "required": False,
+        "schema": _MIN_CONFIDENCE,
+        "description": _MIN_CONFIDENCE_DOC,
+    }
+    return {"parameters": [parameter], "requestBody": {"required": True, "content": content}}
 
 
 # --------------------------------------------------------------------------- the app
@@ -826,8 +879,8 @@ def create_app(predictor: Any, limits: Limits = Limits()) -> Any:
             return busy()
         try:
             t0 = time.perf_counter()
-            sources = await parse_sources(request, service, batch=False)
-            answer = (await service.predict_sources(sources))[0]
+            sources, min_confidence = await parse_sources(request, service, batch=False)
+            answer = (await service.predict_sources(sources, min_confidence))[0]
         finally:
             service.release()
         if "error" in answer:
@@ -851,8 +904,8 @@ def create_app(predictor: Any, limits: Limits = Limits()) -> Any:
             return busy()
         try:
             t0 = time.perf_counter()
-            sources = await parse_sources(request, service, batch=True)
-            results = await service.predict_sources(sources)
+            sources, min_confidence = await parse_sources(request, service, batch=True)
+            results = await service.predict_sources(sources, min_confidence)
         finally:
             service.release()
         return JSONResponse({"results": results, "model_id": service.model_id, "latency_ms": _ms_since(t0)})

@@ -46,6 +46,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     optimizer: str = "adam"  # adam | adamw | sgd | nesterov
+    optimizer_impl: str = "auto"  # auto (fused where torch has it: measured fastest) | fused | foreach | loop
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -93,6 +94,11 @@ class TrainConfig:
                 self.optimizer in ("adam", "adamw", "sgd", "nesterov"),
                 "optimizer",
                 "must be adam, adamw, sgd or nesterov",
+            ),
+            (
+                self.optimizer_impl in ("auto", "fused", "foreach", "loop"),
+                "optimizer_impl",
+                "must be auto, fused, foreach or loop",
             ),
             (
                 self.schedule in ("constant", "onecycle", "cosine", "linear"),

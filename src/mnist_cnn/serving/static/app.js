@@ -1,6 +1,8 @@
 // Drawing pad -> POST /api/predict (multipart PNG) -> digit, probability bars, 28x28 preview.
 // Pointer Events cover mouse, pen and touch; predictions run live while drawing (debounced),
 // one request in flight at a time, and a stale answer never overwrites a newer drawing's.
+// Probabilities are the model's calibrated ones; an answer the server marks "unsure" (below
+// min_confidence: the page's ?min_confidence=P, else the server's default) names the top two.
 "use strict";
 
 (() => {
@@ -11,8 +13,11 @@
   const pad = $("pad"), ctx = pad.getContext("2d");
   const ui = {
     digit: $("digit"), confidence: $("confidence"), preview: $("preview"), status: $("status"),
-    bars: $("bars"), hint: $("hint"), model: $("model"), brush: $("brush"),
+    bars: $("bars"), hint: $("hint"), model: $("model"), brush: $("brush"), unsure: $("unsure"),
   };
+  // ?min_confidence=P on the page's URL is passed on to the API (it validates it)
+  const minConfidence = new URLSearchParams(window.location.search).get("min_confidence");
+  const PREDICT_URL = "/api/predict" + (minConfidence === null ? "" : "?min_confidence=" + encodeURIComponent(minConfidence));
 
   let classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
   let drawing = false, last = null, dirty = false, empty = true;
@@ -127,7 +132,7 @@
     body.append("file", blob, name);
     let res, data;
     try {
-      res = await fetch("/api/predict", { method: "POST", body });
+      res = await fetch(PREDICT_URL, { method: "POST", body });
       data = await res.json();
     } catch (err) {
       if (id >= shown) setStatus("Cannot reach the server: " + err.message, true);
@@ -153,9 +158,21 @@
     }));
   }
 
+  function topTwo(a) {
+    const order = a.probabilities.map((p, i) => [p, i]).sort((x, y) => y[0] - x[0]);
+    return order.slice(0, 2).map(([, i]) => classes[i] !== undefined ? classes[i] : String(i));
+  }
+
   function showAnswer(a) {
-    ui.digit.textContent = a.label;
-    ui.confidence.textContent = (100 * a.probability).toFixed(1) + "% sure";
+    const unsure = a.unsure === true;
+    ui.digit.textContent = unsure ? "?" : a.label;
+    ui.digit.classList.toggle("unsure", unsure);
+    ui.confidence.textContent = (unsure ? "only " : "") + (100 * a.probability).toFixed(1) + "% sure";
+    ui.unsure.hidden = !unsure;
+    if (unsure) {
+      const [first, second] = topTwo(a);
+      ui.unsure.textContent = "not sure — is it a " + first + " or a " + second + "?";
+    }
     ui.preview.src = a.preprocessed;
     ui.preview.classList.add("on");
     a.probabilities.forEach((p, i) => {
@@ -170,6 +187,9 @@
 
   function showNothing() {
     ui.digit.textContent = "–";
+    ui.digit.classList.remove("unsure");
+    ui.unsure.hidden = true;
+    ui.unsure.textContent = "";
     ui.confidence.innerHTML = "&nbsp;";
     ui.preview.removeAttribute("src");
     ui.preview.classList.remove("on");
@@ -195,8 +215,8 @@
     setStatus("", false);
   }
 
-  // ------------------------------------------------------------------ upload a photo
-  $("upload").addEventListener("change", async (ev) => {
+  // ------------------------------------------------------------------ upload a photo or take one
+  async function photoChosen(ev) {
     const file = ev.target.files[0];
     ev.target.value = "";
     if (!file) return;
@@ -211,7 +231,9 @@
     } catch (_) { /* the browser cannot show it; the server may still read it */ }
     setStatus("Reading " + file.name + "…", false);
     await post(file, file.name, ++seq);
-  });
+  }
+  $("upload").addEventListener("change", photoChosen);
+  $("camera").addEventListener("change", photoChosen);   // capture="environment": the phone's back camera
 
   // ------------------------------------------------------------------ start
   $("clear").addEventListener("click", clearAll);

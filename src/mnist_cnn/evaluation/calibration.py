@@ -1,0 +1,138 @@
+"""Calibration: a temperature that makes the softmax's probabilities mean what they say.
+
+A model trained with label smoothing (or over-fitted) gives probabilities that are too low (or too
+high) for how often it is right. Temperature scaling divides the logits by one number ``T`` fitted
+on held-out data (the validation split) to minimise the negative log-likelihood of
+``softmax(logits / T)``; the predicted class never changes, only how sure the model says it is.
+
+Everything here takes *scores*: logits, or log-probabilities (e.g. the log of an ensemble's mean
+probabilities); softmax is the same for both. NumPy only (no torch), float64 inside.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+T_MIN, T_MAX = 0.05, 20.0  # the range a fitted temperature is searched (and accepted) in
+N_BINS = 15  # confidence bins of the expected calibration error
+_GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+def log_softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """``log softmax(scores / T)`` row by row, float64."""
+    z = np.asarray(scores, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def softmax(scores: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """``softmax(scores / T)`` row by row (float64; the caller casts)."""
+    return np.exp(log_softmax(scores, temperature))
+
+
+def log_probs(probs: np.ndarray) -> np.ndarray:
+    """``log p`` (float64, zeros clipped to the smallest normal float): scores for probabilities."""
+    return np.log(np.clip(np.asarray(probs, dtype=np.float64), np.finfo(np.float64).tiny, None))
+
+
+def rescale_probs(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities ``p`` -> ``softmax(log p / T)`` (float32): the same as dividing the logits by T."""
+    if temperature == 1.0:
+        return np.asarray(probs, dtype=np.float32)
+    return softmax(log_probs(probs), temperature).astype(np.float32)
+
+
+def nll(scores: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of ``labels`` under ``softmax(scores / T)``."""
+    y = np.asarray(labels, dtype=np.int64)
+    return float(-log_softmax(scores, temperature)[np.arange(len(y)), y].mean())
+
+
+def fit_temperature(scores: np.ndarray, labels: np.ndarray, tol: float = 1e-6) -> float:
+    """The ``T`` in ``[T_MIN, T_MAX]`` that minimises :func:`nll` (golden-section search on ``log T``;
+    the NLL is convex in ``1/T``, so it has one minimum there)."""
+    if len(labels) == 0:
+        raise ValueError("fit_temperature needs at least one labelled example")
+    s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+    lo, hi = math.log(T_MIN), math.log(T_MAX)
+    a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
+    fa, fb = nll(s, y, math.exp(a)), nll(s, y, math.exp(b))
+    while hi - lo > tol:
+        if fa <= fb:
+            hi, b, fb = b, a, fa
+            a = hi - _GOLDEN * (hi - lo)
+            fa = nll(s, y, math.exp(a))
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + _GOLDEN * (hi - lo)
+            fb = nll(s, y, math.exp(b))
+    return math.exp((lo + hi) / 2)
+
+
+@dataclass(frozen=True)
+class ReliabilityBins:
+    """Equal-width confidence bins: per bin its edges, how many answers fell in it, their mean
+    confidence and how many of them were right (NaN for an empty bin)."""
+
+    edges: np.ndarray  # [n_bins + 1]
+    counts: np.ndarray  # [n_bins]
+    confidence: np.ndarray  # [n_bins]
+    accuracy: np.ndarray  # [n_bins]
+
+    @property
+    def ece(self) -> float:
+        n = self.counts.sum()
+        if n == 0:
+            return float("nan")
+        used = self.counts > 0
+        gap = np.abs(self.accuracy[used] - self.confidence[used])
+        return float((self.counts[used] * gap).sum() / n)
+
+
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> ReliabilityBins:
+    """Bin the top-class probability of each row of ``probs`` [N, C] into ``n_bins`` equal bins."""
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    conf = p.max(axis=1) if len(p) else np.zeros(0)
+    right = (p.argmax(axis=1) == y).astype(np.float64) if len(p) else np.zeros(0)
+    which = np.minimum((conf * n_bins).astype(np.int64), n_bins - 1)
+    counts = np.bincount(which, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.bincount(which, weights=conf, minlength=n_bins) / counts
+        accuracy = np.bincount(which, weights=right, minlength=n_bins) / counts
+    return ReliabilityBins(np.linspace(0.0, 1.0, n_bins + 1), counts, confidence, accuracy)
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> float:
+    """ECE: the mean |accuracy - confidence| over equal-width confidence bins, weighted by their size."""
+    return reliability_bins(probs, labels, n_bins).ece
+
+
+def calibration_metrics(scores: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, float]:
+    """NLL and ECE of ``scores`` before (T = 1) and after dividing them by ``temperature``."""
+    return {
+        "nll_before": nll(scores, labels),
+        "nll_after": nll(scores, labels, temperature),
+        "ece_before": expected_calibration_error(softmax(scores), labels),
+        "ece_after": expected_calibration_error(softmax(scores, temperature), labels),
+    }
+
+
+def calibration_record(scores: np.ndarray, labels: np.ndarray, split: str = "validation split") -> dict[str, Any]:
+    """Fit a temperature on ``scores``/``labels`` -> the ``calibration`` metadata a model file stores."""
+    t = fit_temperature(scores, labels)
+    return {
+        "method": "temperature",
+        "temperature": t,
+        "fitted_on": f"{split} (n={len(labels)})",
+        **calibration_metrics(scores, labels, t),
+    }
+
+
+def not_fitted(reason: str) -> dict[str, Any]:
+    """The ``calibration`` metadata of a model that has no held-out data to fit on: T = 1, and why."""
+    return {"method": "none", "temperature": 1.0, "fitted_on": None, "reason": reason}

@@ -1,0 +1,172 @@
+"""Temperature scaling and calibration error: fitted temperatures recover known ones, ECE measures
+what it should, and a model's calibration is stored, validated and used (model file sidecar, CLI)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mnist_cnn.errors import CheckpointError
+from mnist_cnn.evaluation.calibration import (
+    T_MAX,
+    T_MIN,
+    calibration_record,
+    expected_calibration_error,
+    fit_temperature,
+    nll,
+    not_fitted,
+    reliability_bins,
+    rescale_probs,
+    softmax,
+)
+from tests.helpers import run_cli
+
+
+def calibrated_set(n: int = 20000, classes: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels drawn *from* softmax(logits): perfectly calibrated by construction."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 2.0, (n, classes))
+    p = softmax(logits)
+    labels = (rng.random((n, 1)) > p.cumsum(axis=1)).sum(axis=1)
+    return logits, np.minimum(labels, classes - 1)
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, 3.0])
+def test_fitted_temperature_undoes_a_known_scaling(scale: float) -> None:
+    logits, labels = calibrated_set()
+    t = fit_temperature(logits * scale, labels)
+    assert t == pytest.approx(scale, rel=0.05)
+    assert nll(logits * scale, labels, t) <= nll(logits * scale, labels) + 1e-12
+
+
+def test_fit_stays_in_bounds_and_needs_data() -> None:
+    logits = np.array([[10.0, 0.0], [10.0, 0.0]])
+    assert T_MIN <= fit_temperature(logits, np.array([1, 1])) <= T_MAX  # always wrong: as flat as allowed
+    assert fit_temperature(logits, np.array([0, 0])) == pytest.approx(T_MIN, rel=1e-3)  # always right: sharpest
+    with pytest.raises(ValueError):
+        fit_temperature(np.zeros((0, 10)), np.zeros(0, dtype=int))
+
+
+def test_ece_of_calibrated_and_overconfident_sets() -> None:
+    logits, labels = calibrated_set()
+    assert expected_calibration_error(softmax(logits), labels) < 0.015
+    assert expected_calibration_error(softmax(logits * 3), labels) > 0.15  # over-confident
+    assert expected_calibration_error(softmax(logits / 3), labels) > 0.1  # under-confident
+    # every answer right at confidence 1: no gap; always wrong at confidence 1: the whole gap
+    one_hot = np.eye(10)[[1, 2, 3]]
+    assert expected_calibration_error(one_hot, np.array([1, 2, 3])) == 0
+    assert expected_calibration_error(one_hot, np.array([0, 0, 0])) == 1
+
+
+def test_reliability_bins_count_every_answer() -> None:
+    logits, labels = calibrated_set(n=5000)
+    bins = reliability_bins(softmax(logits), labels, n_bins=10)
+    assert len(bins.edges) == 11 and bins.counts.sum() == 5000
+    used = bins.counts > 0
+    assert np.all((bins.confidence[used] >= bins.edges[:-1][used]) & (bins.confidence[used] <= bins.edges[1:][used]))
+    assert np.isnan(bins.confidence[~used]).all()
+
+
+def test_rescaled_probabilities_equal_scaled_logits() -> None:
+    logits, _ = calibrated_set(n=100)
+    np.testing.assert_allclose(rescale_probs(softmax(logits), 2.5), softmax(logits, 2.5), atol=1e-6)
+    assert rescale_probs(softmax(logits), 1.0).dtype == np.float32
+
+
+def test_record_says_what_it_was_fitted_on() -> None:
+    logits, labels = calibrated_set(n=3000)
+    rec = calibration_record(logits * 3, labels)
+    assert rec["method"] == "temperature" and rec["fitted_on"] == "validation split (n=3000)"
+    assert rec["nll_after"] < rec["nll_before"] and rec["ece_after"] < rec["ece_before"]
+    assert json.loads(json.dumps(rec)) == rec  # plain JSON for the model's metadata
+    assert not_fitted("why")["temperature"] == 1.0
+
+
+# --------------------------------------------------------------------------- stored with the model
+
+
+def test_trained_model_carries_its_calibration_and_old_files_load_as_t1(run_dir, tmp_path) -> None:
+    from mnist_cnn.artifacts.files import load_tensors, save_tensors
+    from mnist_cnn.inference.predictors import load_predictor
+
+    _, meta = load_tensors(run_dir / "model.safetensors")
+    cal = meta["calibration"]
+    assert cal["method"] == "temperature" and T_MIN <= cal["temperature"] <= T_MAX
+    assert cal["fitted_on"].startswith("validation split (n=")
+    tensors, meta = load_tensors(run_dir / "model.safetensors")
+    del meta["calibration"]
+    save_tensors(tmp_path / "old.safetensors", tensors, meta)  # a file from before calibration
+    assert load_predictor(tmp_path / "old.safetensors").temperature == 1.0
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("inf"), "2", True, None])
+def test_a_bad_temperature_is_refused_naming_file_and_field(run_dir, tmp_path, bad) -> None:
+    from mnist_cnn.artifacts.files import load_tensors, save_tensors
+    from mnist_cnn.models.files import load_model
+
+    tensors, meta = load_tensors(run_dir / "model.safetensors")
+    meta["calibration"] = {"method": "temperature", "temperature": bad}
+    save_tensors(tmp_path / "bad.safetensors", tensors, meta)
+    with pytest.raises(CheckpointError, match=r"bad\.safetensors: metadata field 'calibration\.temperature'"):
+        load_model(tmp_path / "bad.safetensors")
+
+
+def test_calibrate_writes_a_sidecar_and_keeps_the_weights(tmp_path, tiny_data) -> None:
+    from mnist_cnn.artifacts.files import sha256_file
+    from mnist_cnn.inference.predictors import load_predictor
+    from tests.helpers import tiny_run
+
+    run = tiny_run(tmp_path, tiny_data, epochs=1, threads=1).run_dir
+    weights = run / "model.safetensors"
+    before = sha256_file(weights)
+    r = run_cli("calibrate", str(run), "--data-dir", str(tiny_data), "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["written_to"] == str(run / "model.json") and sha256_file(weights) == before
+    side = json.loads((run / "model.json").read_text())["calibration"]
+    assert side["weights_sha256"] == before and side["temperature"] == out["calibration"]["temperature"]
+    assert load_predictor(run).temperature == pytest.approx(side["temperature"])
+    # the sidecar is for these weights only: other weights under the same name are refused
+    (run / "model.json").write_text(json.dumps({"calibration": {**side, "weights_sha256": "0" * 64}}))
+    r = run_cli("predict", str(tmp_path), "--model", str(run))
+    assert r.exit_code == 2 and "fitted for other weights" in r.output and "Traceback" not in r.output
+
+
+def test_calibrate_refuses_a_model_without_validation_split(tmp_path, tiny_data) -> None:
+    from tests.helpers import tiny_run
+
+    run = tiny_run(tmp_path, tiny_data, epochs=1, threads=1, val_size=0).run_dir
+    from mnist_cnn.artifacts.files import load_tensors
+
+    assert load_tensors(run / "model.safetensors")[1]["calibration"]["method"] == "none"
+    r = run_cli("calibrate", str(run), "--data-dir", str(tiny_data))
+    assert r.exit_code == 2 and "without a validation split" in r.output
+
+
+def test_cli_and_library_default_thresholds_agree() -> None:
+    from mnist_cnn.cli.inference import DEFAULT_MIN_CONFIDENCE as CLI_DEFAULT
+    from mnist_cnn.inference.predictors import DEFAULT_MIN_CONFIDENCE
+
+    assert CLI_DEFAULT == DEFAULT_MIN_CONFIDENCE
+
+
+def test_run_report_shows_calibration_and_a_reliability_diagram(run_dir) -> None:
+    html = (run_dir / "report.html").read_text()
+    assert "Calibration" in html and "ECE before" in html and "reliability diagram" in html
+    assert (run_dir / "metrics_reliability.png").stat().st_size > 1000
+
+
+def test_evaluate_reports_ece_before_and_after(run_dir) -> None:
+    from mnist_cnn.inference.evaluate import evaluate_run
+    from mnist_cnn.models.files import model_calibration
+
+    data = run_dir.parent / "data"
+    r = evaluate_run(run_dir, "val", data_dir=data)
+    cal = model_calibration(run_dir)
+    assert r["calibration"]["temperature"] == cal["temperature"]
+    # on the split it was fitted on, the fit reproduces (the stored figures are those of the fit)
+    assert r["calibration"]["nll_after"] == pytest.approx(cal["nll_after"], rel=1e-4)
+    assert r["calibration"]["nll_after"] <= r["calibration"]["nll_before"] + 1e-9
+    assert r["calibration"]["ece_before"] == pytest.approx(cal["ece_before"], abs=1e-6)
