@@ -32,9 +32,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--init",
-        default="torch",
+        default="keras",
         choices=["torch", "keras"],
-        help="weight initialisation: torch's defaults, or Keras's (glorot-uniform, zero bias) as the seed had",
+        help="weight initialisation: Keras's (glorot-uniform, zero bias) as the seed had (default), or torch's",
     )
     ap.add_argument("--out", default=None, help="write results as JSON here")
     args = ap.parse_args()

@@ -108,8 +108,45 @@ def test_keras_init_is_glorot_uniform_with_zero_biases(name):
         fan_out = w.shape[0] * (w[0, 0].numel() if w.dim() > 2 else 1)
         bound = math.sqrt(6 / (fan_in + fan_out))
         assert w.abs().max() <= bound and w.abs().max() > 0.8 * bound  # uniform over +-bound
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # the default is the seed's Keras init (issue 14); torch's stays an option
     default = create_model(name)
-    assert any(torch.count_nonzero(x.bias) > 0 for x in default.modules() if isinstance(x, torch.nn.Linear))
+    assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(), m.state_dict().values()))
+    torch_init = create_model(name, init="torch")
+    assert any(torch.count_nonzero(x.bias) > 0 for x in torch_init.modules() if isinstance(x, torch.nn.Linear))
     with pytest.raises(ConfigError, match="init must be 'torch' or 'keras'"):
         create_model(name, init="he")
+
+
+def test_pool_before_relu_is_the_same_function_and_keeps_parameter_names():
+    """Without BatchNorm the pool runs before the ReLU (a quarter of the elementwise work):
+    relu(max(a, b)) == max(relu(a), relu(b)), so outputs and gradients equal the textbook order's,
+    and the parameter names (old model files) are unchanged."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    m = create_model("model1", dropout=0.0).eval()
+    assert [k for k in m.state_dict() if k.startswith("features")] == [
+        f"features.{i}.{p}" for i in (0, 3, 6) for p in ("weight", "bias")
+    ]
+    convs = [x for x in m.features if isinstance(x, torch.nn.Conv2d)]
+    x = torch.randn(4, 1, 28, 28, requires_grad=True)
+    h = x
+    for conv in convs:  # the seed's order: conv -> ReLU -> pool
+        h = F.max_pool2d(F.relu(conv(h)), 2)
+    textbook = m.classifier(h.flatten(1))
+    (g1,) = torch.autograd.grad(textbook.sum(), x)
+    ours = m(x)
+    (g2,) = torch.autograd.grad(ours.sum(), x)
+    assert torch.allclose(ours, textbook, atol=1e-6) and torch.allclose(g1, g2, atol=1e-6)
+
+
+def test_pool_first_puts_the_pool_between_conv_and_batchnorm():
+    import torch
+
+    plain = [type(x).__name__ for x in create_model("fastnet").features][:4]
+    first = [type(x).__name__ for x in create_model("fastnet", pool_first=True).features][:4]
+    assert plain == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    assert first == ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU"]
+    out = create_model("fastnet", pool_first=True)(torch.randn(3, 1, 28, 28))
+    assert out.shape == (3, 10)
