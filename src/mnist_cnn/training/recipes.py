@@ -24,10 +24,12 @@ RECIPES: dict[str, dict[str, Any]] = {
         "augment": "none",
     },
     # Least time to >= 99.0% test accuracy (mean over 10 seeds): one epoch of a 29k-parameter
-    # BatchNorm net, large-ish batch, one-cycle Adam with low beta1, label smoothing.
+    # BatchNorm net, large-ish batch, one-cycle Adam with low beta1, label smoothing. pool_first
+    # (conv -> pool -> BN -> ReLU) cuts an fp32 CPU step by a third (elementwise work at 1/4 the
+    # pixels) and validated as well (99.22 vs 99.14%, 3 seeds): one recipe for bf16 and fp32 machines.
     "fast99": {
         "model": "fastnet",
-        "model_kwargs": {"width": 16},
+        "model_kwargs": {"width": 16, "pool_first": True},
         "epochs": 1,
         "batch_size": 192,
         "lr": 0.02,
@@ -37,11 +39,12 @@ RECIPES: dict[str, dict[str, Any]] = {
         "label_smoothing": 0.2,
         "augment": "none",
     },
-    # Least time to >= 99.5% (mean over 5 seeds): a 4-block fastnet, light affine augmentation.
+    # Least time to >= 99.5% (mean over 5 seeds): a 4-block fastnet, light affine augmentation;
+    # pool_first and 5 epochs instead of 7 validated at 99.62% (3 seeds; 7 epochs: 99.59%).
     "fast995": {
         "model": "fastnet",
-        "model_kwargs": {"width": 16, "blocks": 4},
-        "epochs": 7,
+        "model_kwargs": {"width": 16, "blocks": 4, "pool_first": True},
+        "epochs": 5,
         "batch_size": 128,
         "lr": 0.01,
         "optimizer": "adam",
@@ -69,7 +72,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 RECIPE_DESCRIPTIONS: dict[str, str] = {
     "seed": "the seed tutorial's recipe: model1, Adam 1e-3, batch 32, 20 epochs",
     "fast99": "least time to >= 99.0%: fastnet (29k params), 1 epoch, one-cycle Adam, batch 192",
-    "fast995": "least time to >= 99.5%: 4-block fastnet (99k params), 7 epochs, light augmentation",
+    "fast995": "least time to >= 99.5%: 4-block fastnet (99k params), 5 epochs, light augmentation",
     "best": "best accuracy: bncnn (326k params), 40 epochs, one-cycle Adam, medium augmentation; docs/accuracy.md",
 }
 
