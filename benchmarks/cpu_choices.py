@@ -1,0 +1,94 @@
+"""Which memory format, optimiser kernels and thread count are fastest on this CPU, for the seed
+recipe's step (model1, batch 32) and fast99's (pool-first fastnet, batch 192): the measurements
+behind the engine's defaults (channels_last on, ``optimizer_impl=auto`` = fused, all cores).
+
+    python benchmarks/cpu_choices.py --out results/cpu-choices.json
+    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/cpu_choices.py --precision fp32 --out results/cpu-choices-avx2.json
+
+Each cell is the median over ``--repeats`` blocks of ``--steps`` optimiser steps (forward, loss,
+backward, update) on random data, after a warm-up; the fastest combination per model is starred.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from common import machine, write_json  # noqa: E402
+from mnist_cnn.models.registry import create_model  # noqa: E402
+from mnist_cnn.training.device import use_bf16  # noqa: E402
+
+CASES = {
+    "seed (model1, batch 32)": ("model1", {}, 32),
+    "fast99 (fastnet pool_first, batch 192)": ("fastnet", {"width": 16, "pool_first": True}, 192),
+}
+IMPLS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+
+
+def ms_per_step(name: str, kwargs: dict[str, Any], batch: int, *, channels_last: bool, impl: str, threads: int,
+                bf16: bool, steps: int, repeats: int) -> float:  # fmt: skip
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    model = create_model(name, **kwargs).to(memory_format=fmt).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, **IMPLS[impl])
+    x = torch.randn(batch, 1, 28, 28).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (batch,))
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(max(5, steps // 4)):
+        step()
+    blocks = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        blocks.append((time.perf_counter() - t) / steps * 1e3)
+    return statistics.median(blocks)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="fastest CPU settings for the engine's step, measured")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    bf16 = use_bf16(args.precision, torch.device("cpu"))
+    threads = sorted({1, torch.get_num_threads()})
+    out: dict[str, Any] = {"machine": machine(), "precision_used": "bf16" if bf16 else "fp32", "cases": {}}
+    print(f"machine: {out['machine']['cpu']}  precision {out['precision_used']}")
+    for case, (name, kwargs, batch) in CASES.items():
+        rows = []
+        for cl, impl, th in itertools.product((True, False), IMPLS, threads):
+            ms = ms_per_step(name, kwargs, batch, channels_last=cl, impl=impl, threads=th, bf16=bf16,
+                             steps=args.steps, repeats=args.repeats)  # fmt: skip
+            rows.append({"channels_last": cl, "optimizer_impl": impl, "threads": th, "ms_per_step": ms})
+        best = min(rows, key=lambda r: r["ms_per_step"])
+        out["cases"][case] = {"rows": rows, "fastest": best}
+        print(f"\n{case}")
+        for r in rows:
+            star = " *" if r is best else ""
+            fmt = "channels_last" if r["channels_last"] else "contiguous"
+            print(f"  {fmt:<14}{r['optimizer_impl']:<9}{r['threads']} threads  {r['ms_per_step']:7.2f} ms/step{star}")
+    write_json(args.out, out)
+
+
+if __name__ == "__main__":
+    main()
