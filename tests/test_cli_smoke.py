@@ -1,3 +1,5 @@
+import json
+
 from tests.helpers import run_cli
 
 
@@ -40,6 +42,11 @@ def test_train_and_evaluate_end_to_end(tiny_data, tmp_path):
     r = run_cli("evaluate", str(out), "--data-dir", str(tiny_data))
     assert r.exit_code == 0, r.output
     assert "test accuracy" in r.stdout
+    # ECE and NLL before -> after the run's temperature, the same figures as --json's "calibration"
+    cal = json.loads(run_cli("evaluate", str(out), "--data-dir", str(tiny_data), "--json").stdout)["calibration"]
+    assert f"temperature {cal['temperature']:.4f}" in r.stdout
+    assert f"ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f}" in r.stdout
+    assert f"NLL {cal['nll_before']:.4f} -> {cal['nll_after']:.4f}" in r.stdout
 
 
 def test_existing_run_dir_is_not_overwritten(tiny_data, tmp_path):
@@ -53,8 +60,6 @@ def test_existing_run_dir_is_not_overwritten(tiny_data, tmp_path):
 
 
 def test_precision_and_compile_flags_reach_the_saved_config(tiny_data, tmp_path):
-    import json
-
     out = tmp_path / "run"
     r = run_cli(
         "train",

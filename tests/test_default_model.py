@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mnist_cnn.artifacts.files import load_tensors
 from mnist_cnn.inference.evaluate import evaluate_run
 from tests.helpers import run_cli, tiny_run
 
@@ -38,6 +39,28 @@ def test_packaging_a_run_copies_weights_and_writes_provenance(tmp_path, tiny_dat
     assert prov["val_accuracy"] == pytest.approx(run_metrics["val_accuracy"])
     # what `mnist-cnn evaluate` of the packaged file prints is the recorded figure
     assert evaluate_run(weights, data_dir=tiny_data)["accuracy"] == prov["test_accuracy"]
+    # the calibration training fitted travels with it, for these weights
+    trained = load_tensors(run / "model.safetensors")[1]["calibration"]
+    assert prov["calibration"] == {**trained, "weights_sha256": prov["sha256"]}
+
+
+def test_packaging_carries_the_runs_calibrate_sidecar_over_an_old_default(tmp_path, tiny_data):
+    """`mnist-cnn calibrate RUN` wrote model.json: that temperature (not the metadata's) goes into
+    default.json, and packaging over a calibrated default of other weights works (its stale
+    default.json is replaced, not read as the new weights' sidecar)."""
+    from mnist_cnn.inference.predictors import load_predictor
+    from mnist_cnn.models.files import write_calibration
+
+    dest = tmp_path / "pretrained"
+    first = tiny_run(tmp_path, tiny_data, "first", epochs=1, threads=1).run_dir
+    assert _tool().main(["--from-run", str(first), "--dest", str(dest), "--data-dir", str(tiny_data)]) == 0
+    run = tiny_run(tmp_path, tiny_data, "second", epochs=1, seed=1, threads=1).run_dir
+    write_calibration(run / "model.safetensors", {"method": "temperature", "temperature": 1.7, "fitted_on": "test"})
+    assert _tool().main(["--from-run", str(run), "--dest", str(dest), "--data-dir", str(tiny_data)]) == 0
+    prov = json.loads((dest / "default.json").read_text())
+    assert prov["source_run"] == str(run) and prov["calibration"]["temperature"] == 1.7
+    assert prov["calibration"]["weights_sha256"] == prov["sha256"]
+    assert load_predictor(dest / "default.safetensors").temperature == 1.7
 
 
 def test_reproduce_command_is_the_recipe_when_the_config_is_the_recipe(tmp_path):

@@ -434,3 +434,19 @@ def test_predict_multi_marks_each_digit(run_dir: Path, tmp_path: Path) -> None:
     rec = json.loads(res.stdout)
     assert all(isinstance(i["unsure"], bool) for i in rec["items"])
     assert rec["unsure"] is any(i["unsure"] for i in rec["items"])
+
+
+def test_predict_files_marks_unsure_itself(run_dir: Path, images: Path, tmp_path: Path) -> None:
+    """The library marks ``unsure`` (one threshold, ``is_unsure``), not the CLI afterwards."""
+    from mnist_cnn.inference.batch import predict_files
+    from mnist_cnn.inference.predictors import DEFAULT_MIN_CONFIDENCE
+
+    p = load_predictor(run_dir)
+    files = [images / "a.png", tmp_path / "missing.png"]
+    (rec, failed) = predict_files(p, files)
+    assert rec["unsure"] is (rec["probability"] < DEFAULT_MIN_CONFIDENCE)
+    assert "error" in failed and "unsure" not in failed
+    assert predict_files(p, files[:1], min_confidence=0.0)[0]["unsure"] is False
+    assert predict_files(p, files[:1], min_confidence=1.0)[0]["unsure"] is (rec["probability"] < 1.0)
+    row = predict_files(p, [images / "a.png"], multi=True, min_confidence=1.0)[0]
+    assert row["unsure"] is any(i["unsure"] for i in row["items"]) and all("unsure" in i for i in row["items"])

@@ -8,12 +8,21 @@ import pytest
 import torch
 
 from mnist_cnn.artifacts.files import load_tensors
-from mnist_cnn.artifacts.runs import CHECKPOINT, CONFIG, is_unstarted, read_history, split_of, stale_temp_files
+from mnist_cnn.artifacts.runs import (
+    CHECKPOINT,
+    CONFIG,
+    MODEL,
+    foreign_files,
+    is_unstarted,
+    read_history,
+    split_of,
+    stale_temp_files,
+)
 from mnist_cnn.errors import CheckpointError, RunExistsError
 from mnist_cnn.training.config import TrainConfig
 from mnist_cnn.training.engine import train
 from mnist_cnn.training.state import PROGRESS_KEYS, Progress
-from tests.helpers import run_cli
+from tests.helpers import run_cli, tiny_train_argv
 
 
 def _cfg(data: Path, **kw: object) -> TrainConfig:
@@ -84,6 +93,22 @@ def test_a_finished_run_is_refused_without_resume_or_force(tiny_data: Path, tmp_
     with pytest.raises(CheckpointError, match="no checkpoint.safetensors to resume from"):
         train(_cfg(tiny_data, epochs=1), tmp_path / "typo", resume=True, quiet=True)
     assert not (tmp_path / "typo").exists()
+
+
+def test_force_replaces_a_calibrated_run_and_its_sidecar(tiny_data: Path, tmp_path: Path):
+    """`mnist-cnn calibrate RUN` writes model.json into the run folder: a run file, not a user's,
+    so `train --force` replaces it (the old temperature was fitted for the old weights)."""
+    from mnist_cnn.models.files import model_calibration, sidecar_path
+
+    out = tmp_path / "run"
+    train(_cfg(tiny_data, epochs=1), out, quiet=True)
+    r = run_cli("calibrate", str(out), "--data-dir", str(tiny_data))
+    assert r.exit_code == 0, r.stderr
+    assert sidecar_path(out / MODEL).is_file() and foreign_files(out) == []
+    r = run_cli(*tiny_train_argv(tiny_data, out, "--force", "--quiet"))
+    assert r.exit_code == 0, r.stderr
+    assert not sidecar_path(out / MODEL).exists()  # the new run's calibration is in its own metadata
+    assert model_calibration(out) is not None
 
 
 def test_checkpoint_holds_the_typed_progress(tiny_data: Path, tmp_path: Path):

@@ -72,6 +72,7 @@ def test_health_and_model(client: TestClient) -> None:
     assert m["model_id"] == h["model_id"]
     for key in ("params", "accuracy", "provenance"):
         assert key in m, key
+    assert m["card"] is None and m["card_metadata"] is None  # a run's model has no card (the default's has one)
 
 
 def check_answer(a: dict[str, Any], img: Image.Image | bytes, local) -> None:

@@ -10,7 +10,10 @@ reproduces it), size and sha256. ::
     python tools/make_default_model.py --from-run runs/accuracy/member-0 \\
         --data-dir ../shared/data/mnist                                              # package a finished run
 
-Each file is written atomically (weights first, then default.json, whose sha256 names the weights).
+The run's calibration (its model.json from ``mnist-cnn calibrate``, else the one training stored in
+its metadata) goes into default.json with the sha256 of the weights it was fitted for; a run without
+one is calibrated on its validation split first. Each file is written atomically (weights first,
+then default.json, whose sha256 names the weights).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import shlex
 import sys
 from pathlib import Path
 from typing import Any
+
+from mnist_cnn.errors import CheckpointError, MnistCnnError
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "src" / "mnist_cnn" / "pretrained"
 
@@ -59,20 +64,40 @@ def reproduce_command(cfg: dict[str, Any], run: Path) -> str:
     return f"mnist-cnn train --config {run / 'config.json'}"
 
 
+def carry_calibration(target: Path, calibration: dict[str, Any] | None, data_dir: str | None) -> dict[str, Any] | None:
+    """Start ``target``'s sidecar (default.json) afresh with the run's calibration (the one its
+    model.json sidecar or metadata gave it), so the old default's provenance and temperature never
+    apply to the new weights; a run without one is fitted like ``mnist-cnn calibrate default``
+    (when it has a validation split). Returns the calibration the packaged model now uses."""
+    from mnist_cnn.artifacts.files import atomic_write_json, sha256_file
+    from mnist_cnn.inference.evaluate import calibrate_run
+    from mnist_cnn.models.files import model_calibration, sidecar_path, write_calibration
+
+    atomic_write_json(sidecar_path(target), {"file": target.name, "sha256": sha256_file(target)})
+    if calibration is not None:
+        write_calibration(target, {k: v for k, v in calibration.items() if k != "weights_sha256"})
+    else:
+        try:
+            calibrate_run(target, data_dir)
+        except CheckpointError as exc:  # trained without a validation split: stays uncalibrated (T = 1)
+            print(f"warning: {target.name} is not calibrated: {exc}", file=sys.stderr)
+    return model_calibration(target)
+
+
 def package(run: Path, dest: Path, data_dir: str | None) -> dict[str, Any]:
     from mnist_cnn.artifacts.files import atomic_write_bytes, atomic_write_json, read_json, sha256_file
-    from mnist_cnn.errors import CheckpointError
     from mnist_cnn.inference.evaluate import evaluate_run
     from mnist_cnn.models.files import load_model
 
     weights = run / "model.safetensors"
     if not (weights.is_file() and (run / "metrics.json").is_file()):
         raise CheckpointError(f"{run}: not a finished run (needs model.safetensors and metrics.json)")
-    _, meta = load_model(weights)  # validates the file before it goes into the package
+    _, meta = load_model(weights)  # validates the file (and its model.json) before it goes into the package
     metrics = read_json(run / "metrics.json", "run metrics")
     config = read_json(run / "config.json", "run config")
     target = dest / "default.safetensors"
     atomic_write_bytes(target, weights.read_bytes())
+    calibration = carry_calibration(target, meta.get("calibration"), data_dir)
     test = evaluate_run(target, "test", data_dir=data_dir)  # what `mnist-cnn evaluate default` prints
     val = evaluate_run(target, "val", data_dir=data_dir) if meta["config"].get("val_size") else None
     if abs(test["accuracy"] - metrics["test_accuracy"]) > 1e-9:
@@ -105,6 +130,7 @@ def package(run: Path, dest: Path, data_dir: str | None) -> dict[str, Any]:
         "source_run": str(run),
         "created": dt.datetime.now(dt.timezone.utc).isoformat(),
         "evaluate": "mnist-cnn evaluate default  # reproduces test_accuracy",
+        **({"calibration": calibration} if calibration is not None else {}),
     }
     atomic_write_json(dest / "default.json", provenance)
     return provenance
@@ -122,8 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dest", type=Path, default=PACKAGE_DIR, help="Where to put default.{safetensors,json}.")
     args = ap.parse_args(argv)
 
-    from mnist_cnn.errors import MnistCnnError
-
     try:
         run = args.from_run or train_default(args)
         p = package(run, args.dest, args.data_dir)
@@ -132,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(
         f"{args.dest / p['file']}: {p['size_bytes'] / 1e6:.2f} MB, {p['params']:,} params, "
-        f"test {100 * p['test_accuracy']:.2f}%, val {100 * (p['val_accuracy'] or float('nan')):.2f}%  "
+        f"test {100 * p['test_accuracy']:.2f}%, val {100 * (p['val_accuracy'] or float('nan')):.2f}%, "
+        f"temperature {p.get('calibration', {}).get('temperature', 1.0):.4f}  "
         f"(reproduce: {p['command']})"
     )
     return 0

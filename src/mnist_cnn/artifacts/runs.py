@@ -6,6 +6,7 @@ A run folder (``mnist-cnn train --out runs/NAME``) holds::
     history.csv              one row per epoch (HISTORY_FIELDS)
     checkpoint.safetensors   everything --resume needs (written after every epoch)
     model.safetensors        the final weights + metadata (architecture, normalisation, classes)
+    model.json               the calibration `mnist-cnn calibrate` fitted later (absent until then)
     metrics.json             written last: a run with model + metrics is finished
     classification_report.txt  confusion_matrix.{csv,png}  history.png  report.html
 
@@ -35,6 +36,7 @@ CONFIG = "config.json"
 HISTORY = "history.csv"
 CHECKPOINT = "checkpoint.safetensors"
 MODEL = "model.safetensors"
+MODEL_SIDECAR = "model.json"  # the calibration `mnist-cnn calibrate` fits later (models.files.sidecar_path)
 METRICS = "metrics.json"
 REPORT = "report.html"
 MANIFEST = "ensemble.json"
@@ -42,6 +44,7 @@ HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accu
 
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 DEFAULT_MODEL = PRETRAINED_DIR / "default.safetensors"
+MODEL_CARD = PRETRAINED_DIR / "README.md"  # the default model's card (written by tools/model_card.py)
 
 # what a run trained before val_size/seed were recorded used (the defaults of those days)
 DEFAULT_VAL_SIZE = 5000
@@ -62,6 +65,38 @@ def resolve_model_path(spec: str | os.PathLike[str]) -> Path:
             f"{p}: no such run folder or model file; train one first (mnist-cnn train) or check the path"
         )
     return p
+
+
+def model_card(path: Path = MODEL_CARD) -> dict[str, Any]:
+    """The bundled default model's card: ``{"card": its Markdown, "card_metadata": its metadata}``.
+
+    The metadata (between the ``---`` lines that open the file; not part of ``card``) is Hugging
+    Face's model-card front matter, written as JSON, which is YAML too: it parses without a YAML library."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no model card is bundled with this install; reinstall mnist-cnn")
+    text = path.read_text(encoding="utf-8")
+    head, sep, rest = text.partition("\n---\n")
+    if not (text.startswith("---\n") and sep):
+        raise CheckpointError(
+            f"{path}: the card does not open with '---' metadata; regenerate it (tools/model_card.py)"
+        )
+    try:
+        meta = json.loads(head[len("---\n") :])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(
+            f"{path}: the card's metadata is not valid JSON ({exc.msg}, line {exc.lineno + 1}); "
+            "regenerate it (tools/model_card.py)"
+        ) from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: the card's metadata must be an object; regenerate it (tools/model_card.py)")
+    return {"card": rest, "card_metadata": meta}
+
+
+def card_for(model_file: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """:func:`model_card` when ``model_file`` is the bundled default model, else ``card`` and
+    ``card_metadata`` None (a run's or another file's model has no card)."""
+    is_default = model_file is not None and Path(model_file).resolve() == DEFAULT_MODEL and MODEL_CARD.is_file()
+    return model_card() if is_default else {"card": None, "card_metadata": None}
 
 
 def model_id(path: str | os.PathLike[str]) -> str:
@@ -151,6 +186,7 @@ _OWN_FILES = {
     HISTORY,
     CHECKPOINT,
     MODEL,
+    MODEL_SIDECAR,
     METRICS,
     REPORT,
     MANIFEST,

@@ -68,9 +68,10 @@ def predict_cmd(
             "(looked for .png .jpg .jpeg .gif .bmp .tif .webp ...)"
         )
     top_k = min(top_k, len(predictor.classes))
-    records = predict_files(predictor, files, top_k=top_k, multi=multi, save_dir=save_dir)
+    records = predict_files(
+        predictor, files, top_k=top_k, multi=multi, save_dir=save_dir, min_confidence=min_confidence
+    )
     for rec in records:
-        mark_unsure(rec, min_confidence)
         if as_json:
             click.echo(json.dumps(rec))
         elif "error" in rec:
@@ -81,19 +82,6 @@ def predict_cmd(
     if failed:
         click.echo(f"{failed} of {len(records)} image(s) failed", err=True)
         sys.exit(1)
-
-
-def mark_unsure(rec: dict[str, Any], min_confidence: float) -> None:
-    """Add ``unsure`` to a record (and to each digit of a --multi row: the row is unsure if one is)."""
-    from mnist_cnn.inference.predictors import is_unsure
-
-    if "error" in rec:
-        return
-    for item in rec.get("items", []):
-        item["unsure"] = is_unsure(item["probability"], min_confidence)
-    rec["unsure"] = (
-        any(i["unsure"] for i in rec["items"]) if "items" in rec else is_unsure(rec["probability"], min_confidence)
-    )
 
 
 def _line(rec: dict[str, Any]) -> str:
@@ -133,11 +121,15 @@ def calibrate_cmd(model_spec: str, data_dir: Path | None, as_json: bool) -> None
     if cal["method"] == "none":
         click.echo(f"{result['model']}: not calibrated ({cal['reason']}); written to {result['written_to']}")
         return
-    fit = ""
-    if "nll_before" in cal:
-        fit = f"; NLL {cal['nll_before']:.4f} -> {cal['nll_after']:.4f}, ECE {cal['ece_before']:.4f} -> "
-        fit += f"{cal['ece_after']:.4f}"
+    fit = f"; {calibration_change(cal)}" if "nll_before" in cal else ""
     click.echo(
         f"{result['model']}: temperature {cal['temperature']:.4f} ({cal['fitted_on']}){fit}; "
         f"written to {result['written_to']}"
+    )
+
+
+def calibration_change(cal: dict[str, Any]) -> str:
+    """``NLL 0.0712 -> 0.0634, ECE 0.0121 -> 0.0043``: what dividing by the temperature did (calibrate, evaluate)."""
+    return (
+        f"NLL {cal['nll_before']:.4f} -> {cal['nll_after']:.4f}, ECE {cal['ece_before']:.4f} -> {cal['ece_after']:.4f}"
     )

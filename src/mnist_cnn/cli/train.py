@@ -15,9 +15,24 @@ from mnist_cnn.errors import MnistCnnError
 
 
 @click.command("models")
+@click.option(
+    "--default",
+    "card",
+    is_flag=True,
+    help="Show the bundled default model's card (intended use, metrics, limitations, data, licence) instead.",
+)
 @json_option()
-def models_cmd(as_json: bool) -> None:
-    """List registered models: name, parameters, description."""
+def models_cmd(card: bool, as_json: bool) -> None:
+    """List registered models: name, parameters, description (--default: the default model's card)."""
+    if card:
+        from mnist_cnn.artifacts.runs import model_card
+
+        found = model_card()
+        if as_json:
+            echo_json(found)
+        else:
+            click.echo(found["card"].strip())
+        return
     from mnist_cnn.models.registry import count_params, create_model, list_models, model_entry
 
     rows = [
@@ -148,16 +163,20 @@ def _relaunch_with_torchrun(nproc: int) -> None:
 @json_option("Print the metrics as JSON.")
 def evaluate_cmd(run: Path, split: str, tta: bool, data_dir: Path | None, as_json: bool) -> None:
     """Evaluate a run folder, model file, ensemble folder or `default` on the test (or validation) split."""
+    from mnist_cnn.cli.inference import calibration_change
     from mnist_cnn.inference.evaluate import evaluate_run
 
     metrics = evaluate_run(run, split=split, tta=tta, data_dir=data_dir)
     if as_json:
         echo_json(metrics)
-    else:
-        click.echo(
-            f"{run}: {split} accuracy {100 * metrics['accuracy']:.2f}%  loss {metrics['loss']:.4f}  "
-            f"({metrics['n']:,} images{', TTA' if tta else ''})"
-        )
+        return
+    click.echo(
+        f"{run}: {split} accuracy {100 * metrics['accuracy']:.2f}%  loss {metrics['loss']:.4f}  "
+        f"({metrics['n']:,} images{', TTA' if tta else ''})"
+    )
+    cal = metrics["calibration"]
+    t = "not calibrated (T = 1)" if cal["temperature"] == 1.0 else f"temperature {cal['temperature']:.4f}"
+    click.echo(f"  calibration: {t}; {calibration_change(cal)}")
 
 
 @click.command("ensemble")

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from mnist_cnn.errors import MnistCnnError
-from mnist_cnn.inference.predictors import Predictor
+from mnist_cnn.inference.predictors import DEFAULT_MIN_CONFIDENCE, Predictor, is_unsure
 
 IMAGE_SUFFIXES = {
     ".png",
@@ -48,11 +48,18 @@ def image_files(paths: list[Path]) -> list[Path]:
 
 
 def predict_files(
-    predictor: Predictor, files: list[Path], top_k: int = 3, multi: bool = False, save_dir: Path | None = None
+    predictor: Predictor,
+    files: list[Path],
+    top_k: int = 3,
+    multi: bool = False,
+    save_dir: Path | None = None,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
 ) -> list[dict[str, Any]]:
-    """One record per file: ``file``, ``digit`` (class index), ``label``, ``probability``, ``top_k``
-    and the preprocessing diagnostics; with ``multi`` the digits of a row (``digits``, ``items``);
-    ``file`` and ``error`` for a file that failed. All images go through the model in one batch."""
+    """One record per file: ``file``, ``digit`` (class index), ``label``, ``probability``, ``unsure``
+    (probability below ``min_confidence``), ``top_k`` and the preprocessing diagnostics; with ``multi``
+    the digits of a row (``digits``, ``items``, each with its own ``unsure``; the row is unsure when
+    one of them is); ``file`` and ``error`` for a file that failed. All images go through the model
+    in one batch."""
     from mnist_cnn.inference.preprocessing import preprocess, preprocess_multi
 
     prepared: list[tuple[Path, list[Any]] | dict[str, Any]] = []
@@ -70,7 +77,7 @@ def predict_files(
             records.append(item)
             continue
         f, results = item
-        answers = [_answer(predictor, probs[i + j], top_k, r) for j, r in enumerate(results)]
+        answers = [_answer(predictor, probs[i + j], top_k, r, min_confidence) for j, r in enumerate(results)]
         i += len(results)
         if save_dir is not None:
             for j, r in enumerate(results):
@@ -79,13 +86,14 @@ def predict_files(
     return records
 
 
-def _answer(predictor: Predictor, p: np.ndarray, top_k: int, pre: Any) -> dict[str, Any]:
+def _answer(predictor: Predictor, p: np.ndarray, top_k: int, pre: Any, min_confidence: float) -> dict[str, Any]:
     k = int(np.argmax(p))
     top = predictor.top_k(p[None], top_k)[0]
     return {
         "digit": k,
         "label": predictor.classes[k],
         "probability": float(p[k]),
+        "unsure": is_unsure(float(p[k]), min_confidence),
         "top_k": [{"label": c, "digit": predictor.classes.index(c), "probability": q} for c, q in top],
         "preprocessing": pre.summary(),
     }
@@ -97,6 +105,7 @@ def _multi_record(f: Path, answers: list[dict[str, Any]]) -> dict[str, Any]:
         "file": str(f),
         "digits": "".join(a["label"] for a in answers),
         "probability": float(np.prod([a["probability"] for a in answers])),
+        "unsure": any(a["unsure"] for a in answers),
         "items": answers,
     }
 

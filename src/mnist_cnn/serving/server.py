@@ -55,6 +55,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mnist_cnn.artifacts.runs import card_for
 from mnist_cnn.errors import (
     ImageError,
     InvalidImage,
@@ -176,6 +177,7 @@ class Service:
         self.limits = limits
         self.classes = [str(c) for c in predictor.classes]
         self.model_id = str(predictor.info.get("model_id", "unknown"))
+        self.card = card_for((predictor.info.get("provenance") or {}).get("file"))  # the default model's card
         self.inflight = 0  # requests to /api/predict* in progress
         self._used_since_trim = 0  # pixels decoded + body bytes read since memory was last handed back
         self._last_trim = 0.0
@@ -199,7 +201,7 @@ class Service:
 
     def model_info(self) -> dict[str, Any]:
         info = public_info(_jsonable(self.predictor.info))
-        return {**info, "classes": self.classes, "model_id": self.model_id}
+        return {**info, "classes": self.classes, "model_id": self.model_id, **self.card}
 
     async def run(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)`` in the preprocessing pool, awaited without blocking the event loop."""
@@ -687,7 +689,8 @@ class Health(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    """Name, parameters, accuracy and provenance of the served model (file names, never paths)."""
+    """Name, parameters, accuracy and provenance of the served model (file names, never paths), and
+    the bundled default model's card."""
 
     model_config = ConfigDict(extra="allow")
     name: str | None = None
@@ -697,6 +700,14 @@ class ModelInfo(BaseModel):
     classes: list[str]
     model_id: str
     provenance: dict[str, Any] = Field(default_factory=dict)
+    card: str | None = Field(
+        description="the model card (Markdown: intended use, metrics, limitations, training data, licence); "
+        "null for a model other than the bundled default"
+    )
+    card_metadata: dict[str, Any] | None = Field(
+        description="the card's Hugging Face metadata (license, tags, datasets, metrics, model-index); "
+        "null without a card"
+    )
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -926,7 +937,7 @@ def create_app(predictor: Any, limits: Limits = Limits()) -> Any:
         tags=["meta"],
     )
     async def model() -> JSONResponse:
-        """Name, parameters, accuracy and provenance of the served model."""
+        """Name, parameters, accuracy and provenance of the served model, and its model card."""
         return JSONResponse(service.model_info())
 
     return app
