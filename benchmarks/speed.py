@@ -94,7 +94,7 @@ def run_recipe(name: str, seeds: int, data: Any, overrides: dict[str, Any]) -> d
 # --------------------------------------------------------------------------- what users run instead
 
 
-def plain_loop_epoch(data: Any, bf16: bool, channels_last: bool = True) -> float:
+def plain_loop_epoch(data: Any, bf16: bool, device: Any, channels_last: bool = True) -> float:
     """Seconds for one epoch of the textbook loop on the seed recipe (model1, Adam 1e-3, batch 32,
     all 60k images as a normalised float tensor; no metrics, no schedule, no checkpoint)."""
     import torch
@@ -103,19 +103,22 @@ def plain_loop_epoch(data: Any, bf16: bool, channels_last: bool = True) -> float
     from mnist_cnn.models.registry import create_model
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = (torch.from_numpy(data.train_images.copy()).float().div_(255).sub_(0.1307).div_(0.3081)).unsqueeze(1)
-    y = torch.from_numpy(data.train_labels.copy()).long()
+    x = torch.from_numpy(data.train_images.copy()).to(device).float().div_(255).sub_(0.1307).div_(0.3081)
+    x = x.unsqueeze(1)
+    y = torch.from_numpy(data.train_labels.copy()).long().to(device)
     torch.manual_seed(0)
-    model = create_model("model1").to(memory_format=fmt).train()
+    model = create_model("model1").to(device, memory_format=fmt).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     t = time.perf_counter()
     for i in range(0, len(x), 32):
         xb = x[i : i + 32].contiguous(memory_format=fmt)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = F.cross_entropy(model(xb).float(), y[i : i + 32])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - t
 
 
@@ -323,7 +326,7 @@ def main() -> None:
     common = {"data_dir": args.data_dir, "device": args.device, "compile": args.compile, "precision": args.precision}
     if "seed" not in args.skip:
         out["seed_1_epoch"] = run_recipe("seed", 1, data, {**common, "epochs": 1, "val_size": 0})
-        out["seed_comparison"] = {"plain_loop_seconds": plain_loop_epoch(data, bf16)}
+        out["seed_comparison"] = {"plain_loop_seconds": plain_loop_epoch(data, bf16, device)}
         print(f"  plain loop, seed model: {out['seed_comparison']['plain_loop_seconds']:.2f} s/epoch", flush=True)
     if "reference" not in args.skip and device.type == "cpu":
         out["reference"] = reference_runs(data, args.reference_seeds, tuned=False, bf16=bf16)

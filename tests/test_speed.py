@@ -93,3 +93,8 @@ def test_reference_recipe_trains_and_reports(tiny_data, tuned, monkeypatch):
 def test_ratio_formatting():
     assert speed.ratio(2.0, 4.0) == "0.50x"
     assert speed.ratio(None, 4.0) == "-"
+
+
+def test_plain_loop_epoch_runs_the_seed_model(tiny_data):
+    ds = load_dataset("mnist", tiny_data)
+    assert speed.plain_loop_epoch(ds, False, torch.device("cpu")) > 0
