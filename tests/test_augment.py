@@ -40,7 +40,7 @@ def test_shape_dtype_and_value_range_are_kept(name):
     assert out.min() >= x.min() - 1e-5 and out.max() <= x.max() + 1e-5
 
 
-@pytest.mark.parametrize("name", ["light", "medium", "strong"])
+@pytest.mark.parametrize("name", ["light", "medium", "strong", "photo"])
 def test_same_seed_same_result_other_seed_differs(name):
     x, cfg = _batch(), parse_augment(name)
     a = augment_batch(x, cfg, _gen(1))
@@ -128,6 +128,8 @@ def test_parse_presets_pairs_and_objects():
         {"p": 2},
         {"rotate": -1},
         {"rotate": math.nan},
+        {"stroke": 1.5},
+        "lines=2",
         "elastic_alpha=1,elastic_sigma=0",
         3,
     ],
@@ -136,3 +138,46 @@ def test_bad_settings_are_one_line_config_errors(bad):
     with pytest.raises(ConfigError) as err:
         parse_augment(bad)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        AugmentConfig(stroke=1.0),
+        AugmentConfig(blur=1.0),
+        AugmentConfig(noise=0.1),
+        AugmentConfig(lines=1.0),
+        AugmentConfig(frame=1.0),
+    ],
+    ids=["stroke", "blur", "noise", "lines", "frame"],
+)
+def test_each_photo_effect_changes_pixels_and_keeps_the_range(cfg):
+    x = _batch(64)
+    out = augment_batch(x, cfg, _gen(5))
+    assert cfg.enabled and out.shape == x.shape and torch.isfinite(out).all()
+    assert out.min() >= x.min() - 1e-5 and out.max() <= x.max() + 1e-5
+    changed = (out - x).abs().flatten(1).amax(1) > 1e-3
+    assert changed.float().mean() > 0.4  # most images (strokes: half dilated, half eroded)
+    assert torch.equal(out, augment_batch(x, cfg, _gen(5)))
+
+
+def test_stroke_width_change_goes_both_ways():
+    x = _batch(200)
+    out = augment_batch(x, AugmentConfig(stroke=1.0), _gen(0))
+    ink = (x - x.amin()).sum((1, 2, 3))
+    after = (out - x.amin()).sum((1, 2, 3))
+    assert (after > 1.05 * ink).float().mean() > 0.2 and (after < 0.95 * ink).float().mean() > 0.2
+
+
+def test_line_fragments_are_axis_aligned_and_frames_near_the_border():
+    blank = torch.zeros(200, 1, 28, 28)
+    blank[:, :, 0, 0] = 1.0  # ink level 1 (the augmenter works relative to each image's ink)
+    lines = augment_batch(blank, AugmentConfig(lines=1.0), _gen(1))[:, 0]
+    lines[:, 0, 0] = 0
+    on = lines > 0.05
+    rows, cols = on.any(2).sum(1), on.any(1).sum(1)
+    assert ((rows == 1) | (cols == 1)).all()  # one row or one column each
+    frames = augment_batch(blank, AugmentConfig(frame=1.0), _gen(2))[:, 0]
+    frames[:, 0, 0] = 0
+    inner = frames[:, 5:23, 5:23]
+    assert frames.amax((1, 2)).min() > 0.25 and inner.max() == 0  # only in the outer 4 pixels

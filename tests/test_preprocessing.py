@@ -252,6 +252,131 @@ def test_multi_reads_digits_left_to_right() -> None:
     assert all(r.image.shape == (28, 28) for r in results)
 
 
+# --------------------------------------------------------------------------- a digit on a page (issue 12)
+
+
+def page(size: tuple[int, int] = (400, 360), at: tuple[int, int] = (130, 100)) -> Image.Image:
+    """The reference 7, drawn on a larger sheet (the marks of each test are added on top)."""
+    return draw_seven(size=size, at=at)
+
+
+def lines_on(img: Image.Image, spacing: int, vertical: bool = False, angle: float = 0.0, grey: int = 150) -> None:
+    """Ruled lines across the whole picture (2 px, ``grey``), optionally slanted by ``angle`` degrees."""
+    d = ImageDraw.Draw(img)
+    w, h = img.size
+    slope = np.tan(np.radians(angle))
+    for p in range(spacing // 2, w if vertical else h, spacing):
+        if vertical:
+            d.line([(p, 0), (p + slope * h, h)], fill=grey, width=2)
+        else:
+            d.line([(0, p), (w, p + slope * w)], fill=grey, width=2)
+
+
+def redraw_ink(img: Image.Image, seven: Image.Image) -> Image.Image:
+    """The seven's ink on top of whatever was drawn on the page (ink is darker than any line)."""
+    return Image.fromarray(np.minimum(np.asarray(img), np.asarray(seven)))
+
+
+@pytest.mark.parametrize("kind", ["ruled", "grid", "slanted", "margin"])
+def test_paper_lines_crossing_the_strokes_are_removed(kind: str, reference: np.ndarray) -> None:
+    img = Image.new("L", (400, 360), 250)
+    if kind in ("ruled", "grid", "slanted"):
+        lines_on(img, 45, angle=6.0 if kind == "slanted" else 0.0)
+    if kind in ("grid", "margin"):
+        lines_on(img, 45 if kind == "grid" else 380, vertical=True)  # margin: one line through the 7's bar
+        ImageDraw.Draw(img).line([(190, 0), (190, 360)], fill=150, width=3) if kind == "margin" else None
+    r = preprocess(redraw_ink(img, page()))
+    assert similar(r.image, reference) > 0.93
+    assert 90 <= r.bbox[1] <= 110 and r.bbox[3] <= 270  # the 7's box, not the page's
+
+
+def test_a_form_box_around_the_digit_is_removed(reference: np.ndarray) -> None:
+    for box, neighbours in (((110, 80, 260, 275), 0), ((120, 95, 240, 262), 1)):  # clear of / touching the 7
+        img = page()
+        d = ImageDraw.Draw(img)
+        bw = box[2] - box[0]
+        for k in range(-neighbours, neighbours + 1):
+            d.rectangle((box[0] + k * bw, box[1], box[2] + k * bw, box[3]), outline=40, width=3)
+        r = preprocess(redraw_ink(img, page()))
+        assert similar(r.image, reference) > 0.93, box
+
+
+def test_a_page_with_only_lines_or_an_empty_box_has_no_digit() -> None:
+    ruled = Image.new("L", (300, 300), 250)
+    lines_on(ruled, 30)
+    grid = ruled.copy()
+    lines_on(grid, 30, vertical=True)
+    box = Image.new("L", (300, 300), 250)
+    ImageDraw.Draw(box).rectangle((80, 60, 220, 240), outline=30, width=3)
+    for img in (ruled, grid, box):
+        with pytest.raises(ImageError, match="no digit found"):
+            preprocess(img)
+
+
+def test_the_table_beyond_the_page_edge_is_ignored(reference: np.ndarray) -> None:
+    rng = np.random.default_rng(1)
+    a = np.asarray(page(), dtype=np.float32)
+    a = np.repeat(a[..., None], 3, axis=2)
+    streaks = rng.normal(0, 12, (360, 1)) + rng.normal(0, 4, (360, 100))  # wood grain along x
+    a[:, 300:] = np.array([110, 70, 40]) + streaks[..., None]  # a brown desk on the right
+    a[300:, :] = np.array([110, 70, 40]) + rng.normal(0, 8, (60, 400, 1))  # and below: a page corner
+    r = preprocess(Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)))
+    assert similar(r.image, reference) > 0.93
+    assert r.bbox[2] < 300
+
+
+def test_a_hard_shadow_across_the_digit_is_evened_out(reference: np.ndarray) -> None:
+    a = np.asarray(page(), dtype=np.float32)
+    yy, xx = np.mgrid[: a.shape[0], : a.shape[1]]
+    a = a * np.where((xx - 400) ** 2 + (yy - 360) ** 2 < 230**2, 0.45, 1.0)  # a hand's shadow, sharp edge
+    r = preprocess(Image.fromarray(a.astype(np.uint8)))
+    assert similar(r.image, reference) > 0.93
+
+
+def test_perspective_slanted_lines_on_a_tilted_page_are_removed() -> None:
+    w, h = 400, 360
+    # a page tilted away at the top: the top edge narrower than the bottom (keystone), lines converge
+    coeffs = _perspective_coeffs([(60, 0), (w - 60, 0), (w, h), (0, h)], [(0, 0), (w, 0), (w, h), (0, h)])
+
+    def tilt(img: Image.Image) -> Image.Image:
+        return img.transform((w, h), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BICUBIC, fillcolor=250)
+
+    lined = Image.new("L", (w, h), 250)
+    lines_on(lined, 45)
+    lines_on(lined, 45, vertical=True)
+    without = preprocess(tilt(page())).image
+    assert similar(preprocess(tilt(redraw_ink(lined, page()))).image, without) > 0.93
+
+
+def _perspective_coeffs(src: list[tuple[int, int]], dst: list[tuple[int, int]]) -> tuple[float, ...]:
+    """PIL's 8 coefficients mapping output points ``dst`` to input points ``src``."""
+    rows, rhs = [], []
+    for (x, y), (u, v) in zip(dst, src):
+        rows += [[x, y, 1, 0, 0, 0, -u * x, -u * y], [0, 0, 0, x, y, 1, -v * x, -v * y]]
+        rhs += [u, v]
+    return tuple(np.linalg.solve(np.array(rows, float), np.array(rhs, float)))
+
+
+def test_stray_marks_and_a_neighbour_cut_by_the_border_are_not_the_digit(reference: np.ndarray) -> None:
+    img = page(size=(500, 420), at=(170, 130))
+    d = ImageDraw.Draw(img)
+    d.line([(0, 30), (60, 120), (20, 200)], fill=0, width=14)  # a neighbour's digit, cut by the border
+    d.line([(400, 330), (440, 350), (420, 380)], fill=0, width=6)  # a scribble
+    d.ellipse((60, 380, 70, 390), fill=0)  # a dot
+    r = preprocess(img)
+    assert similar(r.image, reference) > 0.95
+    assert r.bbox[0] > 120 and r.bbox[2] < 380
+
+
+def test_ruled_lines_through_a_ballpoint_digit(reference: np.ndarray) -> None:
+    img = Image.new("L", (900, 800), 250)
+    lines_on(img, 70)
+    seven = draw_seven(size=(900, 800), at=(300, 200), height=400, width=4)
+    r = preprocess(redraw_ink(img, seven))
+    assert similar(r.image, reference) > 0.85
+    assert r.bbox[1] >= 190 and r.bbox[3] <= 610
+
+
 # --------------------------------------------------------------------------- bad images (issue 8's list)
 
 

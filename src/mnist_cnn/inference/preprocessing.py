@@ -22,6 +22,14 @@ sits at the centre. Real images differ in every respect, so :func:`preprocess` d
    strongest component grown by every component near it (broken or dotted strokes); specks
    elsewhere stay out. No significant ink -> :class:`~mnist_cnn.errors.ImageError`
    ("no digit found"), not a guess;
+   **a digit on a page**: ruled and squared paper lines (thin, straight, across the picture, up to
+   12 degrees off the axes) are found with a small Hough transform and taken out of the ink map,
+   except where a stroke continues on both sides of them; a box drawn around the digit (a form's
+   field: straight lines along three or four sides of the digit's box) is taken out the same way;
+   the noise is the median of local block noise (a textured table in part of the picture does not
+   raise it); a border of two kinds (page and table) leaves the polarity to the middle of the
+   picture; components cut by the picture's border count little and never join the digit, and
+   the digit is preferred near the centre;
 4. **crop at full resolution** to the digit's bounding box (crops larger than 1000 px are then
    box-reduced to 1000); ink mapped to 0..1 from just above the noise to the stroke level, so
    strokes keep anti-aliased edges like MNIST's; strokes far thinner than MNIST's at the final
@@ -58,6 +66,7 @@ COM_TARGET = (14.0, 14.0)  # mean centre of mass (row, col) of MNIST test digits
 STROKE_THIN, STROKE_TARGET, STROKE_THICK, THICK_TARGET = 2.0, 2.6, 6.0, 4.5
 MIN_CONTRAST = 20.0  # grey levels (of 255) of ink above the background needed to call it a digit
 NOISE_K = 4.0  # threshold >= NOISE_K robust sigmas of the background
+EDGE_SLACK = 2 * MIN_CONTRAST  # grey levels the smoothed background may depart from the morphological one
 
 
 @dataclass
@@ -241,6 +250,7 @@ class Analysis:
     level: float  # stroke ink level: 75th percentile of the strong ink (chosen on validation digits)
     labels: np.ndarray  # int32 [h, w] connected components of ink > threshold (0 = background)
     comps: list[dict[str, Any]] = field(default_factory=list)  # per label: area, mass, bbox (analysis px)
+    lines: np.ndarray | None = None  # bool [h, w]: paper lines and frames removed from the ink map
 
 
 def analyse(img: Image.Image) -> Analysis:
@@ -265,7 +275,8 @@ def analyse(img: Image.Image) -> Analysis:
     size = int(max(5, 3 * width)) | 1  # odd window, comfortably wider than a stroke
     if size >= min(small.shape[:2]) // 2:
         return first  # strokes as wide as the picture: the block background is the better model
-    return find_ink(full, small, factor, morph_background(small, sign, size), sign)
+    # the lines found on the first pass are the same lines: not searched for again
+    return find_ink(full, small, factor, morph_background(small, sign, size), sign, first.lines)
 
 
 def pool(a: np.ndarray, f: int, fn: Any) -> np.ndarray:
@@ -277,11 +288,17 @@ def pool(a: np.ndarray, f: int, fn: Any) -> np.ndarray:
     return fn.reduce(rows.reshape(h, w, f, C), axis=2)
 
 
-def find_ink(full: np.ndarray, small: np.ndarray, factor: int, bg: np.ndarray, sign: float) -> Analysis:
-    """Ink map, noise, hysteresis thresholds and components against background ``bg``."""
+def find_ink(
+    full: np.ndarray, small: np.ndarray, factor: int, bg: np.ndarray, sign: float, lines: np.ndarray | None = None
+) -> Analysis:
+    """Ink map, noise, hysteresis thresholds and components against background ``bg``; ruled or
+    squared paper lines and long frame edges (found here unless ``lines`` is given) are not ink."""
     ink = ink_map(small, bg, sign)
     ink -= np.median(_sample(ink))  # the typical background pixel is 0 ink
     noise = robust_sigma(ink)
+    if lines is None:
+        lines = line_mask(ink > max(NOISE_K * noise, MIN_CONTRAST / 2), LINE_MIN_SPAN * min(ink.shape))
+    ink[lines] = np.minimum(ink[lines], 0.0)
     flat = ink.ravel()
     peak = float(np.partition(flat, -20)[-20]) if flat.size > 20 else float(flat.max())  # 20th strongest pixel
     if peak < max(MIN_CONTRAST, 2 * NOISE_K * noise):
@@ -289,12 +306,80 @@ def find_ink(full: np.ndarray, small: np.ndarray, factor: int, bg: np.ndarray, s
             f"no digit found: the image is blank or too faint (ink {round(peak)} grey levels above a "
             f"background with noise {noise:.1f}); use a darker pen or more light"
         )
+    an = _segment(full, factor, bg, sign, ink, noise, peak, lines)
+    frame = frame_mask(an)
+    if frame.any():  # a form's box around the digit: out too, and the digit found again without it
+        ink[frame] = np.minimum(ink[frame], 0.0)
+        an = _segment(full, factor, bg, sign, ink, noise, peak, lines | frame)
+    return an
+
+
+def _segment(
+    full: np.ndarray,
+    factor: int,
+    bg: np.ndarray,
+    sign: float,
+    ink: np.ndarray,
+    noise: float,
+    peak: float,
+    lines: np.ndarray,
+) -> Analysis:
+    """Hysteresis thresholds, components and the stroke level of an ink map."""
     threshold = max(otsu(ink[ink > 0], peak), NOISE_K * noise, MIN_CONTRAST / 2)
     low = max(0.5 * threshold, 0.75 * NOISE_K * noise, MIN_CONTRAST / 4)  # hysteresis: faint parts of strokes
     labels, comps = components(ink, low, threshold)
     strong = ink > threshold
     level = float(np.percentile(ink[strong], 75)) if strong.any() else peak
-    return Analysis(full, float(factor), bg, sign, ink, noise, threshold, low, level, labels, comps)
+    return Analysis(full, float(factor), bg, sign, ink, noise, threshold, low, level, labels, comps, lines)
+
+
+def frame_mask(an: Analysis) -> np.ndarray:
+    """The pixels of a box drawn around the digit (a form's field), or nothing: straight lines along
+    at least three sides of the digit's components' box (sides already removed as long lines count)."""
+    out = np.zeros(an.labels.shape, bool)
+    if not an.comps:
+        return out
+    try:
+        comps = digit_components(an)
+    except ImageError:
+        return out
+    l, t, r, b = (min(c["bbox"][k] for c in comps) if k < 2 else max(c["bbox"][k] for c in comps) for k in range(4))
+    cw, ch = r - l, b - t
+    if min(cw, ch) < 8:
+        return out
+    # the lines' cores (strong ink): the components' faint fringes would make a printed line look thick
+    mask = np.isin(an.labels[t:b, l:r], [c["label"] for c in comps]) & (an.ink[t:b, l:r] > an.threshold)
+    # a printed box may be bolder than paper lines: the four sides are evidence enough
+    hor = _horizontal_lines(mask, 0.6 * cw, FRAME_MAX_THICK)
+    ver = _horizontal_lines(mask.T, 0.6 * ch, FRAME_MAX_THICK).T
+    new = _sides(np.flatnonzero(hor.any(1)), ch) + _sides(np.flatnonzero(ver.any(0)), cw)
+    known = [False] * 4
+    if an.lines is not None:  # sides removed before as long lines, just outside the box (crossings went with them)
+        m = LINE_MAX_THICK + 2
+        old = an.lines[max(0, t - m) : b + m, max(0, l - m) : r + m]
+        rows, cols = np.flatnonzero(old.any(1)) - min(m, t), np.flatnonzero(old.any(0)) - min(m, l)
+        known = _sides(rows, ch) + _sides(cols, cw)
+    # a frame has (nearly) all four sides, at least two of them found here (one straight stroke of
+    # a thin-pen digit between two ruled lines is not a frame)
+    if sum(new) >= 2 and sum(a or b for a, b in zip(new, known)) >= 3:
+        out[t:b, l:r] = _frame_pixels(np.isin(an.labels[t:b, l:r], [c["label"] for c in comps]), hor, ver)
+    return out
+
+
+def _frame_pixels(mask: np.ndarray, hor: np.ndarray, ver: np.ndarray) -> np.ndarray:
+    """The frame's lines widened by 2 px across (their faint fringes, within the components'
+    ``mask``), less the stretches where a stroke crosses them."""
+    from scipy import ndimage as ndi
+
+    hor = ndi.binary_dilation(hor, np.ones((5, 1), bool)) & mask
+    ver = ndi.binary_dilation(ver, np.ones((1, 5), bool)) & mask
+    rest = mask & ~hor & ~ver
+    return (hor & ~_between(rest, hor)) | (ver & ~_between(rest.T, ver.T).T)
+
+
+def _sides(at: np.ndarray, size: int) -> list[bool]:
+    """Whether any of the positions ``at`` lies near the start / near the end of ``size``."""
+    return [bool((at < 0.15 * size).any()), bool((at > 0.85 * size).any())]
 
 
 def morph_background(a: np.ndarray, sign: float, size: int) -> np.ndarray:
@@ -303,9 +388,13 @@ def morph_background(a: np.ndarray, sign: float, size: int) -> np.ndarray:
     from scipy import ndimage as ndi
 
     morph = ndi.grey_opening if sign > 0 else ndi.grey_closing
+    # smoothed, but not much beyond the morphological background towards the paper: smoothing across
+    # a page edge would make the dark table next to it look like ink
     out = np.empty_like(a)
     for k in range(a.shape[2]):
-        out[..., k] = ndi.uniform_filter(morph(a[..., k], size=(size, size), mode="nearest"), size, mode="nearest")
+        m = morph(a[..., k], size=(size, size), mode="nearest")
+        smooth = ndi.uniform_filter(m, size, mode="nearest")
+        out[..., k] = np.clip(smooth, m - EDGE_SLACK, m + EDGE_SLACK)
     return out
 
 
@@ -347,21 +436,37 @@ def polarity(a: np.ndarray, bg: np.ndarray) -> float:
     The strokes are the strongest departures from the local (block-median) background, in any
     channel. If the k-th strongest bright departure and the k-th strongest dark one differ
     clearly, the larger wins (a gradient or shadow departs only moderately, both ways); else (a
-    thick digit filling the frame departs both ways) the border decides: light border = dark ink."""
-    bright = (a - bg).max(axis=2).ravel()
-    dark = (bg - a).max(axis=2).ravel()
+    thick digit filling the frame departs both ways) the paper decides: light paper = dark ink. The
+    paper is the border, unless the border is half page and half table beyond the page's edge: then
+    the middle of the picture."""
+    bright = channel_max(a - bg).ravel()
+    dark = channel_max(bg - a).ravel()
     k = max(10, bright.size // 5000)
     if bright.size > 2 * k:
         hi, lo = float(np.partition(bright, -k)[-k]), float(np.partition(dark, -k)[-k])
         if abs(hi - lo) > 0.5 * max(hi, lo, 1e-6):
             return 1.0 if hi > lo else -1.0
-    paper = float(np.median(border(a).mean(axis=1)))
+    edge = border(a).mean(axis=1)
+    q1, q3 = np.percentile(edge, [25, 75])
+    if q3 - q1 > 4 * MIN_CONTRAST:  # two kinds of border: the paper is what the middle shows
+        h, w = a.shape[:2]
+        edge = a[h // 4 : h - h // 4, w // 4 : w - w // 4].mean(axis=2).ravel()
+    paper = float(np.median(edge))
     return -1.0 if paper >= 128 else 1.0
+
+
+def channel_max(a: np.ndarray) -> np.ndarray:
+    """``a.max(axis=2)`` for [h, w, C], as C-1 elementwise maxima: numpy's reduction over a short last
+    axis is several times slower."""
+    out = a[..., 0].copy()
+    for k in range(1, a.shape[2]):
+        np.maximum(out, a[..., k], out=out)
+    return out
 
 
 def ink_map(a: np.ndarray, bg: np.ndarray, sign: float) -> np.ndarray:
     """How far each pixel departs from the background towards the ink side, in any channel ``[h, w]``."""
-    return (sign * (a - bg)).max(axis=2)
+    return channel_max(sign * (a - bg))
 
 
 def _sample(x: np.ndarray, n: int = 1 << 16) -> np.ndarray:
@@ -371,7 +476,15 @@ def _sample(x: np.ndarray, n: int = 1 << 16) -> np.ndarray:
 
 
 def robust_sigma(x: np.ndarray) -> float:
-    """1.4826 * median absolute deviation: the background's noise, ignoring the sparse ink."""
+    """1.4826 * median absolute deviation: the background's noise, ignoring the sparse ink. On a
+    big map, the median of the blocks' own values: a textured table or a page edge in part
+    of the photo does not raise the paper's noise (which sets the threshold)."""
+    if x.ndim == 2 and min(x.shape) >= 64:
+        step = min(x.shape) // 8
+        h, w = (x.shape[0] // step) * step, (x.shape[1] // step) * step
+        blocks = x[:h, :w].reshape(h // step, step, w // step, step).transpose(0, 2, 1, 3).reshape(-1, step * step)
+        med = np.median(blocks, axis=1, keepdims=True)
+        return float(1.4826 * np.median(np.median(np.abs(blocks - med), axis=1)))
     x = _sample(x)
     med = np.median(x)
     return float(1.4826 * np.median(np.abs(x - med)))
@@ -424,12 +537,31 @@ def _touches_border(bbox: tuple[int, int, int, int], shape: tuple[int, ...]) -> 
     return left == 0 or top == 0 or right == shape[1] or bottom == shape[0]
 
 
+def _along_border(bbox: tuple[int, int, int, int], shape: tuple[int, ...]) -> int:
+    """How far a component's box runs along the picture's border where it touches it (0: it does not)."""
+    left, top, right, bottom = bbox
+    along = 0
+    if left == 0 or right == shape[1]:
+        along = bottom - top
+    if top == 0 or bottom == shape[0]:
+        along = max(along, right - left)
+    return along
+
+
 def _main_component(an: Analysis) -> dict[str, Any]:
     """The digit's main stroke: the most ink, border-touching blobs (shadow edges, paper edges) discounted."""
 
-    def score(c: dict[str, Any]) -> float:
-        return c["mass"] * (0.3 if _touches_border(c["bbox"], an.labels.shape) else 1.0)
+    h, w = an.labels.shape
 
+    def score(c: dict[str, Any]) -> float:
+        # a page edge, the table or a neighbour's digit cut by the photo's border are rarely the
+        # subject, and the subject is rarely in a corner
+        left, top, right, bottom = c["bbox"]
+        off = np.hypot((left + right) / w - 1, (top + bottom) / h - 1) / np.sqrt(2)  # 0 centre .. 1 corner
+        return c["mass"] * (0.1 if _touches_border(c["bbox"], an.labels.shape) else 1.0) * (1 - 0.6 * off)
+
+    if not an.comps:  # everything was paper lines or a form's empty box
+        raise ImageError("no digit found: only lines or an empty box; photograph the digit itself")
     best = max(an.comps, key=score)
     if best["area"] < 4:
         raise ImageError("no digit found: only specks of ink; photograph the digit larger and sharper")
@@ -443,9 +575,13 @@ def _near(a: tuple[int, int, int, int], b: tuple[int, int, int, int], margin: fl
 def digit_components(an: Analysis) -> list[dict[str, Any]]:
     """The main component plus the pieces of the same digit: grown from the main one, adding any
     component within a quarter of the digit's size of the box so far (broken or dotted strokes
-    chain in; specks elsewhere in the picture stay out)."""
+    chain in; specks elsewhere in the picture and anything touching its border stay out)."""
     main = _main_component(an)
-    keep, rest = [main], [c for c in an.comps if c is not main]
+    size = max(main["bbox"][2] - main["bbox"][0], main["bbox"][3] - main["bbox"][1])
+    # things running along the picture's border (a page edge, the table, a neighbour's digit) are
+    # not the digit's; a stroke's end that just reaches the border is
+    keep = [main]
+    rest = [c for c in an.comps if c is not main and _along_border(c["bbox"], an.labels.shape) <= 0.5 * size]
     box = main["bbox"]
     grew = True
     while grew and rest:
@@ -485,6 +621,109 @@ def segment_digits(an: Analysis) -> list[list[dict[str, Any]]]:
     return groups
 
 
+# --------------------------------------------------------------------------- lines (ruled, squared paper; boxes)
+
+LINE_ANGLE, LINE_STEP = 12.0, 0.5  # degrees: the slant a ruled line may have (roll, perspective); search step
+LINE_MAX_THICK = 7  # analysis px: a ruled line or a form box is 1-7 px there; a pen stroke running along it is wider
+LINE_MIN_SPAN = 0.4  # a ruled line runs across at least this fraction of the picture
+FRAME_MAX_THICK = 2 * LINE_MAX_THICK  # a form's printed box
+LINE_LEN_PER_THICK = 12  # and at least 12x its thickness (a short thick bar is a stroke, e.g. a 7's top)
+LINE_MIN_PX = 24  # and at least this long: a 28x28 digit's bars (up to 20 px) are never lines
+
+
+def line_mask(on: np.ndarray, min_len: float) -> np.ndarray:
+    """Pixels of the thin straight lines in ``on`` (bool [h, w]): near-horizontal ones, and near-vertical
+    ones found the same way on the transpose. Where a stroke crosses a line (ink other than lines
+    continues on both sides of it), the line's pixels stay: they are the stroke's too."""
+    hor, ver = _horizontal_lines(on, min_len), _horizontal_lines(on.T, min_len).T
+    rest = on & ~hor & ~ver
+    return (hor & ~_between(rest, hor)) | (ver & ~_between(rest.T, ver.T).T)
+
+
+def _between(rest: np.ndarray, line: np.ndarray, reach: int = LINE_MAX_THICK + 3) -> np.ndarray:
+    """Pixels of ``line`` with ``rest`` ink within ``reach`` px above and below (one column either side)."""
+    from scipy import ndimage as ndi
+
+    ink = ndi.binary_dilation(rest, np.ones((1, 3), bool))
+    c = np.concatenate([np.zeros((reach + 1, ink.shape[1]), np.int32), np.cumsum(ink, 0, dtype=np.int32)])
+    h = ink.shape[0]
+    y = np.arange(h) + reach + 1  # row y's cumulative count sits at c[y + reach + 1]
+    above = c[y - 1] - c[y - 1 - reach]
+    below = c[np.minimum(y + reach, h + reach)] - c[y]
+    return line & (above > 0) & (below > 0)
+
+
+def _horizontal_lines(on: np.ndarray, min_len: float, max_thick: int = LINE_MAX_THICK) -> np.ndarray:
+    """Near-horizontal lines: a Hough transform restricted to small slants (ink counted along each
+    sheared row, one bincount per slant), taking the strongest line, checking that it is thin and
+    long, and removing its pixels from the counts until no line is left."""
+    h, w = on.shape
+    out = np.zeros_like(on)
+    ys, xs = np.nonzero(on)
+    if ys.size < min_len:
+        return out
+    slopes = np.tan(np.radians(np.arange(-LINE_ANGLE, LINE_ANGLE + 1e-6, LINE_STEP)))
+    pad = int(np.ceil(w / 2 * slopes.max())) + max_thick + 2
+    n = h + 2 * pad
+    xc = xs - w / 2
+    offs = np.rint(ys[None, :] - slopes[:, None] * xc[None, :]).astype(np.int64) + pad  # [S, N]
+    counts = np.stack([np.bincount(o, minlength=n) for o in offs]).astype(np.int64)  # [S, n]
+    alive = np.ones(ys.size, bool)
+    blocked = np.zeros_like(counts, dtype=bool)
+    c3 = np.zeros_like(counts)
+    changed = True
+    for _ in range(200):  # at most this many lines (squared paper has a few dozen)
+        if changed:  # counts within 1 px of each row: a line slightly off the slant grid still adds up
+            c3 = counts + np.roll(counts, 1, 1) + np.roll(counts, -1, 1)
+            changed = False
+        c3[blocked] = 0
+        s, peak = (int(v) for v in np.unravel_index(int(np.argmax(c3)), c3.shape))
+        if c3[s, peak] < min_len:
+            break
+        first = max(0, peak - 1)
+        o = first + int(np.argmax(counts[s, first : peak + 2]))  # the peak row of the three
+        lo, hi = _band(counts[s], o)
+        blocked[max(0, s - 4) : s + 5, max(0, lo - 2) : hi + 3] = True  # this peak, done either way
+        if hi - lo + 1 > max_thick:  # thicker than a line: a pen stroke
+            continue
+        lo, hi = lo - 1, hi + 1  # with the anti-aliased fringe
+        sel = alive & (offs[s] >= lo) & (offs[s] <= hi)
+        segs = _runs(xs[sel], w, min_len=max(min_len, LINE_MIN_PX, LINE_LEN_PER_THICK * (hi - lo - 1)))
+        if not segs.any():
+            continue
+        take = sel & segs[xs]
+        out[ys[take], xs[take]] = True
+        for k in range(len(slopes)):  # its pixels no longer count towards other lines
+            counts[k] -= np.bincount(offs[k][take], minlength=n)
+        alive &= ~take
+        changed = True
+    return out
+
+
+def _band(row: np.ndarray, o: int) -> tuple[int, int]:
+    """Rows (lo, hi) around peak ``o`` with at least half its count: the line's core (a stroke along
+    the line adds less), or the whole width of a stroke running in the line's direction."""
+    floor = 0.5 * row[o]
+    lo = hi = o
+    while lo > 0 and row[lo - 1] >= floor:
+        lo -= 1
+    while hi < len(row) - 1 and row[hi + 1] >= floor:
+        hi += 1
+    return lo, hi
+
+
+def _runs(x: np.ndarray, w: int, min_len: float, gap: int = 4) -> np.ndarray:
+    """bool [w]: columns covered by runs of ``x`` (column indices) at least ``min_len`` long, gaps of
+    up to ``gap`` px bridged (a faint or crossed stretch of the line)."""
+    from scipy import ndimage as ndi
+
+    occ = np.zeros(w, bool)
+    occ[x] = True
+    labels, k = ndi.label(ndi.binary_closing(occ, np.ones(2 * gap + 1, bool), border_value=0) | occ)
+    long = 1 + np.flatnonzero(np.bincount(labels.ravel(), minlength=k + 1)[1:] >= min_len)
+    return np.isin(labels, long)
+
+
 # --------------------------------------------------------------------------- render (crop, scale, centre)
 
 
@@ -494,6 +733,8 @@ def render(an: Analysis, comps: list[dict[str, Any]]) -> PreprocessResult:
 
     keep = np.isin(an.labels, [c["label"] for c in comps])  # [h, w] analysis mask of the digit
     keep = ndi.binary_dilation(keep, iterations=2)  # room for the anti-aliased stroke edges
+    if an.lines is not None and an.lines.any():  # ... but not for the lines crossing them
+        keep &= ~an.lines
     l = min(c["bbox"][0] for c in comps)
     t = min(c["bbox"][1] for c in comps)
     r = max(c["bbox"][2] for c in comps)
@@ -557,7 +798,7 @@ def _soft_ink(an: Analysis, box: tuple[int, int, int, int], keep: np.ndarray) ->
         ],
         axis=2,
     )
-    ink = (an.sign * (crop - bg)).max(axis=2)  # [bh, bw]
+    ink = channel_max(an.sign * (crop - bg))  # [bh, bw]
     m = np.asarray(Image.fromarray(keep.astype(np.uint8) * 255).resize((bw, bh), Image.Resampling.NEAREST, box=src)) > 0
     lo = ink_floor(an)
     hi = max(an.level, lo + 1.0)
