@@ -91,7 +91,7 @@ def train_options(f: F) -> F:
         click.option("--schedule", type=click.Choice(["constant", "onecycle", "cosine", "linear"])),
         click.option("--weight-decay", type=float),
         click.option("--label-smoothing", type=float),
-        click.option("--augment", help="Augmentation preset: none, light, medium, strong."),
+        click.option("--augment", help="Augmentation preset: none, light, medium, strong, photo (or key=value,...)."),
         click.option("--ema", type=float, help="EMA decay of weights, e.g. 0.999 (0: off)."),
         click.option("--threads", type=int, help="CPU threads (default: all cores)."),
         click.option("--train-subset", type=int, help="Train on only the first N training images."),
