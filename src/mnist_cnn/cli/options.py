@@ -86,7 +86,7 @@ def train_options(f: F) -> F:
         click.option(
             "--optimizer-impl",
             type=click.Choice(["auto", "fused", "foreach", "loop"]),
-            help="Optimiser kernels: auto (fused where available: fastest measured), fused, foreach, loop.",
+            help="Optimiser kernels: auto (torch's choice), fused (fastest; resume not bit-exact), foreach, loop.",
         ),
         click.option("--schedule", type=click.Choice(["constant", "onecycle", "cosine", "linear"])),
         click.option("--weight-decay", type=float),
