@@ -178,7 +178,8 @@ def test_upload_a_notebook_photo_shows_the_digit_and_the_crop(browser, server_ur
 
 
 def test_an_unsure_answer_names_the_two_most_probable_digits(browser, server_url: str, tmp_path: Path) -> None:
-    """?min_confidence=1 on the page's URL goes to the API: every answer short of certainty is unsure."""
+    """?min_confidence=1 on the page's URL goes to the API: every answer is unsure (even a probability
+    that rounds to 1.0 in float32, which a calibrated crisp digit can reach)."""
     page, errors = open_page(browser, server_url + "/?min_confidence=1")
     expect = playwright_api.expect
     expect(page.locator("#unsure")).to_be_hidden()

@@ -407,7 +407,7 @@ def test_predictions_below_the_threshold_are_unsure(run_dir: Path) -> None:
     assert default.unsure is (default.probability < DEFAULT_MIN_CONFIDENCE)
     assert p.predict(img, min_confidence=0.0)[0].unsure is False
     (always,) = p.predict(img, min_confidence=1.0)
-    assert always.unsure is (always.probability < 1.0) and always.to_dict()["unsure"] is always.unsure
+    assert always.unsure is True and always.to_dict()["unsure"] is True  # 1: always unsure (float32 rounds to 1.0)
 
 
 def test_predict_min_confidence_text_and_json(run_dir: Path, images: Path) -> None:
@@ -416,7 +416,7 @@ def test_predict_min_confidence_text_and_json(run_dir: Path, images: Path) -> No
     assert json.loads(sure.stdout)["unsure"] is False
     unsure = run_cli("predict", str(images / "a.png"), "--model", str(run_dir), "--min-confidence", "1", "--json")
     rec = json.loads(unsure.stdout)
-    assert rec["unsure"] is (rec["probability"] < 1)
+    assert rec["unsure"] is True  # 1: always unsure
     if rec["unsure"]:
         text = run_cli("predict", str(images / "a.png"), "--model", str(run_dir), "--min-confidence", "1").stdout
         first, second = (t["label"] for t in rec["top_k"][:2])
@@ -447,6 +447,6 @@ def test_predict_files_marks_unsure_itself(run_dir: Path, images: Path, tmp_path
     assert rec["unsure"] is (rec["probability"] < DEFAULT_MIN_CONFIDENCE)
     assert "error" in failed and "unsure" not in failed
     assert predict_files(p, files[:1], min_confidence=0.0)[0]["unsure"] is False
-    assert predict_files(p, files[:1], min_confidence=1.0)[0]["unsure"] is (rec["probability"] < 1.0)
+    assert predict_files(p, files[:1], min_confidence=1.0)[0]["unsure"] is True
     row = predict_files(p, [images / "a.png"], multi=True, min_confidence=1.0)[0]
     assert row["unsure"] is any(i["unsure"] for i in row["items"]) and all("unsure" in i for i in row["items"])

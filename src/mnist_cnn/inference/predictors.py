@@ -37,8 +37,9 @@ DEFAULT_MIN_CONFIDENCE = 0.5  # below this calibrated probability an answer is "
 
 
 def is_unsure(probability: float, min_confidence: float) -> bool:
-    """An answer less probable than ``min_confidence`` (0: never unsure) is reported as unsure."""
-    return probability < min_confidence
+    """An answer less probable than ``min_confidence`` is reported as unsure; 0: never unsure, 1: always
+    (a float32 probability can round to exactly 1.0, which is not certainty)."""
+    return probability < min_confidence or min_confidence >= 1
 
 
 def check_images(images: Any) -> np.ndarray:
