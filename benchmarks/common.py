@@ -59,6 +59,24 @@ def train_flops_per_image(model: torch.nn.Module) -> float:
     return fc.get_total_flops() / 8
 
 
+def textbook_step(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
+                  bf16: bool, device_type: str = "cpu") -> None:  # fmt: skip
+    """One optimiser step as a PyTorch user writes it: the baseline the engine is compared with."""
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def mnist_tensor(
+    images: np.ndarray, device: Any = "cpu", fmt: torch.memory_format = torch.contiguous_format
+) -> torch.Tensor:
+    """uint8 [N, 28, 28] -> float [N, 1, 28, 28] normalised with MNIST's usual mean/std (0.1307, 0.3081)."""
+    x = torch.from_numpy(images.copy()).to(device).float().div_(255).sub_(0.1307).div_(0.3081)
+    return x.unsqueeze(1).contiguous(memory_format=fmt)
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {
         "mean": statistics.fmean(values),

@@ -22,9 +22,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
-from common import machine, write_json  # noqa: E402
+from common import machine, textbook_step, write_json  # noqa: E402
 from mnist_cnn.models.registry import create_model  # noqa: E402
 from mnist_cnn.training.device import use_bf16  # noqa: E402
 
@@ -46,11 +45,7 @@ def ms_per_step(name: str, kwargs: dict[str, Any], batch: int, *, channels_last:
     y = torch.randint(0, 10, (batch,))
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        textbook_step(model, opt, x, y, bf16=bf16)
 
     for _ in range(max(5, steps // 4)):
         step()

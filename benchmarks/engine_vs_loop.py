@@ -24,9 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
-from common import machine, write_json  # noqa: E402
+from common import machine, textbook_step, write_json  # noqa: E402
 from mnist_cnn.data.datasets import load_dataset  # noqa: E402
 from mnist_cnn.models.registry import create_model  # noqa: E402
 from mnist_cnn.training.config import TrainConfig  # noqa: E402
@@ -48,11 +47,7 @@ def plain_loop(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, steps: int, c
         xb, yb = x[i * cfg.batch_size : (i + 1) * cfg.batch_size], y[i * cfg.batch_size : (i + 1) * cfg.batch_size]
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(xb).float(), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        textbook_step(model, opt, xb, yb, bf16=bf16)
     return time.perf_counter() - t
 
 

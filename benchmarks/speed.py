@@ -37,7 +37,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, matmul_gflops, summary, train_flops_per_image, write_json  # noqa: E402
+from common import (  # noqa: E402
+    machine,
+    matmul_gflops,
+    mnist_tensor,
+    summary,
+    textbook_step,
+    train_flops_per_image,
+    write_json,
+)
 
 HERE = Path(__file__).resolve().parent
 VAL_SIZE = 5000  # the engine's default validation split: the reference trains on the same 55k images
@@ -98,25 +106,18 @@ def plain_loop_epoch(data: Any, bf16: bool, device: Any, channels_last: bool = T
     """Seconds for one epoch of the textbook loop on the seed recipe (model1, Adam 1e-3, batch 32,
     all 60k images as a normalised float tensor; no metrics, no schedule, no checkpoint)."""
     import torch
-    import torch.nn.functional as F
 
     from mnist_cnn.models.registry import create_model
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    x = torch.from_numpy(data.train_images.copy()).to(device).float().div_(255).sub_(0.1307).div_(0.3081)
-    x = x.unsqueeze(1)
+    x = mnist_tensor(data.train_images, device, fmt)
     y = torch.from_numpy(data.train_labels.copy()).long().to(device)
     torch.manual_seed(0)
     model = create_model("model1").to(device, memory_format=fmt).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     t = time.perf_counter()
     for i in range(0, len(x), 32):
-        xb = x[i : i + 32].contiguous(memory_format=fmt)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(xb).float(), y[i : i + 32])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        textbook_step(model, opt, x[i : i + 32], y[i : i + 32], bf16=bf16, device_type=device.type)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t
@@ -138,36 +139,25 @@ def reference_recipe(data: Any, seed: int, *, tuned: bool, bf16: bool) -> dict[s
     ``tuned=False``: exactly as published (fp32, contiguous tensors). ``tuned=True``: with the two
     things this machine rewards (channels_last, and bf16 autocast where the engine uses it)."""
     import torch
-    import torch.nn.functional as F
 
     from mnist_cnn.data.datasets import train_val_split
 
     tr, _ = train_val_split(data.train_labels, VAL_SIZE, seed)
     fmt = torch.channels_last if tuned else torch.contiguous_format
-
-    def prep(a: Any) -> Any:
-        x = torch.from_numpy(a.copy()).float().div_(255).sub_(0.1307).div_(0.3081)
-        return x.unsqueeze(1).contiguous(memory_format=fmt)
-
-    x, y = prep(data.train_images[tr]), torch.from_numpy(data.train_labels[tr]).long()
+    x, y = mnist_tensor(data.train_images[tr], fmt=fmt), torch.from_numpy(data.train_labels[tr]).long()
     torch.manual_seed(seed)
     model = reference_net().to(memory_format=fmt)
     opt = torch.optim.Adam(model.parameters(), lr=0.01, betas=(0.7, 0.9))
     steps = -(-len(x) // 256)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 0.01, total_steps=steps, cycle_momentum=False)
-    autocast = tuned and bf16
     t = time.perf_counter()
     for i in range(steps):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            loss = F.cross_entropy(model(x[i * 256 : (i + 1) * 256]).float(), y[i * 256 : (i + 1) * 256])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        textbook_step(model, opt, x[i * 256 : (i + 1) * 256], y[i * 256 : (i + 1) * 256], bf16=tuned and bf16)
         sched.step()
     seconds = time.perf_counter() - t
     model.eval()
     with torch.no_grad():
-        acc = (model(prep(data.test_images)).argmax(1).numpy() == data.test_labels).mean()
+        acc = (model(mnist_tensor(data.test_images, fmt=fmt)).argmax(1).numpy() == data.test_labels).mean()
     return {"seed": seed, "train_seconds": seconds, "test_accuracy": float(acc)}
 
 
