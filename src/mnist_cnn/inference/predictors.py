@@ -155,15 +155,10 @@ class Predictor:
         Answers less probable than ``min_confidence`` are marked ``unsure``."""
         probs = self.predict_proba(as_batch(images, preprocess))
         k = max(1, min(top_k, len(self.classes)))
+        best = probs.argmax(1)
         return [
-            Prediction(
-                int(np.argmax(p)),
-                self.classes[int(np.argmax(p))],
-                float(np.max(p)),
-                top,
-                is_unsure(float(np.max(p)), min_confidence),
-            )
-            for p, top in zip(probs, self.top_k(probs, k))
+            Prediction(int(i), self.classes[int(i)], float(p[i]), top, is_unsure(float(p[i]), min_confidence))
+            for i, p, top in zip(best, probs, self.top_k(probs, k))
         ]
 
     def top_k(self, probs: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
