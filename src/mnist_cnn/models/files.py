@@ -274,9 +274,11 @@ def _misfits(tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]
     """Every way the file's tensors differ from what the architecture needs (names, shapes, dtypes)."""
     problems = [f"missing {k}" for k in expected if k not in tensors]
     problems += [f"unexpected {k[:80]}" for k in tensors if k not in expected]
+    # in the architecture's (state_dict) order: the file's own key order is not stable between
+    # processes, and the message shows only the first three
     problems += [
-        f"{k}: {tuple(v.shape)} {v.dtype} in file, model needs {tuple(expected[k].shape)} {expected[k].dtype}"
-        for k, v in tensors.items()
-        if k in expected and (v.shape != expected[k].shape or v.dtype != expected[k].dtype)
+        f"{k}: {tuple(tensors[k].shape)} {tensors[k].dtype} in file, model needs {tuple(e.shape)} {e.dtype}"
+        for k, e in expected.items()
+        if k in tensors and (tensors[k].shape != e.shape or tensors[k].dtype != e.dtype)
     ]
     return problems
