@@ -172,7 +172,9 @@ def split_of(config: Mapping[str, Any] | None) -> SplitSpec:
     """The validation split a run was trained with, from its config (a model file's ``config``
     metadata or config.json's ``train``); runs that did not record it used the old defaults."""
     cfg = config or {}
-    return SplitSpec(int(cfg.get("val_size", DEFAULT_VAL_SIZE)), int(cfg.get("seed", DEFAULT_SEED)))
+    seed = cfg.get("split_seed")  # a fixed split (train --split-seed); None: the run's own seed
+    seed = cfg.get("seed", DEFAULT_SEED) if seed is None else seed
+    return SplitSpec(int(cfg.get("val_size", DEFAULT_VAL_SIZE)), int(seed))
 
 
 # --------------------------------------------------------------------------- starting a run in a folder

@@ -73,6 +73,11 @@ def train_options(f: F) -> F:
         click.option("--lr", type=float),
         click.option("--seed", type=int),
         click.option("--val-size", type=int, help="Validation images held out of training (default 5000)."),
+        click.option(
+            "--split-seed",
+            type=int,
+            help="Seed of the validation split (default: --seed); fix it to compare seeds on one split.",
+        ),
         click.option("--early-stopping-patience", type=int, help="Stop after N epochs without improvement."),
         click.option("--early-stopping-monitor", type=click.Choice(["val_loss", "val_accuracy"])),
         dataset_option(default=None),
@@ -93,6 +98,13 @@ def train_options(f: F) -> F:
         click.option("--label-smoothing", type=float),
         click.option("--augment", help="Augmentation preset: none, light, medium, strong, photo (or key=value,...)."),
         click.option("--ema", type=float, help="EMA decay of weights, e.g. 0.999 (0: off)."),
+        click.option(
+            "--teacher",
+            help="Distil from this run, model file or ensemble (or several, comma-separated); it must "
+            "hold out the same validation split.",
+        ),
+        click.option("--distill-alpha", type=float, help="Weight of the teacher's targets (default 0.5)."),
+        click.option("--distill-temperature", type=float, help="Softmax temperature of distillation (default 4)."),
         click.option("--threads", type=int, help="CPU threads (default: all cores)."),
         click.option("--train-subset", type=int, help="Train on only the first N training images."),
         click.option("--tensorboard", help="Log training curves to this TensorBoard folder (pip install tensorboard)."),

@@ -21,6 +21,7 @@ from torch import nn
 
 from mnist_cnn.errors import ConfigError, first_line
 from mnist_cnn.models.convnet import ConvNet
+from mnist_cnn.models.hvc import HVCNet
 
 
 @dataclass(frozen=True)
@@ -137,3 +138,13 @@ def bncnn(width: int = 32, dropout: float = 0.4, num_classes: int = 10) -> nn.Mo
         dropout=0.0,
         num_classes=num_classes,
     )
+
+
+@register_model
+def hvcnet(
+    width: int = 16, layers: int = 9, capsule_dim: int = 8, dropout: float = 0.0, num_classes: int = 10
+) -> nn.Module:
+    """Byerly-style net: 3x3 convs without pooling, BN, homogeneous vector capsule branches (1.5M params)."""
+    # width 16 (the paper's channels 32..160): [B,1,28,28] -> 3 convs -> [B,64,22,22] -HVC-> 10
+    #   -> 3 convs -> [B,112,16,16] -HVC-> 10 -> 3 convs -> [B,160,10,10] -HVC-> 10; logits summed
+    return HVCNet(width=width, layers=layers, capsule_dim=capsule_dim, dropout=dropout, num_classes=num_classes)

@@ -40,6 +40,7 @@ class TrainConfig:
     dataset: str = "mnist"
     data_dir: str | None = None
     val_size: int = 5000
+    split_seed: int | None = None  # seed of the train/validation split (None: `seed`); fix it to vary only the training
     train_subset: int | None = None  # use only the first N training images (after the split)
     # optimisation (defaults: the seed's recipe)
     epochs: int = 20
@@ -55,6 +56,10 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: Any = "none"  # preset name or dict of AugmentConfig fields
     ema: float = 0.0  # EMA decay of weights (0 = off), e.g. 0.999
+    # knowledge distillation (training/distill.py): a teacher's softened probabilities as extra targets
+    teacher: str | None = None  # run folder, model file or ensemble folder (or several, comma-separated)
+    distill_alpha: float = 0.5  # weight of the teacher term; 1 - alpha stays on the labels
+    distill_temperature: float = 4.0
     # control
     seed: int = 0
     early_stopping_patience: int | None = None
@@ -76,6 +81,14 @@ class TrainConfig:
             (1 <= self.batch_size <= MAX_BATCH, "batch_size", f"must be between 1 and {MAX_BATCH:,}"),
             (0 < self.lr <= MAX_LR, "lr", f"must be a number in (0, {MAX_LR:g}]"),
             (0 <= self.seed < MAX_SEED, "seed", f"must be between 0 and 2**62 - 1 ({MAX_SEED - 1:,})"),
+            (
+                self.split_seed is None or 0 <= self.split_seed < MAX_SEED,
+                "split_seed",
+                f"must be between 0 and 2**62 - 1 ({MAX_SEED - 1:,})",
+            ),
+            (0 < self.distill_alpha <= 1, "distill_alpha", "must be in (0, 1]"),
+            (0 < self.distill_temperature <= 100, "distill_temperature", "must be in (0, 100]"),
+            (self.teacher is None or self.teacher.strip() != "", "teacher", "must name a run, model file or ensemble"),
             (all(0 <= b < 1 for b in self.betas), "betas", "must be two numbers in [0, 1)"),
             (0 <= self.momentum < 1, "momentum", "must be in [0, 1)"),
             (math.isfinite(self.weight_decay) and self.weight_decay <= 1, "weight_decay", "must be a number <= 1"),
@@ -135,6 +148,11 @@ class TrainConfig:
         model_entry(self.model)
         parse_augment(self.augment)
         return self
+
+    @property
+    def val_seed(self) -> int:
+        """The seed of the train/validation split: ``split_seed``, else the run's ``seed``."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

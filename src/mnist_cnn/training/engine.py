@@ -40,6 +40,7 @@ from mnist_cnn.artifacts.runs import (
     METRICS,
     MODEL,
     RunLock,
+    SplitSpec,
     check_run_dir,
     discard_replaced,
     has_checkpoint,
@@ -69,11 +70,12 @@ from mnist_cnn.training.device import (
     use_bf16,
     wrap_ddp,
 )
+from mnist_cnn.training.distill import describe, distill_loss, teacher_targets
 from mnist_cnn.training.state import TrainState, checkpoint_config
 from mnist_cnn.version import __version__
 
 Say = Callable[[str], None]
-StepFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+StepFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -144,6 +146,7 @@ class DeviceData:
     mean: float
     std: float
     dataset: Dataset
+    soft_y: torch.Tensor | None = None  # [N, C] a teacher's softened probabilities (train --teacher)
 
     @property
     def normalisation(self) -> dict[str, float]:
@@ -156,11 +159,22 @@ def prepare_data(cfg: TrainConfig, device: torch.device, data: Dataset | None = 
         raise ConfigError(
             f"val_size={cfg.val_size} must be smaller than the training set ({len(ds.train_labels):,} images)"
         )
-    tr, va = train_val_split(ds.train_labels, cfg.val_size, cfg.seed)
+    tr, va = train_val_split(ds.train_labels, cfg.val_size, cfg.val_seed)
     if cfg.train_subset:
         tr = tr[: cfg.train_subset]
     x, y = ds.train_images[tr], ds.train_labels[tr]
     mean, std = normalisation(x)
+    soft = None
+    if cfg.teacher:
+        split = SplitSpec(cfg.val_size, cfg.val_seed)
+        soft = teacher_targets(
+            cfg.teacher,
+            x,
+            dataset=cfg.dataset,
+            split=split,
+            temperature=cfg.distill_temperature,
+            batch_size=cfg.eval_batch_size,
+        ).to(device)
     return DeviceData(
         train_x=torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1).to(device),
         train_y=torch.from_numpy(y).to(device),
@@ -169,6 +183,7 @@ def prepare_data(cfg: TrainConfig, device: torch.device, data: Dataset | None = 
         mean=mean,
         std=std,
         dataset=ds,
+        soft_y=soft,
     )
 
 
@@ -283,6 +298,8 @@ def _run(
         f"training {cfg.model} ({count_params(state.model):,} params) on {cfg.dataset}: {len(dd.train_y):,} train / "
         f"{len(dd.val_y):,} val images, {cfg.epochs} epochs, batch {cfg.batch_size}, device {device}"
     )
+    if cfg.teacher:
+        say(f"distilling from {describe(cfg.teacher)} (alpha {cfg.distill_alpha:g}, T {cfg.distill_temperature:g})")
     loop = EpochLoop(cfg, dd, state, dist, device, writer, say, show_progress=not quiet)
     resume_hint = f"; continue with `mnist-cnn train --out {out} --resume`" if out is not None else ""
     try:
@@ -432,7 +449,10 @@ class EpochLoop:
         ddp_model = wrap_ddp(state.model, dist, device)  # broadcasts rank 0's initial weights to all ranks
         bf16 = use_bf16(cfg.precision, device)
         forward = torch.compile(ddp_model) if cfg.compile else ddp_model
-        self.step = make_step(forward, state.optimizer, label_smoothing=cfg.label_smoothing, bf16=bf16, device=device)
+        distill = (cfg.distill_alpha, cfg.distill_temperature) if dd.soft_y is not None else None
+        self.step = make_step(
+            forward, state.optimizer, label_smoothing=cfg.label_smoothing, bf16=bf16, device=device, distill=distill
+        )
         self.compile_seconds = self._warm_up(forward, bf16) if cfg.compile else 0.0
         self.timer = Timer(device)
         self.progress_bar = ProgressBar(enabled=show_progress)
@@ -473,7 +493,8 @@ class EpochLoop:
             lr = cfg.lr * lr_factor(st.progress.step, self.total_steps, cfg.schedule, cfg.warmup)
             for g in st.optimizer.param_groups:
                 g["lr"] = lr
-            loss, logits = self.step(x, y)
+            soft = dd.soft_y[idx] if dd.soft_y is not None else None  # [B, C] teacher targets
+            loss, logits = self.step(x, y, soft)
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
             st.progress.step += 1
@@ -558,13 +579,21 @@ def make_step(
     label_smoothing: float,
     bf16: bool,
     device: torch.device,
+    distill: tuple[float, float] | None = None,
 ) -> StepFn:
-    """One optimiser step on a batch: autocast forward, float32 loss, backward, update."""
+    """One optimiser step on a batch: autocast forward, float32 loss, backward, update.
+    ``distill=(alpha, T)``: the loss also pulls towards the teacher's targets (training/distill.py)."""
 
-    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(x: torch.Tensor, y: torch.Tensor, soft: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = forward(x)  # [B, C]
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        if soft is not None and distill is not None:
+            alpha, temperature = distill
+            loss = distill_loss(
+                logits.float(), y, soft, alpha=alpha, temperature=temperature, label_smoothing=label_smoothing
+            )
+        else:
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
