@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,15 @@ def train_one(name: str, seed: int, runs: Path, args: argparse.Namespace) -> Non
     train(cfg, out, resume=resume, force=out.exists() and not resume, quiet=args.quiet, evaluate_test=False)
 
 
+def wait_for(needs: tuple[str, ...], runs: Path, poll: float = 30.0) -> None:
+    """Block until every run of the variants in ``needs`` has finished (another worker trains them)."""
+    from mnist_cnn.artifacts.runs import is_finished
+
+    waiting = [_run(runs, v, s) for v in needs for s in VARIANTS[v].seeds]
+    while not all(is_finished(f) for f in waiting):
+        time.sleep(poll)
+
+
 def run_row(name: str, runs: Path) -> dict[str, Any] | None:
     from mnist_cnn.artifacts.files import read_json
     from mnist_cnn.artifacts.runs import METRICS, is_finished
@@ -205,6 +215,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=",".join(VARIANTS), help="variants to train, comma-separated, in order")
     ap.add_argument("--report", action="store_true", help="train nothing: the table from finished runs")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument(
+        "--worker",
+        default="0/1",
+        help="I/N: train every N-th run from the I-th (run N workers of --threads 1 side by side: on this "
+        "2-core box two 1-thread runs train 1.4x the images per second of one 2-thread run)",
+    )
     ap.add_argument("--epochs", type=int, default=None, help="smoke runs only: override every variant's epochs")
     ap.add_argument("--train-subset", type=int, default=None, help="smoke runs only: train on N images")
     ap.add_argument("--quiet", action="store_true")
@@ -216,9 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     if not args.report:
-        for name in names:
-            for seed in VARIANTS[name].seeds:
-                train_one(name, seed, runs, args)
+        i, n = (int(p) for p in args.worker.split("/"))
+        todo = [(name, seed) for name in names for seed in VARIANTS[name].seeds]
+        for name, seed in todo[i::n]:
+            wait_for(VARIANTS[name].needs, runs)
+            train_one(name, seed, runs, args)
     rows = [r for r in (run_row(n, runs) for n in VARIANTS) if r is not None]
     ens = [e for e in (ensemble_row(n, runs, args.data_dir) for n in ENSEMBLES) if e is not None]
     print_table(rows, ens)

@@ -264,7 +264,10 @@ def test_resume_with_a_checkpoint_of_another_architecture(tiny_data, tmp_path):
 
 # case -> (train arguments, fragment of the message)
 BAD_FLAGS: dict[str, tuple[list[str], str]] = {
-    "unknown model": (["--model", "resnet"], "unknown model 'resnet'; valid models: bncnn, convnet, fastnet, hvcnet, model1"),
+    "unknown model": (
+        ["--model", "resnet"],
+        "unknown model 'resnet'; valid models: bncnn, convnet, fastnet, hvcnet, model1",
+    ),
     "unknown recipe": (["--recipe", "turbo"], "unknown recipe 'turbo'; valid recipes: seed, fast99"),
     "negative epochs": (["--epochs", "-3"], "epochs=-3 must be between 1 and 100,000"),
     "zero epochs": (["--epochs", "0"], "epochs=0 must be between 1 and 100,000"),

@@ -62,6 +62,16 @@ def test_resume_continues_exactly(tiny_data, tmp_path):
     assert len(resumed.history) == 3
 
 
+def test_resume_takes_the_callers_thread_count_and_nothing_else(tiny_data, tmp_path):
+    cfg = TrainConfig(data_dir=str(tiny_data), epochs=1, batch_size=64, val_size=100, lr=2e-3)
+    train(cfg, tmp_path / "part", quiet=True)
+    # threads=1 is this machine's setting; lr=0.5 and seed=9 are not the saved plan's and are ignored
+    resumed = train(TrainConfig(threads=1, lr=0.5, seed=9), tmp_path / "part", resume=True, resume_epochs=2, quiet=True)
+    assert resumed.meta["config"]["threads"] == 1
+    assert resumed.meta["config"]["lr"] == 2e-3 and resumed.meta["config"]["seed"] == 0
+    assert resumed.metrics["epochs_run"] == 2
+
+
 def test_resume_without_checkpoint_and_existing_dir(tiny_data, tmp_path):
     with pytest.raises(CheckpointError, match="resume"):
         train(TrainConfig(data_dir=str(tiny_data)), tmp_path / "none", resume=True, quiet=True)

@@ -226,8 +226,9 @@ def train(
     """Train per ``cfg``; write the run folder when ``out_dir`` is given. See the module doc.
 
     ``resume`` continues the run in ``out_dir`` from its checkpoint with its saved config and plan
-    (``resume_epochs`` changes how many epochs it runs to); a run killed before its first
-    checkpoint starts afresh. ``force`` replaces an existing run (only a run folder's own files).
+    (``resume_epochs`` changes how many epochs it runs to, ``cfg.threads``, when set, the CPU
+    threads); a run killed before its first checkpoint starts afresh. ``force`` replaces an
+    existing run (only a run folder's own files).
     ``on_epoch(epoch, row)`` is called after each epoch's validation (search uses it to prune).
     """
     out = Path(out_dir) if out_dir is not None else None
@@ -239,7 +240,10 @@ def train(
     if resume and out is not None and has_checkpoint(out):
         saved = checkpoint_config(out / CHECKPOINT)
         planned = int(saved.get("epochs", cfg.epochs))
-        cfg = TrainConfig.from_dict({**saved, "epochs": resume_epochs or planned}, source=str(out / CHECKPOINT))
+        # the saved plan, except the machine's thread count when the caller sets one (a run resumed
+        # on another box, or beside another job)
+        here = {"threads": cfg.threads} if cfg.threads is not None else {}
+        cfg = TrainConfig.from_dict({**saved, "epochs": resume_epochs or planned, **here}, source=str(out / CHECKPOINT))
     cfg.validate()
     if writer is not None:
         check_run_dir(writer, resume=resume, force=force)  # fail before any work; nothing is touched yet
