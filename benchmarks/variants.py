@@ -8,7 +8,7 @@ finished runs are reused and an interrupted one resumes from its checkpoint, so 
 built over several sessions (``--only`` picks variants, in the order given)::
 
     python benchmarks/variants.py --data-dir ../shared/data/mnist --runs runs/variants \\
-        --only best,kd-ensemble,hvcnet,self-kd,long-ema --out results/variants.json
+        --only best,hvcnet,kd-ensemble,self-kd,long-ema --threads 1 --worker 0/2   # and --worker 1/2 beside it
     python benchmarks/variants.py --runs runs/variants --report     # the table from what is finished
 
 Ensembles (mean of the members' probabilities, equal weights) are scored on the same split from
