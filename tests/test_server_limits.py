@@ -168,6 +168,12 @@ def test_every_answer_is_documented_with_its_model(client: TestClient) -> None:
                     assert schema == {"$ref": "#/components/schemas/Error"}, (path, status, schema)
     predict = spec["paths"]["/api/predict"]["post"]["responses"]
     assert {"200", "400", "413", "415", "422", "503"} <= set(predict)
+    # every 503 (busy, too many connections) documents the Retry-After header it sends
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            busy = op["responses"].get("503")
+            assert busy is not None, f"{method.upper()} {path}: the connection limit's 503 is undocumented"
+            assert busy["headers"]["Retry-After"]["schema"] == {"type": "integer"}, (path, busy)
     assert spec["components"]["schemas"]["Error"]["required"] == ["error"]
 
 
@@ -395,6 +401,12 @@ def connect(served: tuple[str, int, int]) -> socket.socket:
 
 def answer(s: socket.socket) -> tuple[int, bytes]:
     """(status, body): read until the server closes the connection (or 10 s)."""
+    status, _, body = full_answer(s)
+    return status, body
+
+
+def full_answer(s: socket.socket) -> tuple[int, bytes, bytes]:
+    """(status, head, body) of the answer on ``s``, read until the server closes it (or 10 s)."""
     data = b""
     try:
         while chunk := s.recv(65536):
@@ -403,7 +415,7 @@ def answer(s: socket.socket) -> tuple[int, bytes]:
         pass
     head, _, body = data.partition(b"\r\n\r\n")
     status = int(head.split()[1]) if head else 0
-    return status, body
+    return status, head, body
 
 
 def test_headers_over_16_kib_are_431(served) -> None:
@@ -466,9 +478,10 @@ def test_connections_beyond_the_limit_get_503_and_the_server_still_answers(serve
     try:
         time.sleep(0.2)
         extra = connect(served)
-        status, body = answer(extra)
+        status, head, body = full_answer(extra)
         extra.close()
         assert status == 503 and b"too many open connections" in body, (status, body)
+        assert b"\r\nretry-after: 1\r\n" in head.lower(), head  # as the schema says
     finally:
         for s in held:
             s.close()

@@ -710,21 +710,31 @@ class ModelInfo(BaseModel):
     )
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {"model": Error, "description": description}
+def _error(description: str, retry_after: bool = False) -> dict[str, Any]:
+    answer: dict[str, Any] = {"model": Error, "description": description}
+    if retry_after:  # the 503s say when to come back
+        answer["headers"] = {
+            "Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}
+        }
+    return answer
 
 
 _HTTP_ERRORS = {  # answered by the HTTP layer (uvicorn_config) for any request
     408: _error("the request line, headers or body did not arrive in time (--read-timeout, --body-timeout)"),
     431: _error("request line and headers larger than 16 KiB"),
+    503: _error("more than --max-connections connections open; retry after the Retry-After seconds", retry_after=True),
 }
 _PREDICT_ERRORS = {
     400: _error("malformed request: invalid JSON, a body the schema does not allow, malformed multipart"),
     413: _error("body over --max-upload-mb, or more images than --max-batch"),
     415: _error("unsupported content type, or (single image) an uploaded part that is not an image"),
     422: _error("the image is empty, undecodable or truncated, has more than --max-pixels pixels, or shows no digit"),
-    503: _error("--max-concurrent requests already in progress; retry after the Retry-After seconds"),
     **_HTTP_ERRORS,
+    503: _error(
+        "--max-concurrent requests already in progress, or more than --max-connections connections open; "
+        "retry after the Retry-After seconds",
+        retry_after=True,
+    ),
 }
 
 
@@ -1066,7 +1076,8 @@ def _raw_answer(status: int, message: str, phrase: str) -> bytes:
     body = json.dumps({"error": message}).encode()
     head = (
         f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
+        + ("retry-after: 1\r\n" if status == 503 else "")
+        + "connection: close\r\n\r\n"
     )
     return head.encode("ascii") + body
 
