@@ -67,6 +67,11 @@ STROKE_THIN, STROKE_TARGET, STROKE_THICK, THICK_TARGET = 2.0, 2.6, 6.0, 4.5
 MIN_CONTRAST = 20.0  # grey levels (of 255) of ink above the background needed to call it a digit
 NOISE_K = 4.0  # threshold >= NOISE_K robust sigmas of the background
 EDGE_SLACK = 2 * MIN_CONTRAST  # grey levels the smoothed background may depart from the morphological one
+# ... and beyond it towards the paper at most the lowest ink threshold: a band of a dark table beside
+# a page edge then never becomes ink on its own (with EDGE_SLACK it did, a line joining the digit),
+# while a stroke inside a hard shadow keeps a little of the lift. Chosen on validation renderings
+# (generator seed 1; 0 / 10 / 20 / 40: page_edge 98.0 / 98.0 / 97.3 / 92.0%, shadow 97.3 / 98.7 / 98.0 / 96.0%)
+SPILL = MIN_CONTRAST / 2
 
 
 @dataclass
@@ -388,13 +393,15 @@ def morph_background(a: np.ndarray, sign: float, size: int) -> np.ndarray:
     from scipy import ndimage as ndi
 
     morph = ndi.grey_opening if sign > 0 else ndi.grey_closing
-    # smoothed, but not much beyond the morphological background towards the paper: smoothing across
-    # a page edge would make the dark table next to it look like ink
+    # smoothed, but hardly beyond the morphological background towards the paper (SPILL): smoothing
+    # across a page edge would make a band of the dark table next to it look like ink (a line along
+    # the edge that joined the digit); towards the ink it may depart by EDGE_SLACK
+    lo, hi = (-SPILL, EDGE_SLACK) if sign > 0 else (-EDGE_SLACK, SPILL)
     out = np.empty_like(a)
     for k in range(a.shape[2]):
         m = morph(a[..., k], size=(size, size), mode="nearest")
         smooth = ndi.uniform_filter(m, size, mode="nearest")
-        out[..., k] = np.clip(smooth, m - EDGE_SLACK, m + EDGE_SLACK)
+        out[..., k] = np.clip(smooth, m + lo, m + hi)
     return out
 
 
@@ -798,7 +805,7 @@ def _soft_ink(an: Analysis, box: tuple[int, int, int, int], keep: np.ndarray) ->
         ],
         axis=2,
     )
-    ink = channel_max(an.sign * (crop - bg))  # [bh, bw]
+    ink = ink_map(crop, bg, an.sign)  # [bh, bw]
     m = np.asarray(Image.fromarray(keep.astype(np.uint8) * 255).resize((bw, bh), Image.Resampling.NEAREST, box=src)) > 0
     lo = ink_floor(an)
     hi = max(an.level, lo + 1.0)
