@@ -49,10 +49,13 @@ def test_run_artifacts_are_complete(tiny_data, tmp_path):
     assert res.meta["normalisation"]["std"] > 0
 
 
-def test_resume_continues_exactly(tiny_data, tmp_path):
-    full = tiny_run(tmp_path, tiny_data, "full", epochs=3)
+@pytest.mark.parametrize("impl", ["auto", "fused", "foreach", "loop"])
+def test_resume_continues_exactly(tiny_data, tmp_path, impl):
+    """Bit for bit with every optimiser implementation (fused kernels drifted until the restored
+    moments of channels_last weights got the weights' layout back)."""
+    full = tiny_run(tmp_path, tiny_data, "full", epochs=3, optimizer_impl=impl)
     # same run stopped after 2 epochs, then resumed to 3
-    cfg = TrainConfig(data_dir=str(tiny_data), epochs=2, batch_size=64, val_size=100)
+    cfg = TrainConfig(data_dir=str(tiny_data), epochs=2, batch_size=64, val_size=100, optimizer_impl=impl)
     train(cfg, tmp_path / "part", quiet=True)
     resumed = train(TrainConfig(), tmp_path / "part", resume=True, resume_epochs=3, quiet=True)
     assert resumed.metrics["epochs_run"] == 3

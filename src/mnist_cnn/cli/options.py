@@ -91,7 +91,7 @@ def train_options(f: F) -> F:
         click.option(
             "--optimizer-impl",
             type=click.Choice(["auto", "fused", "foreach", "loop"]),
-            help="Optimiser kernels: auto (torch's choice), fused (fastest; resume not bit-exact), foreach, loop.",
+            help="Optimiser kernels: auto (fused on CPU and CUDA, else torch's choice), fused, foreach, loop.",
         ),
         click.option("--schedule", type=click.Choice(["constant", "onecycle", "cosine", "linear"])),
         click.option("--weight-decay", type=float),

@@ -47,7 +47,7 @@ class TrainConfig:
     batch_size: int = 32
     lr: float = 1e-3
     optimizer: str = "adam"  # adam | adamw | sgd | nesterov
-    optimizer_impl: str = "auto"  # auto (torch decides) | fused (fastest; resume not bit-exact) | foreach | loop
+    optimizer_impl: str = "auto"  # auto (fused on CPU and CUDA, else torch's choice) | fused | foreach | loop
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = 0.9
     weight_decay: float = 0.0

@@ -141,3 +141,12 @@ def _optim_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Ten
         pid, k = key.split(".", 1)
         state.setdefault(int(pid), {})[k] = v
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    # the file holds contiguous tensors; a channels_last weight's moments must be laid out like the
+    # weight again: fused kernels walk parameter, gradient and state by the same flat index (a
+    # resumed fused-Adam run drifted off the uninterrupted one, by 0.01 in a weight after one epoch)
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p, {})
+            for k, v in st.items():
+                if torch.is_tensor(v) and v.shape == p.shape and v.stride() != p.stride():
+                    st[k] = torch.empty_like(p).copy_(v)
