@@ -38,18 +38,17 @@ class _Main:
         raise SystemExit(0)
 
 
+# one quick epoch on a tiny synthetic set: the flags every tiny CLI run shares
+TINY_FLAGS = ("--epochs", "1", "--batch-size", "64", "--val-size", "100")
+
+
 def tiny_train_argv(data_dir: Path, out: Path, *extra: str) -> list[str]:
     """``mnist-cnn train`` arguments for one quick epoch of model1 on a tiny synthetic set into ``out``."""
     return [
         "train",
         "--data-dir",
         str(data_dir),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "64",
-        "--val-size",
-        "100",
+        *TINY_FLAGS,
         "--out",
         str(out),
         *extra,

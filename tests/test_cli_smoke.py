@@ -1,6 +1,6 @@
 import json
 
-from tests.helpers import run_cli
+from tests.helpers import TINY_FLAGS, run_cli
 
 
 def test_help_lists_commands():
@@ -65,12 +65,7 @@ def test_precision_and_compile_flags_reach_the_saved_config(tiny_data, tmp_path)
         "train",
         "--data-dir",
         str(tiny_data),
-        "--epochs",
-        "1",
-        "--batch-size",
-        "64",
-        "--val-size",
-        "100",
+        *TINY_FLAGS,
         "--precision",
         "fp32",
         "--no-compile",

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import TINY_FLAGS
+
 # A sitecustomize.py put on PYTHONPATH for the two-process run: an audit hook in every process
 # (the torchrun launcher and each rank) logs "RANK NAME" for each file it creates, opens for
 # writing or renames into the run folder, so the test sees which ranks wrote which artifacts.
@@ -132,12 +134,7 @@ def test_nproc_flag_relaunches_under_torchrun(tiny_data, tmp_path):
             "train",
             "--data-dir",
             str(tiny_data),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "64",
-            "--val-size",
-            "100",
+            *TINY_FLAGS,
             "--threads",
             "1",
             "--nproc",

@@ -18,7 +18,7 @@ import pytest
 from mnist_cnn import data as d
 from mnist_cnn.artifacts.files import sha256_file
 from mnist_cnn.errors import DownloadError
-from tests.helpers import run_cli, serve_files
+from tests.helpers import TINY_FLAGS, run_cli, serve_files
 
 # the `server` (a local mirror on 127.0.0.1) and `files` (the tiny data set's four files) fixtures are in conftest.py
 
@@ -197,12 +197,7 @@ def test_train_download_flag_fetches_missing_data(server, files, tmp_path, monke
     r = run_cli(
         "train",
         "--download",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "64",
-        "--val-size",
-        "100",
+        *TINY_FLAGS,
         "--train-subset",
         "200",
         "--out",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import write_dataset
-from tests.helpers import run_cli
+from tests.helpers import TINY_FLAGS, run_cli
 
 pytestmark = pytest.mark.slow  # a real browser, and a compare run (two models x two seeds) to show in it
 
@@ -42,12 +42,7 @@ def reports(tmp_path_factory) -> dict[str, Path]:
         "model2",
         "--seeds",
         "2",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "64",
-        "--val-size",
-        "100",
+        *TINY_FLAGS,
         "--threads",
         "1",
         "--data-dir",
