@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -57,6 +59,12 @@ def test_a_student_learns_from_a_teacher_with_the_same_split(tmp_path, tiny_data
     student = tiny_run(tmp_path, tiny_data, "student", seed=1, split_seed=0, teacher=str(teacher.run_dir))
     assert student.meta["config"]["teacher"] == str(teacher.run_dir)
     assert student.meta["config"]["split_seed"] == 0
+    (record,) = student.meta["teachers"]  # provenance: the teacher's weights, by hash
+    assert record["file"] == str((teacher.run_dir / "model.safetensors").resolve())
+    assert record["sha256"] == hashlib.sha256((teacher.run_dir / "model.safetensors").read_bytes()).hexdigest()
+    from mnist_cnn.models.files import load_model
+
+    assert load_model(student.run_dir / "model.safetensors")[1]["teachers"] == [record]  # and in the file
     assert np.isfinite(student.history[-1]["train_loss"])
     # two teachers, comma-separated: the second one's split is fixed, the first one's follows its seed (0)
     both = f"{teacher.run_dir}, {student.run_dir}"

@@ -69,11 +69,13 @@ def soft_targets(members: list[Member], images: np.ndarray, temperature: float, 
 
 def teacher_targets(
     spec: str, images: np.ndarray, *, dataset: str, split: SplitSpec, temperature: float, batch_size: int
-) -> torch.Tensor:
-    """Load, check and run the teacher(s) named by ``spec`` -> soft targets ``[N, C]`` (on the CPU)."""
+) -> tuple[torch.Tensor, list[dict[str, str]]]:
+    """Load, check and run the teacher(s) named by ``spec`` -> (soft targets ``[N, C]`` on the CPU,
+    each teacher's file and sha256 for the student's provenance)."""
     members = load_teachers(spec)
     check_teachers(members, dataset, split)
-    return soft_targets(members, images, temperature, batch_size)
+    provenance = [{"file": str(m.path), "sha256": m.sha256} for m in members]
+    return soft_targets(members, images, temperature, batch_size), provenance
 
 
 def distill_loss(

@@ -149,6 +149,7 @@ class DeviceData:
     std: float
     dataset: Dataset
     soft_y: torch.Tensor | None = None  # [N, C] a teacher's softened probabilities (train --teacher)
+    teachers: list[dict[str, str]] = field(default_factory=list)  # their files and sha256 (provenance)
 
     @property
     def normalisation(self) -> dict[str, float]:
@@ -166,17 +167,19 @@ def prepare_data(cfg: TrainConfig, device: torch.device, data: Dataset | None = 
         tr = tr[: cfg.train_subset]
     x, y = ds.train_images[tr], ds.train_labels[tr]
     mean, std = normalisation(x)
-    soft = None
+    soft: torch.Tensor | None = None
+    teachers: list[dict[str, str]] = []
     if cfg.teacher:
         split = SplitSpec(cfg.val_size, cfg.val_seed)
-        soft = teacher_targets(
+        soft, teachers = teacher_targets(
             cfg.teacher,
             x,
             dataset=cfg.dataset,
             split=split,
             temperature=cfg.distill_temperature,
             batch_size=cfg.eval_batch_size,
-        ).to(device)
+        )
+        soft = soft.to(device)
     return DeviceData(
         train_x=torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1).to(device),
         train_y=torch.from_numpy(y).to(device),
@@ -186,6 +189,7 @@ def prepare_data(cfg: TrainConfig, device: torch.device, data: Dataset | None = 
         std=std,
         dataset=ds,
         soft_y=soft,
+        teachers=teachers,
     )
 
 
@@ -701,7 +705,7 @@ def finish(
         test = evaluate_model(model, ds.test_images, ds.test_labels, dd.normalisation, cfg.eval_batch_size)
         metrics.update(test_accuracy=test.accuracy, test_loss=test.loss, per_class=test.per_class(ds.classes))
     metrics["eval_seconds"] = p.eval_seconds + time.perf_counter() - t_ev
-    meta = {
+    meta: dict[str, Any] = {
         "normalisation": dd.normalisation,
         "classes": list(ds.classes),
         "dataset": cfg.dataset,
@@ -710,6 +714,8 @@ def finish(
         "data_checksums": ds.checksums,
         "calibration": fit_calibration(model, dd.val_x, dd.val_y, dd.normalisation, cfg.eval_batch_size),
     }
+    if dd.teachers:  # a distilled model names the exact weights it learnt from
+        meta["teachers"] = dd.teachers
     if out is not None:
         _write_run(out, cfg=cfg, model=model, meta=meta, metrics=metrics, test=test, dataset=ds, history=p.history)
     if test is not None:
