@@ -154,28 +154,45 @@ def run_row(name: str, runs: Path) -> dict[str, Any] | None:
     }
 
 
-def ensemble_row(name: str, runs: Path, data_dir: str | None) -> dict[str, Any] | None:
+class ValScores:
+    """Each finished run's validation probabilities on the shared split, computed once (an ensemble
+    table reuses a run in several rows)."""
+
+    def __init__(self, data_dir: str | None):
+        from mnist_cnn.data.datasets import load_dataset
+
+        self.x, self.y = load_dataset("mnist", data_dir).validation(5000, SPLIT_SEED)
+        self.probs: dict[Path, Any] = {}
+
+    def __call__(self, folder: Path) -> Any:
+        from mnist_cnn.artifacts.runs import SplitSpec, split_of
+        from mnist_cnn.inference.ensemble import ensemble_probs, load_member
+
+        if folder not in self.probs:
+            member = load_member(folder)
+            split = split_of(member.meta.get("config"))
+            assert split == SplitSpec(5000, SPLIT_SEED), f"{folder}: holds out another split {split}"
+            self.probs[folder] = ensemble_probs([member], self.x)[0]
+        return self.probs[folder]
+
+
+def ensemble_row(name: str, runs: Path, scores: ValScores) -> dict[str, Any] | None:
     import numpy as np
 
-    from mnist_cnn.artifacts.runs import SplitSpec, is_finished, split_of
-    from mnist_cnn.data.datasets import load_dataset
-    from mnist_cnn.inference.ensemble import ensemble_probs, load_member
+    from mnist_cnn.artifacts.runs import is_finished
 
     what, parts = ENSEMBLES[name]
     folders = [_run(runs, v, s) for v, s in parts]
     if not all(is_finished(f) for f in folders):
         return None
-    members = [load_member(f) for f in folders]
-    splits = {split_of(m.meta.get("config")) for m in members}
-    assert splits == {SplitSpec(5000, SPLIT_SEED)}, f"{name}: members hold out different splits {splits}"
-    x, y = load_dataset("mnist", data_dir).validation(5000, SPLIT_SEED)
-    probs, each = ensemble_probs(members, x)
+    each = [scores(f) for f in folders]
+    probs = np.mean(each, axis=0)  # equal weights: the mean of the members' probabilities
     return {
         "ensemble": name,
         "what": what,
         "members": [str(f) for f in folders],
-        "val_accuracy": float((probs.argmax(1) == y).mean()),
-        "member_val_mean": float(np.mean([(p.argmax(1) == y).mean() for p in each])),
+        "val_accuracy": float((probs.argmax(1) == scores.y).mean()),
+        "member_val_mean": float(np.mean([(p.argmax(1) == scores.y).mean() for p in each])),
         "train_minutes_total": sum(_minutes(f) for f in folders),
     }
 
@@ -238,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             wait_for(VARIANTS[name].needs, runs)
             train_one(name, seed, runs, args)
     rows = [r for r in (run_row(n, runs) for n in VARIANTS) if r is not None]
-    ens = [e for e in (ensemble_row(n, runs, args.data_dir) for n in ENSEMBLES) if e is not None]
+    scores = ValScores(args.data_dir)
+    ens = [e for e in (ensemble_row(n, runs, scores) for n in ENSEMBLES) if e is not None]
     print_table(rows, ens)
     write_json(args.out, {"machine": machine(), "split_seed": SPLIT_SEED, "variants": rows, "ensembles": ens})
     return 0
