@@ -165,12 +165,12 @@ class ValScores:
         self.probs: dict[Path, Any] = {}
 
     def __call__(self, folder: Path) -> Any:
-        from mnist_cnn.artifacts.runs import SplitSpec, split_of
-        from mnist_cnn.inference.ensemble import ensemble_probs, load_member
+        from mnist_cnn.artifacts.runs import SplitSpec
+        from mnist_cnn.inference.ensemble import ensemble_probs, load_member, shared_split
 
         if folder not in self.probs:
             member = load_member(folder)
-            split = split_of(member.meta.get("config"))
+            split = shared_split([member])
             assert split == SplitSpec(5000, SPLIT_SEED), f"{folder}: holds out another split {split}"
             self.probs[folder] = ensemble_probs([member], self.x)[0]
         return self.probs[folder]

@@ -30,7 +30,7 @@ import numpy as np
 from torch import nn
 
 from mnist_cnn.artifacts.files import atomic_save, atomic_write_json, read_json, sha256_file
-from mnist_cnn.artifacts.runs import MANIFEST, is_ensemble, resolve_model_path, split_of
+from mnist_cnn.artifacts.runs import MANIFEST, SplitSpec, is_ensemble, resolve_model_path, split_of
 from mnist_cnn.data.datasets import load_dataset
 from mnist_cnn.errors import CheckpointError, ConfigError, RunExistsError
 from mnist_cnn.evaluation.calibration import calibration_record, log_probs, not_fitted
@@ -79,17 +79,32 @@ def _check_compatible(members: Sequence[Member]) -> None:
 
 
 def ensemble_probs(
-    members: Sequence[Member], images: np.ndarray, tta: bool = False, batch_size: int = 2000
+    members: Sequence[Member],
+    images: np.ndarray,
+    tta: bool = False,
+    batch_size: int = 2000,
+    temperature: float = 1.0,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Mean of the members' softmax probabilities ``[N, C]`` for uint8 images ``[N, 28, 28]``,
+    """Mean of the members' softmax(logits / temperature) ``[N, C]`` for uint8 images ``[N, 28, 28]``,
     and each member's own probabilities (each member uses its own normalisation)."""
 
     each = []
     for m in members:
         norm = m.meta["normalisation"]
         logits = predict_logits(m.model, images, norm["mean"], norm["std"], batch_size, tta=tta)
-        each.append(logits.softmax(1).numpy())
+        each.append((logits / temperature).softmax(1).numpy())
     return np.mean(each, axis=0), each
+
+
+def shared_split(members: Sequence[Member]) -> SplitSpec:
+    """The validation split every member held out; ConfigError when they differ."""
+    splits = {split_of(m.meta.get("config")) for m in members}
+    if len(splits) > 1:
+        raise ConfigError(
+            "the members were trained with different validation splits (seeds "
+            f"{sorted(s.seed for s in splits)}); evaluate this ensemble with --split test"
+        )
+    return splits.pop()
 
 
 def _split(members: Sequence[Member], split: str, data_dir: Any) -> tuple[np.ndarray, np.ndarray, Any]:
@@ -100,13 +115,7 @@ def _split(members: Sequence[Member], split: str, data_dir: Any) -> tuple[np.nda
     ds = load_dataset(members[0].meta.get("dataset", "mnist"), data_dir)
     if split == "test":
         return ds.test_images, ds.test_labels, ds
-    splits = {split_of(m.meta.get("config")) for m in members}
-    if len(splits) > 1:
-        raise ConfigError(
-            "the members were trained with different validation splits (seeds "
-            f"{sorted(s.seed for s in splits)}); evaluate this ensemble with --split test"
-        )
-    spec = splits.pop()
+    spec = shared_split(members)
     x, y = ds.validation(spec.val_size, spec.seed)
     if len(y) == 0:
         raise ConfigError("the members were trained without a validation split (val_size 0); use --split test")

@@ -27,8 +27,7 @@ import torch.nn.functional as F
 
 from mnist_cnn.artifacts.runs import SplitSpec, is_ensemble, split_of
 from mnist_cnn.errors import ConfigError
-from mnist_cnn.evaluation.metrics import predict_logits
-from mnist_cnn.inference.ensemble import Member, load_ensemble, load_member
+from mnist_cnn.inference.ensemble import Member, ensemble_probs, load_ensemble, load_member
 
 
 def load_teachers(spec: str) -> list[Member]:
@@ -58,13 +57,8 @@ def check_teachers(members: list[Member], dataset: str, split: SplitSpec) -> Non
 
 def soft_targets(members: list[Member], images: np.ndarray, temperature: float, batch_size: int) -> torch.Tensor:
     """``[N, C]`` float32: the members' mean of softmax(logits / T) on uint8 images ``[N, 28, 28]``."""
-    probs = torch.zeros(())
-    for m in members:
-        norm = m.meta["normalisation"]
-        with torch.no_grad():
-            logits = predict_logits(m.model, images, norm["mean"], norm["std"], batch_size)  # [N, C]
-        probs = probs + (logits / temperature).softmax(1)
-    return probs / len(members)
+    mean, _ = ensemble_probs(members, images, batch_size=batch_size, temperature=temperature)
+    return torch.from_numpy(mean)
 
 
 def teacher_targets(
