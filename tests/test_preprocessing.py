@@ -301,6 +301,27 @@ def test_a_form_box_around_the_digit_is_removed(reference: np.ndarray) -> None:
         assert similar(r.image, reference) > 0.93, box
 
 
+def one_in_a_comb(cell: tuple[int, int, int, int] | None = None, line: int = 3) -> Image.Image:
+    """A straight '1' (a pen stroke 12 px wide) crossing the top and bottom of its cell in a comb
+    of three (``cell``: the middle one; None: no comb)."""
+    img = Image.new("L", (400, 360), 245)
+    d = ImageDraw.Draw(img)
+    if cell is not None:
+        w = cell[2] - cell[0]
+        for k in (-1, 0, 1):
+            d.rectangle((cell[0] + k * w, cell[1], cell[2] + k * w, cell[3]), outline=60, width=line)
+    d.line([(200, 88), (185, 262)], fill=20, width=12)
+    return img
+
+
+@pytest.mark.parametrize("width, line", [(50, 3), (50, 6), (90, 3), (90, 6)])
+def test_a_one_crossing_its_comb_cell_is_not_taken_for_a_divider(width: int, line: int) -> None:
+    # a straight stroke across the whole cell looks like a divider; a printed comb's dividers are
+    # all equally thin, and the pen's stroke is bolder than they are
+    r = preprocess(one_in_a_comb((192 - width // 2, 85, 192 + width // 2, 265), line))
+    assert similar(r.image, preprocess(one_in_a_comb()).image) > 0.95
+
+
 def test_a_page_with_only_lines_or_an_empty_box_has_no_digit() -> None:
     ruled = Image.new("L", (300, 300), 250)
     lines_on(ruled, 30)

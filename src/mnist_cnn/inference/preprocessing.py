@@ -47,7 +47,7 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -339,8 +339,9 @@ def _segment(
 
 
 def frame_mask(an: Analysis) -> np.ndarray:
-    """The pixels of a box drawn around the digit (a form's field), or nothing: straight lines along
-    at least three sides of the digit's components' box (sides already removed as long lines count)."""
+    """The pixels of a box drawn around the digit (a form's field, or a cell of a comb), or nothing:
+    equally thin straight lines across the digit's components' box on at least three sides of its
+    main stroke (sides already removed as long lines count), and a comb's dividers between them."""
     out = np.zeros(an.labels.shape, bool)
     if not an.comps:
         return out
@@ -354,21 +355,64 @@ def frame_mask(an: Analysis) -> np.ndarray:
         return out
     # the lines' cores (strong ink): the components' faint fringes would make a printed line look thick
     mask = np.isin(an.labels[t:b, l:r], [c["label"] for c in comps]) & (an.ink[t:b, l:r] > an.threshold)
-    # a printed box may be bolder than paper lines: the four sides are evidence enough
-    hor = _horizontal_lines(mask, 0.6 * cw, FRAME_MAX_THICK)
-    ver = _horizontal_lines(mask.T, 0.6 * ch, FRAME_MAX_THICK).T
-    new = _sides(np.flatnonzero(hor.any(1)), ch) + _sides(np.flatnonzero(ver.any(0)), cw)
-    known = [False] * 4
-    if an.lines is not None:  # sides removed before as long lines, just outside the box (crossings went with them)
-        m = LINE_MAX_THICK + 2
-        old = an.lines[max(0, t - m) : b + m, max(0, l - m) : r + m]
-        rows, cols = np.flatnonzero(old.any(1)) - min(m, t), np.flatnonzero(old.any(0)) - min(m, l)
-        known = _sides(rows, ch) + _sides(cols, cw)
+    # a printed box may be bolder than paper lines (FRAME_LINE): the four sides are evidence enough;
+    # sides removed before as long lines, just outside the box (crossings went with them), count
+    known = [False] * 4 if an.lines is None else _known_sides(an.lines, (l, t, r, b))
+    ml, mt, mr, mb = comps[0]["bbox"]  # the main component: the frame's sides lie on either side of it
+    hor, new = _frame_lines(_horizontal_lines(mask, 0.6 * cw, FRAME_LINE), cw, (mt + mb) / 2 - t, known[:2])
+    ver_t, new_lr = _frame_lines(_horizontal_lines(mask.T, 0.6 * ch, FRAME_LINE), ch, (ml + mr) / 2 - l, known[2:])
+    ver, new = ver_t.T, new + new_lr
     # a frame has (nearly) all four sides, at least two of them found here (one straight stroke of
     # a thin-pen digit between two ruled lines is not a frame)
     if sum(new) >= 2 and sum(a or b for a, b in zip(new, known)) >= 3:
         out[t:b, l:r] = _frame_pixels(np.isin(an.labels[t:b, l:r], [c["label"] for c in comps]), hor, ver)
     return out
+
+
+def _known_sides(lines: np.ndarray, box: tuple[int, int, int, int]) -> list[bool]:
+    """(top, bottom, left, right): whether a line of ``lines`` (bool [h, w]) runs along that side of ``box``."""
+    l, t, r, b = box
+    m = LINE_MAX_THICK + 2
+    old = lines[max(0, t - m) : b + m, max(0, l - m) : r + m]
+    return _ends(old, m) + _ends(old.T, m)
+
+
+def _ends(a: np.ndarray, m: int) -> list[bool]:
+    """Whether lines in ``a`` cover most of its width within its first / last rows (``m`` + 15%)."""
+    k = m + int(0.15 * max(0, a.shape[0] - 2 * m))
+    return [bool(a[:k].any(0).mean() >= 0.6), bool(a[-k:].any(0).mean() >= 0.6)]
+
+
+def _frame_lines(hor: np.ndarray, span: int, centre: float, known: list[bool]) -> tuple[np.ndarray, list[bool]]:
+    """Of the near-horizontal lines ``hor`` [h, w] found in a digit's box, the ones that can be its
+    frame -> (their pixels, [any above ``centre`` (the digit's middle row), any below]): lines across
+    the whole box (a 7's bar does not span it; a comb's dividers, seen on the transpose, do) and the
+    outermost line near the top and the bottom (a tilted box's sides span less), all about equally
+    thin (a pen stroke across the box is bolder than the printed lines). On a side already ``known``
+    (removed before as a long line) a line is a stroke."""
+    from scipy import ndimage as ndi
+
+    h = hor.shape[0]
+    # one label per line: pixels a few columns apart along a line (a crossed stretch) belong together
+    labels, _ = ndi.label(ndi.binary_dilation(hor, np.ones((1, 9), bool)), np.ones((3, 3), bool))
+    labels *= hor
+    lines = []  # (label, first row, last row + 1, columns spanned, thickness)
+    for k, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is not None:
+            length = sl[1].stop - sl[1].start
+            lines.append((k, sl[0].start, sl[0].stop, length, int((labels[sl] == k).sum()) / length))
+    top = [ln for ln in lines if ln[1] < 0.15 * h and not known[0]]
+    bottom = [ln for ln in lines if ln[2] > 0.85 * h and not known[1]]
+    outer = ([min(top, key=lambda ln: ln[1])] if top else []) + ([max(bottom, key=lambda ln: ln[2])] if bottom else [])
+    stroke = [known[0] and ln[2] <= centre or known[1] and ln[1] >= centre for ln in lines]
+    full = [ln for ln, s in zip(lines, stroke) if ln[3] >= 0.85 * span and not s]
+    cand = full + [ln for ln in outer if ln not in full]
+    if not cand:
+        return np.zeros_like(hor), [False, False]
+    thin = min(ln[4] for ln in cand)
+    keep = [ln for ln in cand if ln[4] <= 1.25 * thin + 1.5]
+    sides = [any(ln[2] <= centre for ln in keep), any(ln[1] >= centre for ln in keep)]
+    return np.isin(labels, [ln[0] for ln in keep]), sides
 
 
 def _frame_pixels(mask: np.ndarray, hor: np.ndarray, ver: np.ndarray) -> np.ndarray:
@@ -380,11 +424,6 @@ def _frame_pixels(mask: np.ndarray, hor: np.ndarray, ver: np.ndarray) -> np.ndar
     ver = ndi.binary_dilation(ver, np.ones((1, 5), bool)) & mask
     rest = mask & ~hor & ~ver
     return (hor & ~_between(rest, hor)) | (ver & ~_between(rest.T, ver.T).T)
-
-
-def _sides(at: np.ndarray, size: int) -> list[bool]:
-    """Whether any of the positions ``at`` lies near the start / near the end of ``size``."""
-    return [bool((at < 0.15 * size).any()), bool((at > 0.85 * size).any())]
 
 
 def morph_background(a: np.ndarray, sign: float, size: int) -> np.ndarray:
@@ -633,9 +672,26 @@ def segment_digits(an: Analysis) -> list[list[dict[str, Any]]]:
 LINE_ANGLE, LINE_STEP = 12.0, 0.5  # degrees: the slant a ruled line may have (roll, perspective); search step
 LINE_MAX_THICK = 7  # analysis px: a ruled line or a form box is 1-7 px there; a pen stroke running along it is wider
 LINE_MIN_SPAN = 0.4  # a ruled line runs across at least this fraction of the picture
-FRAME_MAX_THICK = 2 * LINE_MAX_THICK  # a form's printed box
-LINE_LEN_PER_THICK = 12  # and at least 12x its thickness (a short thick bar is a stroke, e.g. a 7's top)
-LINE_MIN_PX = 24  # and at least this long: a 28x28 digit's bars (up to 20 px) are never lines
+
+
+class LineRule(NamedTuple):
+    """What counts as a straight line: at most ``max_thick`` px thick, at least ``per_thick`` x its
+    thickness and ``min_px`` long (and the caller's ``min_len``); its thickness is the band of rows
+    around the peak with at least ``band`` x the peak's count."""
+
+    max_thick: int
+    per_thick: float
+    min_px: int
+    band: float
+
+
+# ruled and squared paper over the whole picture: at least 12x as long as thick (a short thick bar
+# is a stroke, e.g. a 7's top) and 24 px (a 28x28 digit's bars, up to 20 px, are never lines)
+PAPER_LINE = LineRule(LINE_MAX_THICK, 12, 24, 0.5)
+# a form's printed box, searched only around the digit, where each side must also span most of
+# the box: it may be bolder and, around a narrow digit such as a 1, short; the band is stricter
+# because a stroke running along a side would otherwise count as part of it
+FRAME_LINE = LineRule(2 * LINE_MAX_THICK, 8, 24, 0.5)
 
 
 def line_mask(on: np.ndarray, min_len: float) -> np.ndarray:
@@ -660,7 +716,7 @@ def _between(rest: np.ndarray, line: np.ndarray, reach: int = LINE_MAX_THICK + 3
     return line & (above > 0) & (below > 0)
 
 
-def _horizontal_lines(on: np.ndarray, min_len: float, max_thick: int = LINE_MAX_THICK) -> np.ndarray:
+def _horizontal_lines(on: np.ndarray, min_len: float, rule: LineRule = PAPER_LINE) -> np.ndarray:
     """Near-horizontal lines: a Hough transform restricted to small slants (ink counted along each
     sheared row, one bincount per slant), taking the strongest line, checking that it is thin and
     long, and removing its pixels from the counts until no line is left."""
@@ -670,7 +726,7 @@ def _horizontal_lines(on: np.ndarray, min_len: float, max_thick: int = LINE_MAX_
     if ys.size < min_len:
         return out
     slopes = np.tan(np.radians(np.arange(-LINE_ANGLE, LINE_ANGLE + 1e-6, LINE_STEP)))
-    pad = int(np.ceil(w / 2 * slopes.max())) + max_thick + 2
+    pad = int(np.ceil(w / 2 * slopes.max())) + rule.max_thick + 2
     n = h + 2 * pad
     xc = xs - w / 2
     offs = np.rint(ys[None, :] - slopes[:, None] * xc[None, :]).astype(np.int64) + pad  # [S, N]
@@ -689,13 +745,13 @@ def _horizontal_lines(on: np.ndarray, min_len: float, max_thick: int = LINE_MAX_
             break
         first = max(0, peak - 1)
         o = first + int(np.argmax(counts[s, first : peak + 2]))  # the peak row of the three
-        lo, hi = _band(counts[s], o)
+        lo, hi = _band(counts[s], o, rule.band)
         blocked[max(0, s - 4) : s + 5, max(0, lo - 2) : hi + 3] = True  # this peak, done either way
-        if hi - lo + 1 > max_thick:  # thicker than a line: a pen stroke
+        if hi - lo + 1 > rule.max_thick:  # thicker than a line: a pen stroke
             continue
         lo, hi = lo - 1, hi + 1  # with the anti-aliased fringe
         sel = alive & (offs[s] >= lo) & (offs[s] <= hi)
-        segs = _runs(xs[sel], w, min_len=max(min_len, LINE_MIN_PX, LINE_LEN_PER_THICK * (hi - lo - 1)))
+        segs = _runs(xs[sel], w, min_len=max(min_len, rule.min_px, rule.per_thick * (hi - lo - 1)))
         if not segs.any():
             continue
         take = sel & segs[xs]
@@ -707,10 +763,10 @@ def _horizontal_lines(on: np.ndarray, min_len: float, max_thick: int = LINE_MAX_
     return out
 
 
-def _band(row: np.ndarray, o: int) -> tuple[int, int]:
-    """Rows (lo, hi) around peak ``o`` with at least half its count: the line's core (a stroke along
-    the line adds less), or the whole width of a stroke running in the line's direction."""
-    floor = 0.5 * row[o]
+def _band(row: np.ndarray, o: int, frac: float) -> tuple[int, int]:
+    """Rows (lo, hi) around peak ``o`` with at least ``frac`` x its count: the line's core (a stroke
+    along the line adds less), or the whole width of a stroke running in the line's direction."""
+    floor = frac * row[o]
     lo = hi = o
     while lo > 0 and row[lo - 1] >= floor:
         lo -= 1
