@@ -133,3 +133,17 @@ def test_parity_on_real_mnist_test_set(real_data: Path, tmp_path: Path) -> None:
     r = ex.export_onnx(run.run_dir, tmp_path / "m.onnx", data_dir=real_data)
     assert r.parity is not None and r.parity.n == 10_000
     assert r.parity.max_abs_logit_diff <= 1e-4 and r.parity.same_argmax == 1.0
+
+
+def test_a_server_sessions_threads_sleep_between_requests(exported) -> None:
+    """ONNX Runtime's intra-op threads spin while idle by default (fine for back-to-back batches);
+    the server's session, which mostly waits for requests, turns that off."""
+    from mnist_cnn.serving.server import load_predictor_for_serving
+
+    _, _, r = exported
+    key = "session.intra_op.allow_spinning"
+    served = load_predictor_for_serving(str(r.path), threads=2)
+    assert served.session.get_session_options().get_session_config_entry(key) == "0"
+    batch = ex.onnx_session(r.path, threads=2).get_session_options()
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # unset: ORT's default, spinning
+        batch.get_session_config_entry(key)

@@ -32,14 +32,18 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     return json.loads(props[METADATA_KEY])
 
 
-def onnx_session(path: str | Path, threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU session (``threads``: intra-op threads, default ORT's choice)."""
+def onnx_session(path: str | Path, threads: int | None = None, spin: bool = True) -> Any:
+    """An ONNX Runtime CPU session (``threads``: intra-op threads, default ORT's choice). ``spin``
+    False: the intra-op threads sleep between calls instead of spinning (ORT's default spins, which
+    suits back-to-back batches and wastes cores in a server that waits for requests)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

@@ -220,9 +220,9 @@ class OnnxPredictor(Predictor):
     [N,1,28,28] in 0..1, output ``logits`` [N,C], metadata_props ``mnist_cnn``). No torch. The
     graph already divides the logits by the model's temperature, so softmax gives calibrated probabilities."""
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path, threads: int | None = None, spin: bool = True):
         try:
-            self.session = onnx_session(path, threads)
+            self.session = onnx_session(path, threads, spin)
         except ImportError:
             raise CheckpointError("ONNX models need onnxruntime: pip install 'mnist-cnn[export]'") from None
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types for bad files

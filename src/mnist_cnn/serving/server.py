@@ -1042,12 +1042,13 @@ def _version() -> str:
 
 def load_predictor_for_serving(model_spec: str, threads: int | None = None) -> Any:
     """:func:`~mnist_cnn.inference.predictors.load_predictor`, with ``threads`` intra-op threads for
-    an ONNX model (1: the model runs in the batcher's thread alone, no pool threads spinning)."""
+    an ONNX model (1: the model runs in the batcher's thread alone; more: the pool's threads sleep
+    between requests instead of spinning)."""
     from mnist_cnn.inference.predictors import OnnxPredictor, load_predictor
 
     p = Path(model_spec)
     if threads and p.suffix.lower() == ".onnx" and p.is_file():
-        return OnnxPredictor(p, threads=threads)
+        return OnnxPredictor(p, threads=threads, spin=False)
     return load_predictor(model_spec)
 
 
