@@ -185,11 +185,18 @@ def lighting(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return light * shadow
 
 
-def render(digit: np.ndarray, cond: str, rng: np.random.Generator, pool: np.ndarray | None = None) -> bytes:
+def render(
+    digit: np.ndarray,
+    cond: str,
+    rng: np.random.Generator,
+    pool: np.ndarray | None = None,
+    record: list[dict[str, Any]] | None = None,
+) -> bytes:
     """One MNIST digit as an encoded photo-like image under condition ``cond`` (``pool``: other
-    digits, for the fragments of neighbouring digits among stray marks)."""
+    digits, for the fragments of neighbouring digits among stray marks; ``record``: a page's
+    rendering options are appended to it)."""
     if cond in PAGE_CONDITIONS:
-        return render_page(digit, cond, rng, pool)
+        return render_page(digit, cond, rng, pool, record)
     if cond == "mnist28":
         return encode(Image.fromarray(digit), "PNG")
     opts = pick(cond, rng)
@@ -579,11 +586,19 @@ def page_options(cond: str, rng: np.random.Generator) -> dict[str, Any]:
     return o
 
 
-def render_page(digit: np.ndarray, cond: str, rng: np.random.Generator, pool: np.ndarray | None = None) -> bytes:
+def render_page(
+    digit: np.ndarray,
+    cond: str,
+    rng: np.random.Generator,
+    pool: np.ndarray | None = None,
+    record: list[dict[str, Any]] | None = None,
+) -> bytes:
     """One digit written on a page and photographed, under page condition ``cond``."""
     from scipy.ndimage import gaussian_filter
 
     o = page_options(cond, rng)
+    if record is not None:
+        record.append(o)
     height = o["height"]
     alpha = upscale(digit, height)
     stroke = 2.6 * height / 20  # MNIST's median stroke width at this size
@@ -665,9 +680,10 @@ def evaluate(
 
     rng = np.random.default_rng([seed, CONDITIONS.index(cond)])
     images, ok, failed, examples = [], [], 0, []
+    options: list[dict[str, Any]] = []
     t_pre = 0.0
     for i, d in enumerate(digits):
-        data = render(d, cond, rng, digits if pool is None else pool)
+        data = render(d, cond, rng, digits if pool is None else pool, options)
         t = time.perf_counter()
         try:
             pre = preprocess(data).image
@@ -694,7 +710,32 @@ def evaluate(
         "preprocess_ms": 1000 * t_pre / len(digits),
         "examples": examples,
         "pred": pred,
+        "factors": factors(options, correct) if cond == "notebook_all" else [],
     }
+
+
+def factors(options: list[dict[str, Any]], correct: np.ndarray) -> list[dict[str, Any]]:
+    """Accuracy of the mixed condition's images with and without each of its ingredients (which
+    of them, alone or together, make the errors)."""
+    o = options
+    masks = {f"paper {v}": [x["paper"] == v for x in o] for v in ("plain", "ruled", "grid", "form_box")}
+    masks |= {f"pen {v}": [x["pen"] == v for x in o] for v in ("normal", "ballpoint", "marker")}
+    masks |= {
+        "shadow": [x["shadow"] for x in o],
+        "page edge": [x["edge"] for x in o],
+        "tilt > 20 degrees": [x["tilt"] > 20 for x in o],
+        "stray marks": [x["stray"] for x in o],
+        "small JPEG": [bool(x["small"]) for x in o],
+        "ballpoint and small JPEG": [x["pen"] == "ballpoint" and bool(x["small"]) for x in o],
+        "neither ballpoint nor small JPEG": [x["pen"] != "ballpoint" and not x["small"] for x in o],
+        "neither, and no shadow": [x["pen"] != "ballpoint" and not x["small"] and not x["shadow"] for x in o],
+    }
+    rows = []
+    for name, m in masks.items():
+        m = np.array(m, bool)
+        if m.any():
+            rows.append({"factor": name, "n": int(m.sum()), "accuracy": float(correct[m].mean())})
+    return rows
 
 
 def ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
@@ -785,6 +826,8 @@ def main(argv: list[str] | None = None) -> None:
             f"(no digit found: {r['no_digit_found']}, preprocess {r['preprocess_ms']:.1f} ms/image)",
             flush=True,
         )
+        for f in r["factors"]:
+            print(f"{'':>17}{f['factor']:>34}: {100 * f['accuracy']:6.2f}% of {f['n']}")
     if args.examples:
         example_figure(rows, args.examples, per_row=EXAMPLES)
     if args.out:

@@ -113,3 +113,22 @@ def test_ece() -> None:
     half[:, 0] = 0.9  # 90% sure of "0", right half of the time
     half[:, 1] = 0.1
     assert pt.ece(half, labels) == pytest.approx(0.4, abs=1e-6)
+
+
+def test_recording_a_pages_options_does_not_change_it(digits: np.ndarray) -> None:
+    record: list[dict] = []
+    rng = np.random.default_rng([1, pt.CONDITIONS.index("notebook_all")])
+    with_record = [pt.render(d, "notebook_all", rng, digits, record) for d in digits[:3]]
+    rng = np.random.default_rng([1, pt.CONDITIONS.index("notebook_all")])
+    assert with_record == [pt.render(d, "notebook_all", rng, digits) for d in digits[:3]]
+    assert len(record) == 3 and {"paper", "pen", "shadow", "edge", "tilt", "stray", "small"} <= set(record[0])
+
+
+def test_factors_split_the_mixed_conditions_accuracy() -> None:
+    base = {"paper": "plain", "pen": "normal", "shadow": False, "edge": False, "tilt": 0.0, "stray": False, "small": 0}
+    options = [base, {**base, "pen": "ballpoint", "small": 100}, {**base, "shadow": True}, {**base, "paper": "grid"}]
+    rows = {r["factor"]: r for r in pt.factors(options, np.array([True, False, False, True]))}
+    assert rows["ballpoint and small JPEG"] == {"factor": "ballpoint and small JPEG", "n": 1, "accuracy": 0.0}
+    assert rows["shadow"]["accuracy"] == 0.0 and rows["paper plain"]["n"] == 3 and rows["paper grid"]["accuracy"] == 1.0
+    assert rows["neither, and no shadow"] == {"factor": "neither, and no shadow", "n": 2, "accuracy": 1.0}
+    assert "paper form_box" not in rows  # no image had it
