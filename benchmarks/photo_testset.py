@@ -83,6 +83,9 @@ CONDITIONS = [
     "notebook_all",
 ]
 PAGE_CONDITIONS = CONDITIONS[CONDITIONS.index("ruled") :]
+Rng = np.random.Generator
+Pool = np.ndarray | None  # other digits, for the fragments of neighbouring digits among stray marks
+Record = list[dict[str, Any]] | None  # a list each page's rendering options are appended to
 EXAMPLES = 2  # examples per condition in the --examples figure
 INKS = [(20, 40, 160), (170, 25, 30), (20, 110, 50), (90, 30, 120), (30, 30, 30)]  # blue, red, green, purple, black
 
@@ -185,13 +188,7 @@ def lighting(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return light * shadow
 
 
-def render(
-    digit: np.ndarray,
-    cond: str,
-    rng: np.random.Generator,
-    pool: np.ndarray | None = None,
-    record: list[dict[str, Any]] | None = None,
-) -> bytes:
+def render(digit: np.ndarray, cond: str, rng: Rng, pool: Pool = None, record: Record = None) -> bytes:
     """One MNIST digit as an encoded photo-like image under condition ``cond`` (``pool``: other
     digits, for the fragments of neighbouring digits among stray marks; ``record``: a page's
     rendering options are appended to it)."""
@@ -586,13 +583,7 @@ def page_options(cond: str, rng: np.random.Generator) -> dict[str, Any]:
     return o
 
 
-def render_page(
-    digit: np.ndarray,
-    cond: str,
-    rng: np.random.Generator,
-    pool: np.ndarray | None = None,
-    record: list[dict[str, Any]] | None = None,
-) -> bytes:
+def render_page(digit: np.ndarray, cond: str, rng: Rng, pool: Pool = None, record: Record = None) -> bytes:
     """One digit written on a page and photographed, under page condition ``cond``."""
     from scipy.ndimage import gaussian_filter
 
