@@ -301,6 +301,15 @@ def test_a_form_box_around_the_digit_is_removed(reference: np.ndarray) -> None:
         assert similar(r.image, reference) > 0.93, box
 
 
+def test_a_dot_beside_the_digit_does_not_stretch_its_box(reference: np.ndarray) -> None:
+    # a dot a fifth of the digit's height to its right: near enough to chain in as a piece of the
+    # digit, but a speck (under 5% of its ink) only joins from much closer
+    img = page()
+    ImageDraw.Draw(img).ellipse((252, 176, 260, 184), fill=0)
+    r = preprocess(img)
+    assert similar(r.image, reference) > 0.95 and r.bbox[2] < 240
+
+
 def one_in_a_comb(cell: tuple[int, int, int, int] | None = None, line: int = 3) -> Image.Image:
     """A straight '1' (a pen stroke 12 px wide) crossing the top and bottom of its cell in a comb
     of three (``cell``: the middle one; None: no comb)."""

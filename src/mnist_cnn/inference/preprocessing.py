@@ -620,8 +620,9 @@ def _near(a: tuple[int, int, int, int], b: tuple[int, int, int, int], margin: fl
 
 def digit_components(an: Analysis) -> list[dict[str, Any]]:
     """The main component plus the pieces of the same digit: grown from the main one, adding any
-    component within a quarter of the digit's size of the box so far (broken or dotted strokes
-    chain in; specks elsewhere in the picture and anything touching its border stay out)."""
+    component within a quarter of the digit's size of the box so far, a speck within a tenth
+    (broken or dotted strokes chain in; specks elsewhere in the picture and anything running
+    along its border stay out)."""
     main = _main_component(an)
     size = max(main["bbox"][2] - main["bbox"][0], main["bbox"][3] - main["bbox"][1])
     # things running along the picture's border (a page edge, the table, a neighbour's digit) are
@@ -632,13 +633,23 @@ def digit_components(an: Analysis) -> list[dict[str, Any]]:
     grew = True
     while grew and rest:
         margin = 0.25 * max(box[2] - box[0], box[3] - box[1]) + 1
-        near = [c for c in rest if _near(box, c["bbox"], margin)]
+        # a speck (a dot, a scribble's end) joins only when it is much closer: it would add
+        # nothing to the digit's shape but stretch its box
+        near = [c for c in rest if _near(box, c["bbox"], margin * _reach(c, main))]
         grew = bool(near)
         for c in near:
             keep.append(c)
             rest.remove(c)
             box = _union(box, c["bbox"])
     return keep
+
+
+SPECK_MASS = 0.05  # a component with less ink than this fraction of the main one's is a speck
+SPECK_REACH = 0.4  # specks join the digit from this fraction of the usual distance
+
+
+def _reach(c: dict[str, Any], main: dict[str, Any]) -> float:
+    return SPECK_REACH if c["mass"] < SPECK_MASS * main["mass"] else 1.0
 
 
 def _union(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
