@@ -354,7 +354,8 @@ def frame_mask(an: Analysis) -> np.ndarray:
     if min(cw, ch) < 8:
         return out
     # the lines' cores (strong ink): the components' faint fringes would make a printed line look thick
-    mask = np.isin(an.labels[t:b, l:r], [c["label"] for c in comps]) & (an.ink[t:b, l:r] > an.threshold)
+    digit = np.isin(an.labels[t:b, l:r], [c["label"] for c in comps])
+    mask = digit & (an.ink[t:b, l:r] > an.threshold)
     # a printed box may be bolder than paper lines (FRAME_LINE): the four sides are evidence enough;
     # sides removed before as long lines, just outside the box (crossings went with them), count
     known = [False] * 4 if an.lines is None else _known_sides(an.lines, (l, t, r, b))
@@ -365,7 +366,7 @@ def frame_mask(an: Analysis) -> np.ndarray:
     # a frame has (nearly) all four sides, at least two of them found here (one straight stroke of
     # a thin-pen digit between two ruled lines is not a frame)
     if sum(new) >= 2 and sum(a or b for a, b in zip(new, known)) >= 3:
-        out[t:b, l:r] = _frame_pixels(np.isin(an.labels[t:b, l:r], [c["label"] for c in comps]), hor, ver)
+        out[t:b, l:r] = _frame_pixels(digit, hor, ver)
     return out
 
 
@@ -687,22 +688,20 @@ LINE_MIN_SPAN = 0.4  # a ruled line runs across at least this fraction of the pi
 
 class LineRule(NamedTuple):
     """What counts as a straight line: at most ``max_thick`` px thick, at least ``per_thick`` x its
-    thickness and ``min_px`` long (and the caller's ``min_len``); its thickness is the band of rows
-    around the peak with at least ``band`` x the peak's count."""
+    thickness and ``min_px`` long (and the caller's ``min_len``)."""
 
     max_thick: int
     per_thick: float
     min_px: int
-    band: float
 
 
 # ruled and squared paper over the whole picture: at least 12x as long as thick (a short thick bar
 # is a stroke, e.g. a 7's top) and 24 px (a 28x28 digit's bars, up to 20 px, are never lines)
-PAPER_LINE = LineRule(LINE_MAX_THICK, 12, 24, 0.5)
+PAPER_LINE = LineRule(LINE_MAX_THICK, 12, 24)
 # a form's printed box, searched only around the digit, where each side must also span most of
-# the box: it may be bolder and, around a narrow digit such as a 1, short; the band is stricter
-# because a stroke running along a side would otherwise count as part of it
-FRAME_LINE = LineRule(2 * LINE_MAX_THICK, 8, 24, 0.5)
+# the box: it may be twice as bold, and a bold side of a narrow box (around a 1) is short for its
+# thickness, so 8x its thickness is long enough
+FRAME_LINE = LineRule(2 * LINE_MAX_THICK, 8, 24)
 
 
 def line_mask(on: np.ndarray, min_len: float) -> np.ndarray:
@@ -756,7 +755,7 @@ def _horizontal_lines(on: np.ndarray, min_len: float, rule: LineRule = PAPER_LIN
             break
         first = max(0, peak - 1)
         o = first + int(np.argmax(counts[s, first : peak + 2]))  # the peak row of the three
-        lo, hi = _band(counts[s], o, rule.band)
+        lo, hi = _band(counts[s], o)
         blocked[max(0, s - 4) : s + 5, max(0, lo - 2) : hi + 3] = True  # this peak, done either way
         if hi - lo + 1 > rule.max_thick:  # thicker than a line: a pen stroke
             continue
@@ -774,10 +773,10 @@ def _horizontal_lines(on: np.ndarray, min_len: float, rule: LineRule = PAPER_LIN
     return out
 
 
-def _band(row: np.ndarray, o: int, frac: float) -> tuple[int, int]:
-    """Rows (lo, hi) around peak ``o`` with at least ``frac`` x its count: the line's core (a stroke
-    along the line adds less), or the whole width of a stroke running in the line's direction."""
-    floor = frac * row[o]
+def _band(row: np.ndarray, o: int) -> tuple[int, int]:
+    """Rows (lo, hi) around peak ``o`` with at least half its count: the line's core (a stroke along
+    the line adds less), or the whole width of a stroke running in the line's direction."""
+    floor = 0.5 * row[o]
     lo = hi = o
     while lo > 0 and row[lo - 1] >= floor:
         lo -= 1
