@@ -1,5 +1,5 @@
 """Which memory format, optimiser kernels and thread count are fastest on this CPU, for the seed
-recipe's step (model1, batch 32) and fast99's (pool-first fastnet, batch 192): the measurements
+recipe's step (model1, batch 32) and fast99's (smallcnn, batch 256): the measurements
 behind the engine's defaults (channels_last on, ``optimizer_impl=auto`` = fused, all cores).
 
     python benchmarks/cpu_choices.py --out results/cpu-choices.json
@@ -29,7 +29,7 @@ from mnist_cnn.training.device import use_bf16  # noqa: E402
 
 CASES = {
     "seed (model1, batch 32)": ("model1", {}, 32),
-    "fast99 (fastnet pool_first, batch 192)": ("fastnet", {"width": 16, "pool_first": True}, 192),
+    "fast99 (smallcnn, batch 256)": ("smallcnn", {"width": 16}, 256),
 }
 IMPLS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 

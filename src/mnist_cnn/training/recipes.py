@@ -23,21 +23,23 @@ RECIPES: dict[str, dict[str, Any]] = {
         "schedule": "constant",
         "augment": "none",
     },
-    # Least time to >= 99.0% test accuracy (mean over 10 seeds): one epoch of a 29k-parameter
-    # BatchNorm net, large-ish batch, one-cycle Adam with low beta1, label smoothing. pool_first
-    # (conv -> pool -> BN -> ReLU) cuts an fp32 CPU step by a third (elementwise work at 1/4 the
-    # pixels) and validated as well (99.22 vs 99.14%, 3 seeds): one recipe for bf16 and fp32 machines.
+    # Least time to >= 99.0% test accuracy (mean over 10 seeds): one epoch of `smallcnn` (the published
+    # 1-epoch small CNN's shape with BatchNorm after each pool and a 16-channel first conv), one-cycle
+    # Adam with low beta1, label smoothing. Chosen on the validation split (docs/benchmarks.md): 99.20 +-
+    # 0.07% over 10 seeds in 5.7 s on one fp32/AVX2 thread, where the previous fast99 (29k-param
+    # fastnet, batch 192) validated at 99.29% in 10.9 s; under bf16 it is 4.2 s against 6.7 s, so one
+    # recipe still serves both machine kinds.
     "fast99": {
-        "model": "fastnet",
-        "model_kwargs": {"width": 16, "pool_first": True},
+        "model": "smallcnn",
+        "model_kwargs": {"width": 16},
         "optimizer_impl": "fused",  # ~8% faster per CPU step; a 1-epoch run is never resumed
         "epochs": 1,
-        "batch_size": 192,
-        "lr": 0.02,
+        "batch_size": 256,
+        "lr": 0.03,
         "optimizer": "adam",
         "betas": [0.7, 0.9],
         "schedule": "onecycle",
-        "label_smoothing": 0.2,
+        "label_smoothing": 0.1,
         "augment": "none",
     },
     # Least time to >= 99.5% (mean over 5 seeds): a 4-block fastnet, light affine augmentation;
@@ -73,7 +75,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 RECIPE_DESCRIPTIONS: dict[str, str] = {
     "seed": "the seed tutorial's recipe: model1, Adam 1e-3, batch 32, 20 epochs",
-    "fast99": "least time to >= 99.0%: fastnet (29k params), 1 epoch, one-cycle Adam, batch 192",
+    "fast99": "least time to >= 99.0%: smallcnn (213k params), 1 epoch, one-cycle Adam, batch 256",
     "fast995": "least time to >= 99.5%: 4-block fastnet (99k params), 5 epochs, light augmentation",
     "best": "best accuracy: bncnn (326k params), 40 epochs, one-cycle Adam, medium augmentation; docs/accuracy.md",
 }
