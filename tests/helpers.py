@@ -4,6 +4,7 @@ a local download mirror's handler, the search tests' study helpers. Fixtures liv
 from __future__ import annotations
 
 import io
+import signal
 import struct
 import zlib
 from collections import Counter
@@ -15,6 +16,13 @@ from typing import Any
 import numpy as np
 from click.testing import CliRunner
 from PIL import Image
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that a test interrupts with SIGINT: a test runner started in the
+    background by a non-interactive shell (``nohup``, ``cmd &``) passes SIGINT down as *ignored*, and
+    Python then never raises KeyboardInterrupt, so the test would check the runner, not our handling."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(*args: str, **kw: Any):

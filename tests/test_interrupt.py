@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from tests.helpers import default_sigint
+
 
 @pytest.mark.slow
 def test_ctrl_c_saves_and_resume_finishes(tiny_data, tmp_path):
@@ -32,7 +34,7 @@ def test_ctrl_c_saves_and_resume_finishes(tiny_data, tmp_path):
         "--out",
         str(out),
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.time() + 120
     while not (out / "checkpoint.safetensors").exists() and time.time() < deadline:
         time.sleep(0.2)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, write_dataset
-from tests.helpers import STUDY, check_two_workers_exact, load_trials, run_cli, search_args
+from tests.helpers import STUDY, check_two_workers_exact, default_sigint, load_trials, run_cli, search_args
 
 optuna = pytest.importorskip("optuna", reason="search needs optuna (pip install 'mnist-cnn[search]')")
 
@@ -141,6 +141,7 @@ def _interrupt_mid_trial(storage: str, data: Path, sig: int, trials: int) -> tup
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     for _ in range(3):
         number = _wait_for(lambda: _running_after_one_done(storage), proc, "a trial was running")
