@@ -171,7 +171,11 @@ class ValScores:
         if folder not in self.probs:
             member = load_member(folder)
             split = shared_split([member])
-            assert split == SplitSpec(5000, SPLIT_SEED), f"{folder}: holds out another split {split}"
+            if split != SplitSpec(5000, SPLIT_SEED):  # not an assert: `python -O` would skip it
+                raise SystemExit(
+                    f"error: {folder} holds out another validation split ({split}); the table compares runs on "
+                    f"--split-seed {SPLIT_SEED} only: retrain it with the command in docs/accuracy.md"
+                )
             self.probs[folder] = ensemble_probs([member], self.x)[0]
         return self.probs[folder]
 
