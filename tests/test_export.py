@@ -14,6 +14,7 @@ pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscr
 
 from mnist_cnn.inference import export as ex
 from mnist_cnn.inference.onnx import read_onnx_metadata
+from mnist_cnn.models.registry import create_model, list_models
 from tests.conftest import write_dataset
 from tests.helpers import run_cli, tiny_run
 
@@ -147,3 +148,21 @@ def test_a_server_sessions_threads_sleep_between_requests(exported) -> None:
     batch = ex.onnx_session(r.path, threads=2).get_session_options()
     with pytest.raises(RuntimeError, match="does not have configuration"):  # unset: ORT's default, spinning
         batch.get_session_config_entry(key)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_exports_and_matches_onnxruntime(name: str) -> None:
+    """timm-style: a newly registered architecture is checked in a second runtime for free."""
+    import onnxruntime as ort
+    import torch
+
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    norm = {"mean": 0.1307, "std": 0.3081}
+    proto = ex.build_onnx(model, norm, {"arch": {"name": name}})
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        want = model((x - norm["mean"]) / norm["std"]).numpy()
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
