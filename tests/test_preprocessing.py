@@ -331,6 +331,28 @@ def test_a_one_crossing_its_comb_cell_is_not_taken_for_a_divider(width: int, lin
     assert similar(r.image, preprocess(one_in_a_comb()).image) > 0.95
 
 
+@pytest.mark.parametrize(
+    "bbox, area, divider",
+    [
+        ((75, 68, 88, 160), 781, True),  # a comb's divider from its top line to its bottom line
+        ((75, 80, 88, 160), 700, False),  # a bar that stops short of the top line
+        ((60, 68, 100, 160), 900, False),  # a slanted stroke: wide box, little of it filled
+        ((75, 68, 110, 160), 2800, False),  # a bold blob between the lines
+    ],
+)
+def test_a_comb_s_dividers_are_told_from_strokes(bbox: tuple[int, int, int, int], area: int, divider: bool) -> None:
+    """A straight bar running from one removed line to another is a printed divider (the main stroke
+    of a form's comb otherwise: a divider had more ink than a 6 that its cell's side cut in two)."""
+    from mnist_cnn.inference.preprocessing import _divider
+
+    lines = np.zeros((300, 300), bool)
+    lines[64:68, 20:280] = True  # the comb's top line, removed (cut where the divider crosses it)
+    lines[64:68, 75:88] = False
+    lines[160:164, 20:280] = True  # its bottom line
+    assert _divider({"bbox": bbox, "area": area}, lines) is divider
+    assert _divider({"bbox": bbox, "area": area}, None) is False
+
+
 def test_a_page_with_only_lines_or_an_empty_box_has_no_digit() -> None:
     ruled = Image.new("L", (300, 300), 250)
     lines_on(ruled, 30)
@@ -381,6 +403,26 @@ def test_a_hard_shadow_across_the_digit_is_evened_out(reference: np.ndarray) -> 
     yy, xx = np.mgrid[: a.shape[0], : a.shape[1]]
     a = a * np.where((xx - 400) ** 2 + (yy - 360) ** 2 < 230**2, 0.45, 1.0)  # a hand's shadow, sharp edge
     r = preprocess(Image.fromarray(a.astype(np.uint8)))
+    assert similar(r.image, reference) > 0.93
+
+
+@pytest.mark.parametrize("where", ["shadow", "table"])
+def test_dark_ink_when_a_shadow_or_the_table_covers_most_of_the_border(where: str, reference: np.ndarray) -> None:
+    """Where the digit's own departures from the background do not decide the polarity (a hard
+    shadow's edge or the table depart as much both ways), the paper does: the brightest tenth of
+    the border, not its median, which here is the shadow or the table (the digit came out as
+    the lit paper, inverted)."""
+    rng = np.random.default_rng(3)
+    a = np.repeat(np.asarray(page(), dtype=np.float32)[..., None], 3, axis=2)
+    yy, xx = np.mgrid[: a.shape[0], : a.shape[1]]
+    if where == "shadow":  # a hand's shadow over the digit and most of the picture, a lit band at the top
+        a *= np.where((xx - 200) ** 2 + (yy - 330) ** 2 < 300**2, 0.42, 1.0)[..., None]
+    else:  # a small page in a corner: table beyond its edges on two sides and most of the border
+        table = np.array([110, 70, 40]) * (1 + 0.08 * rng.normal(0, 1, (360, 1, 1)))
+        off = ((xx > 300) | (yy > 290) | (xx < 60))[..., None]
+        a = np.where(off, table, a)
+    r = preprocess(Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)))
+    assert r.inverted is True
     assert similar(r.image, reference) > 0.93
 
 
