@@ -310,6 +310,15 @@ def test_a_dot_beside_the_digit_does_not_stretch_its_box(reference: np.ndarray) 
     assert similar(r.image, reference) > 0.95 and r.bbox[2] < 240
 
 
+def test_a_scribble_a_fifth_of_the_digit_away_is_not_part_of_it(reference: np.ndarray) -> None:
+    # not a speck (a scribble has more than 5% of the digit's ink) but a separate mark: pieces join
+    # from a quarter of the digit's size only where a removed line (a box's side) may have cut them
+    img = page()
+    ImageDraw.Draw(img).line([(262, 215), (272, 200), (280, 214), (290, 199)], fill=0, width=8)
+    r = preprocess(img)
+    assert similar(r.image, reference) > 0.95 and r.bbox[2] < 240
+
+
 def one_in_a_comb(cell: tuple[int, int, int, int] | None = None, line: int = 3) -> Image.Image:
     """A straight '1' (a pen stroke 12 px wide) crossing the top and bottom of its cell in a comb
     of three (``cell``: the middle one; None: no comb)."""
