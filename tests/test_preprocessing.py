@@ -473,6 +473,22 @@ def test_stray_marks_and_a_neighbour_cut_by_the_border_are_not_the_digit(referen
     assert r.bbox[0] > 120 and r.bbox[2] < 380
 
 
+def test_a_thin_pen_s_straight_strokes_are_not_paper_lines() -> None:
+    """A ballpoint 1 (or a 4's stem and bar) on a big photo is a thin straight line across half the
+    picture: one such line, with no other parallel to it, is the digit, not ruled paper (it was
+    removed as a paper line: "no digit found", a 4 read as its hook)."""
+    one = Image.new("L", (420, 420), 245)
+    ImageDraw.Draw(one).line([(205, 80), (215, 340)], fill=30, width=3)
+    r = preprocess(one)
+    assert 190 <= r.bbox[0] and r.bbox[2] <= 230 and r.bbox[3] - r.bbox[1] > 240
+    four = Image.new("L", (420, 420), 245)
+    d = ImageDraw.Draw(four)
+    d.line([(150, 90), (140, 240), (290, 236)], fill=30, width=3)  # the hook and the bar
+    d.line([(250, 100), (255, 350)], fill=30, width=3)  # the stem
+    r = preprocess(four)
+    assert r.bbox[0] <= 145 and r.bbox[2] >= 285 and r.bbox[3] >= 340  # all of it
+
+
 def test_ruled_lines_through_a_ballpoint_digit(reference: np.ndarray) -> None:
     img = Image.new("L", (900, 800), 250)
     lines_on(img, 70)

@@ -741,9 +741,28 @@ def line_mask(on: np.ndarray, min_len: float) -> np.ndarray:
     """Pixels of the thin straight lines in ``on`` (bool [h, w]): near-horizontal ones, and near-vertical
     ones found the same way on the transpose. Where a stroke crosses a line (ink other than lines
     continues on both sides of it), the line's pixels stay: they are the stroke's too."""
-    hor, ver = _horizontal_lines(on, min_len), _horizontal_lines(on.T, min_len).T
+    hor, ver = _paper_lines(_horizontal_lines(on, min_len)), _paper_lines(_horizontal_lines(on.T, min_len)).T
     rest = on & ~hor & ~ver
     return (hor & ~_between(rest, hor)) | (ver & ~_between(rest.T, ver.T).T)
+
+
+LONE_LINE_SPAN = 0.8  # a single line (no other parallel to it) must run across this much of the picture
+
+
+def _paper_lines(lines: np.ndarray) -> np.ndarray:
+    """``lines`` (near-horizontal, bool [h, w]), or none of them if it is a single line across less
+    than :data:`LONE_LINE_SPAN` of the picture: ruled and squared paper repeat their lines, a form's
+    baseline runs across the page, but a thin pen's straight stroke (a 1, a 4's stem, a 2's base)
+    is one short line, and it is the digit."""
+    from scipy import ndimage as ndi
+
+    if not lines.any():
+        return lines
+    _, n = ndi.label(ndi.binary_dilation(lines, np.ones((3, 15), bool)))
+    cols = np.flatnonzero(lines.any(0))
+    if n > 1 or cols[-1] - cols[0] + 1 >= LONE_LINE_SPAN * lines.shape[1]:
+        return lines
+    return np.zeros_like(lines)
 
 
 def _between(rest: np.ndarray, line: np.ndarray, reach: int = LINE_MAX_THICK + 3) -> np.ndarray:
