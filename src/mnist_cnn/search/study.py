@@ -530,7 +530,10 @@ def run_search(spec: SearchSpec, workers: int = 1):
     study = open_study(spec, storage)  # create once here, so the workers only join
     host = socket.gethostname()
     if workers == 1:
-        run_worker(spec, f"{host}:{os.getpid()}")
+        try:
+            run_worker(spec, f"{host}:{os.getpid()}")
+        except KeyboardInterrupt:  # between two trials (within one, _run_trial re-queues it)
+            raise Interrupted("search interrupted between trials; run the same command to resume") from None
         return study
     import multiprocessing as mp
 
