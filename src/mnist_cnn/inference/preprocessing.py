@@ -622,17 +622,13 @@ def _divider(c: dict[str, Any], lines: np.ndarray | None) -> bool:
     if lines is None:
         return False
     l, t, r, b = c["bbox"]
-    long, thick = max(r - l, b - t), min(r - l, b - t)
-    if thick > 0.2 * long or c["area"] < 0.6 * (r - l) * (b - t):
+    if b - t < r - l:  # a horizontal bar: the same test on the transpose
+        return _divider({**c, "bbox": (t, l, b, r)}, lines.T)
+    if r - l > 0.2 * (b - t) or c["area"] < 0.6 * (r - l) * (b - t):
         return False
     m = 3  # px: the bar's ends stop at the lines' (removed) pixels, or cross them (kept: look beside)
-    if b - t >= r - l:  # vertical: a line at its top and at its bottom
-        cols = slice(max(0, l - m), r + m)
-        ends = lines[max(0, t - m) : t + m, cols], lines[max(0, b - m) : b + m, cols]
-    else:
-        rows = slice(max(0, t - m), b + m)
-        ends = lines[rows, max(0, l - m) : l + m], lines[rows, max(0, r - m) : r + m]
-    return all(e.any() for e in ends)
+    cols = slice(max(0, l - m), r + m)
+    return bool(lines[max(0, t - m) : t + m, cols].any() and lines[max(0, b - m) : b + m, cols].any())
 
 
 def _near(a: tuple[int, int, int, int], b: tuple[int, int, int, int], margin: float) -> bool:
