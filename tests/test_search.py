@@ -182,7 +182,8 @@ def test_ctrl_c_requeues_the_running_trial_and_the_study_resumes(tiny_data: Path
         storage = f"sqlite:///{tmp_path / f'int{attempt}.db'}"
         args, stopped, err = _interrupt_mid_trial(storage, tiny_data, signal.SIGINT, trials=3)
         assert "run the same command to resume" in err and "Traceback" not in err
-        if "between trials" not in err:  # the trial seen running finished before the signal landed
+        # "between trials": the trial seen running finished before the signal landed; try again
+        if "between trials" not in err:
             break
     else:
         pytest.fail("three Ctrl-Cs in a row landed between trials")
