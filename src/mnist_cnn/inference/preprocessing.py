@@ -368,9 +368,18 @@ def frame_mask(an: Analysis) -> np.ndarray:
     ver, new = ver_t.T, new + new_lr
     # a frame has (nearly) all four sides, at least two of them found here (one straight stroke of
     # a thin-pen digit between two ruled lines is not a frame)
-    if sum(new) >= 2 and sum(a or b for a, b in zip(new, known)) >= 3:
+    sides = sum(a or b for a, b in zip(new, known))
+    if sum(new) >= 2 and sides >= 3:
         out[t:b, l:r] = _frame_pixels(digit, hor, ver)
+        # three sides around (nearly) nothing are a digit of straight strokes (a thin pen's 3 like
+        # a ']'), not a box: a form's box has the digit inside it, or all four sides when empty
+        inside = an.ink[t:b, l:r][mask & ~out[t:b, l:r]].sum()
+        if sides < 4 and inside < FRAME_INSIDE * an.ink[out].sum():
+            out[:] = False
     return out
+
+
+FRAME_INSIDE = 0.1  # ink inside a three-sided frame, as a fraction of the frame's
 
 
 def _known_sides(lines: np.ndarray, box: tuple[int, int, int, int]) -> list[bool]:
@@ -593,6 +602,14 @@ def _along_border(bbox: tuple[int, int, int, int], shape: tuple[int, ...]) -> in
     return along
 
 
+# a component's claim to be the digit grows with the square root of its ink, not the ink itself: a
+# thin ballpoint digit has a tenth of a marker's ink. Validation renderings (seed 1, 300 each),
+# power 1 / 0.7 / 0.5 / 0.3: notebook_all 256 / 261 / 261 / 261 of 300 (faint digits beside a
+# neighbour's digit cut by the border, a page edge or the table); the other conditions equal
+MASS_POW = 0.5
+ASIDE = 0.1  # ... times this for things touching the border and a comb's dividers
+
+
 def _main_component(an: Analysis) -> dict[str, Any]:
     """The digit's main stroke: the most ink, border-touching blobs (shadow edges, paper edges) discounted."""
 
@@ -606,7 +623,7 @@ def _main_component(an: Analysis) -> dict[str, Any]:
         # a comb's divider likewise (validation renderings, seed 1: form_box 291 -> 292 of 300,
         # notebook_all 247 -> 248; leaving dividers out of the digit's pieces too lost 9 form_box digits)
         aside = _touches_border(c["bbox"], an.labels.shape) or _divider(c, an.lines)
-        return c["mass"] * (0.1 if aside else 1.0) * (1 - 0.6 * off)
+        return c["mass"] ** MASS_POW * (ASIDE if aside else 1.0) * (1 - 0.6 * off)
 
     if not an.comps:  # everything was paper lines or a form's empty box
         raise ImageError("no digit found: only lines or an empty box; photograph the digit itself")
@@ -711,26 +728,37 @@ def segment_digits(an: Analysis) -> list[list[dict[str, Any]]]:
 # --------------------------------------------------------------------------- lines (ruled, squared paper; boxes)
 
 LINE_ANGLE, LINE_STEP = 12.0, 0.5  # degrees: the slant a ruled line may have (roll, perspective); search step
+# degrees a page may be turned further (a photo taken askew): the paper line search then also
+# covers LINE_ANGLE around the strongest line's slant, not only around the horizontal (validation
+# notebook pages at 20-35 degrees of perspective had far lines at 12-14 degrees, glued to the digit).
+# Not for a form's box: within it, the strongest line may be a stroke (a 5's bar).
+LINE_TURN = 15.0
 LINE_MAX_THICK = 7  # analysis px: a ruled line or a form box is 1-7 px there; a pen stroke running along it is wider
 LINE_MIN_SPAN = 0.4  # a ruled line runs across at least this fraction of the picture
 
 
 class LineRule(NamedTuple):
     """What counts as a straight line: at most ``max_thick`` px thick, at least ``per_thick`` x its
-    thickness and ``min_px`` long (and the caller's ``min_len``)."""
+    thickness and ``min_px`` long (and the caller's ``min_len``); if ``straight``, the band it lies in
+    at most ``straight`` x its mean thickness + 1 px (a curved stroke spreads over a wider band).
+    Slants up to LINE_ANGLE from the horizontal, or ``turn`` degrees more when the strongest line is
+    turned that far (a page photographed askew)."""
 
     max_thick: int
     per_thick: float
     min_px: int
+    straight: float = 0.0
+    turn: float = 0.0
 
 
 # ruled and squared paper over the whole picture: at least 12x as long as thick (a short thick bar
 # is a stroke, e.g. a 7's top) and 24 px (a 28x28 digit's bars, up to 20 px, are never lines)
-PAPER_LINE = LineRule(LINE_MAX_THICK, 12, 24)
+PAPER_LINE = LineRule(LINE_MAX_THICK, 12, 24, turn=LINE_TURN)
 # a form's printed box, searched only around the digit, where each side must also span most of
 # the box: it may be twice as bold, and a bold side of a narrow box (around a 1) is short for its
-# thickness, so 8x its thickness is long enough
-FRAME_LINE = LineRule(2 * LINE_MAX_THICK, 8, 24)
+# thickness, so 8x its thickness is long enough; and straight: a thin pen's 7 has a straight bar,
+# but its stem, bent a little, fills a band 2.6x as wide as the stroke (validation boxes: <= 1.6x)
+FRAME_LINE = LineRule(2 * LINE_MAX_THICK, 8, 24, straight=1.5)
 
 
 def line_mask(on: np.ndarray, min_len: float) -> np.ndarray:
@@ -783,12 +811,8 @@ def _horizontal_lines(on: np.ndarray, min_len: float, rule: LineRule = PAPER_LIN
     ys, xs = np.nonzero(on)
     if ys.size < min_len:
         return out
-    slopes = np.tan(np.radians(np.arange(-LINE_ANGLE, LINE_ANGLE + 1e-6, LINE_STEP)))
-    pad = int(np.ceil(w / 2 * slopes.max())) + rule.max_thick + 2
-    n = h + 2 * pad
-    xc = xs - w / 2
-    offs = np.rint(ys[None, :] - slopes[:, None] * xc[None, :]).astype(np.int64) + pad  # [S, N]
-    counts = np.stack([np.bincount(o, minlength=n) for o in offs]).astype(np.int64)  # [S, n]
+    offs, counts = _slant_counts(ys, xs, h, w, rule.max_thick + 2, rule.turn)
+    n = counts.shape[1]
     alive = np.ones(ys.size, bool)
     blocked = np.zeros_like(counts, dtype=bool)
     c3 = np.zeros_like(counts)
@@ -813,12 +837,30 @@ def _horizontal_lines(on: np.ndarray, min_len: float, rule: LineRule = PAPER_LIN
         if not segs.any():
             continue
         take = sel & segs[xs]
+        if rule.straight and hi - lo - 1 > rule.straight * take.sum() / segs.sum() + 1:
+            continue
         out[ys[take], xs[take]] = True
-        for k in range(len(slopes)):  # its pixels no longer count towards other lines
+        for k in range(len(offs)):  # its pixels no longer count towards other lines
             counts[k] -= np.bincount(offs[k][take], minlength=n)
         alive &= ~take
         changed = True
     return out
+
+
+def _slant_counts(
+    ys: np.ndarray, xs: np.ndarray, h: int, w: int, margin: int, turn: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row offsets [S, N] of the pixels (ys, xs) of an [h, w] picture along each searched slant
+    (padded so none is negative, with ``margin`` px to spare), and the ink count [S, n] of each
+    sheared row. The slants: within LINE_ANGLE of the horizontal, widened towards the strongest
+    line's slant when the page is turned by up to ``turn`` degrees more."""
+    angles = np.arange(-LINE_ANGLE - turn, LINE_ANGLE + turn + 1e-6, LINE_STEP)
+    pad = int(np.ceil(w / 2 * np.tan(np.radians(angles[-1])))) + margin
+    offs = np.rint(ys[None, :] - np.tan(np.radians(angles))[:, None] * (xs - w / 2)[None, :]).astype(np.int64) + pad
+    counts = np.stack([np.bincount(o, minlength=h + 2 * pad) for o in offs]).astype(np.int64)  # [S, n]
+    strongest = angles[int(np.argmax(counts.max(1)))]
+    keep = (angles >= min(-LINE_ANGLE, strongest - LINE_ANGLE)) & (angles <= max(LINE_ANGLE, strongest + LINE_ANGLE))
+    return offs[keep], counts[keep]
 
 
 def _band(row: np.ndarray, o: int) -> tuple[int, int]:
@@ -833,15 +875,20 @@ def _band(row: np.ndarray, o: int) -> tuple[int, int]:
     return lo, hi
 
 
+LINE_FILL = 0.6  # a line's ink covers this much of its run: gaps bridged by specks of noise are not a line
+
+
 def _runs(x: np.ndarray, w: int, min_len: float, gap: int = 4) -> np.ndarray:
     """bool [w]: columns covered by runs of ``x`` (column indices) at least ``min_len`` long, gaps of
-    up to ``gap`` px bridged (a faint or crossed stretch of the line)."""
+    up to ``gap`` px bridged (a faint or crossed stretch of the line), ink in LINE_FILL of them."""
     from scipy import ndimage as ndi
 
     occ = np.zeros(w, bool)
     occ[x] = True
     labels, k = ndi.label(ndi.binary_closing(occ, np.ones(2 * gap + 1, bool), border_value=0) | occ)
-    long = 1 + np.flatnonzero(np.bincount(labels.ravel(), minlength=k + 1)[1:] >= min_len)
+    span = np.bincount(labels.ravel(), minlength=k + 1)[1:]
+    filled = np.bincount(labels[occ], minlength=k + 1)[1:]
+    long = 1 + np.flatnonzero((span >= min_len) & (filled >= LINE_FILL * span))
     return np.isin(labels, long)
 
 
