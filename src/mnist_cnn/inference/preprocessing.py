@@ -875,20 +875,15 @@ def _band(row: np.ndarray, o: int) -> tuple[int, int]:
     return lo, hi
 
 
-LINE_FILL = 0.6  # a line's ink covers this much of its run: gaps bridged by specks of noise are not a line
-
-
 def _runs(x: np.ndarray, w: int, min_len: float, gap: int = 4) -> np.ndarray:
     """bool [w]: columns covered by runs of ``x`` (column indices) at least ``min_len`` long, gaps of
-    up to ``gap`` px bridged (a faint or crossed stretch of the line), ink in LINE_FILL of them."""
+    up to ``gap`` px bridged (a faint or crossed stretch of the line)."""
     from scipy import ndimage as ndi
 
     occ = np.zeros(w, bool)
     occ[x] = True
     labels, k = ndi.label(ndi.binary_closing(occ, np.ones(2 * gap + 1, bool), border_value=0) | occ)
-    span = np.bincount(labels.ravel(), minlength=k + 1)[1:]
-    filled = np.bincount(labels[occ], minlength=k + 1)[1:]
-    long = 1 + np.flatnonzero((span >= min_len) & (filled >= LINE_FILL * span))
+    long = 1 + np.flatnonzero(np.bincount(labels.ravel(), minlength=k + 1)[1:] >= min_len)
     return np.isin(labels, long)
 
 
