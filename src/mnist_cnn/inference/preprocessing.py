@@ -370,12 +370,11 @@ def frame_mask(an: Analysis) -> np.ndarray:
     # a thin-pen digit between two ruled lines is not a frame)
     sides = sum(a or b for a, b in zip(new, known))
     if sum(new) >= 2 and sides >= 3:
-        out[t:b, l:r] = _frame_pixels(digit, hor, ver)
+        frame, ink = _frame_pixels(digit, hor, ver), an.ink[t:b, l:r]
         # three sides around (nearly) nothing are a digit of straight strokes (a thin pen's 3 like
         # a ']'), not a box: a form's box has the digit inside it, or all four sides when empty
-        inside = an.ink[t:b, l:r][mask & ~out[t:b, l:r]].sum()
-        if sides < 4 and inside < FRAME_INSIDE * an.ink[out].sum():
-            out[:] = False
+        if sides == 4 or ink[mask & ~frame].sum() >= FRAME_INSIDE * ink[frame].sum():
+            out[t:b, l:r] = frame
     return out
 
 
