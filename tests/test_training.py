@@ -128,3 +128,24 @@ def test_lr_schedules():
     assert lr_factor(50, 100, "cosine", 0) == pytest.approx(0.5)
     oc = [lr_factor(s, 100, "onecycle", 0) for s in range(100)]
     assert max(oc) == pytest.approx(1.0) and oc.index(max(oc)) == 24 and oc[-1] < 0.05
+
+
+def test_a_run_trained_with_tta_reports_and_reproduces_tta_figures(tmp_path, tiny_data) -> None:
+    """`tta` makes the final val/test figures test-time-augmented, times that evaluation, and
+    `evaluate` of the run reproduces them without being told."""
+    from mnist_cnn.data.datasets import load_dataset
+    from mnist_cnn.evaluation.metrics import evaluate_model
+    from mnist_cnn.inference.evaluate import evaluate_run
+
+    res = tiny_run(tmp_path, tiny_data, epochs=1, threads=1, tta=True)
+    m = res.metrics
+    assert m["tta"] is True and m["test_eval_seconds"] > 0
+    ds = load_dataset("mnist", tiny_data)
+    norm = res.meta["normalisation"]
+    with_tta = evaluate_model(res.model, ds.test_images, ds.test_labels, norm, tta=True)
+    plain = evaluate_model(res.model, ds.test_images, ds.test_labels, norm)
+    assert m["test_loss"] == pytest.approx(with_tta.loss, rel=1e-5)
+    assert with_tta.loss != pytest.approx(plain.loss, rel=1e-5)  # the shifts change the figure
+    again = evaluate_run(res.run_dir, data_dir=tiny_data)
+    assert again["tta"] is True and again["loss"] == pytest.approx(m["test_loss"], rel=1e-5)
+    assert json.loads((res.run_dir / "metrics.json").read_text())["tta"] is True

@@ -99,6 +99,13 @@ def train_options(f: F) -> F:
         click.option("--augment", help="Augmentation preset: none, light, medium, strong, photo (or key=value,...)."),
         click.option("--ema", type=float, help="EMA decay of weights, e.g. 0.999 (0: off)."),
         click.option(
+            "--tta/--no-tta",
+            "tta",
+            default=None,
+            help="Report the final validation and test accuracy with test-time augmentation (the image "
+            "and four 1-pixel shifts); `evaluate` then uses it too.",
+        ),
+        click.option(
             "--teacher",
             help="Distil from this run, model file or ensemble (or several, comma-separated); it must "
             "hold out the same validation split.",

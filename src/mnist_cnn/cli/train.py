@@ -158,7 +158,9 @@ def _relaunch_with_torchrun(nproc: int) -> None:
 @click.command("evaluate")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
-@click.option("--tta", is_flag=True, help="Test-time augmentation (average over small shifts).")
+@click.option(
+    "--tta", is_flag=True, help="Test-time augmentation (average over small shifts); on for a model trained with --tta."
+)
 @data_dir_option()
 @json_option("Print the metrics as JSON.")
 def evaluate_cmd(run: Path, split: str, tta: bool, data_dir: Path | None, as_json: bool) -> None:
@@ -172,7 +174,7 @@ def evaluate_cmd(run: Path, split: str, tta: bool, data_dir: Path | None, as_jso
         return
     click.echo(
         f"{run}: {split} accuracy {100 * metrics['accuracy']:.2f}%  loss {metrics['loss']:.4f}  "
-        f"({metrics['n']:,} images{', TTA' if tta else ''})"
+        f"({metrics['n']:,} images{', TTA' if metrics['tta'] else ''})"
     )
     cal = metrics["calibration"]
     t = "not calibrated (T = 1)" if cal["temperature"] == 1.0 else f"temperature {cal['temperature']:.4f}"

@@ -29,6 +29,8 @@ def evaluate_run(
     model, meta = load_model(path)
     ds = load_dataset(meta.get("dataset", "mnist"), data_dir)
     x, y = (ds.test_images, ds.test_labels) if split == "test" else _validation(ds, meta, run)
+    # a model trained with `tta` reported test-time-augmented figures: evaluate reproduces them
+    tta = tta or bool((meta.get("config") or {}).get("tta"))
     r = evaluate_model(model, x, y, meta["normalisation"], tta=tta)
     return {
         "split": split,

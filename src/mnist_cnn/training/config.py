@@ -56,6 +56,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: Any = "none"  # preset name or dict of AugmentConfig fields
     ema: float = 0.0  # EMA decay of weights (0 = off), e.g. 0.999
+    # the final validation and test figures average the image and four 1-pixel shifts (test-time
+    # augmentation, evaluation/metrics.py); per-epoch validation and calibration stay single-view
+    tta: bool = False
     # knowledge distillation (training/distill.py): a teacher's softened probabilities as extra targets
     teacher: str | None = None  # run folder, model file or ensemble folder (or several, comma-separated)
     distill_alpha: float = 0.5  # weight of the teacher term; 1 - alpha stays on the labels

@@ -695,15 +695,17 @@ def finish(
         "precision_used": "bf16" if use_bf16(cfg.precision, next(model.parameters()).device) else "fp32",
         "data_seconds": data_seconds,
         "compile_seconds": compile_seconds,
+        "tta": cfg.tta,  # the val/test figures below are test-time-augmented (test_eval_seconds: its cost)
     }
     if p.history and "val_accuracy" in p.history[-1]:
-        vr = evaluate_model(model, dd.val_x, dd.val_y, dd.normalisation, cfg.eval_batch_size)
+        vr = evaluate_model(model, dd.val_x, dd.val_y, dd.normalisation, cfg.eval_batch_size, tta=cfg.tta)
         metrics.update(val_accuracy=vr.accuracy, val_loss=vr.loss)
     test: EvalResult | None = None
     t_ev = time.perf_counter()
     if evaluate_test:
-        test = evaluate_model(model, ds.test_images, ds.test_labels, dd.normalisation, cfg.eval_batch_size)
+        test = evaluate_model(model, ds.test_images, ds.test_labels, dd.normalisation, cfg.eval_batch_size, tta=cfg.tta)
         metrics.update(test_accuracy=test.accuracy, test_loss=test.loss, per_class=test.per_class(ds.classes))
+        metrics["test_eval_seconds"] = time.perf_counter() - t_ev
     metrics["eval_seconds"] = p.eval_seconds + time.perf_counter() - t_ev
     meta: dict[str, Any] = {
         "normalisation": dd.normalisation,
