@@ -523,6 +523,25 @@ def test_a_slightly_bent_thin_stroke_is_not_a_form_s_frame() -> None:
     assert not _horizontal_lines(bent, 60, FRAME_LINE).any()
 
 
+def test_a_box_side_that_a_stroke_touches_is_found_at_the_box_s_edge() -> None:
+    """A 0 touching its box's top and right sides makes each of them one band with its stroke, too
+    bold for a printed line; with the bottom and left sides found as lines, the other two are found
+    at the box's very edge, as thick as the found ones, and the stroke keeps its own ink."""
+    from mnist_cnn.inference.preprocessing import _edge_sides
+
+    h, w = 90, 50
+    mask = np.zeros((h, w), bool)
+    mask[:2], mask[-2:], mask[:, :2], mask[:, -2:] = True, True, True, True  # the box, 2 px lines
+    mask[2:12, 10:40] = True  # the 0's top, touching the box's top side
+    mask[10:80, 40:48] = True  # its right side, touching the box's right side
+    hor, ver = np.zeros_like(mask), np.zeros_like(mask)
+    hor[-2:], ver[:, :2] = True, True  # found as lines: the bottom and the left side
+    sides = _edge_sides(mask, hor, ver, [False, True, True, False], [False] * 4)
+    assert sides == [True, True, True, True]
+    assert hor[:2].all() and not hor[5:12, 10:40].any()  # the top side, not the 0's stroke below it
+    assert ver[:, -2:].all() and not ver[10:80, 40:45].any()
+
+
 def test_a_thin_digit_of_straight_strokes_is_not_taken_for_a_three_sided_frame() -> None:
     """A ballpoint 3 drawn like a ']' (top bar, stem, base) has three straight sides and nothing
     inside: it is the digit, not an empty form box (it was erased: "no digit found" or a speck)."""

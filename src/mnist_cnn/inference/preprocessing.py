@@ -368,8 +368,11 @@ def frame_mask(an: Analysis) -> np.ndarray:
     ver, new = ver_t.T, new + new_lr
     # a frame has (nearly) all four sides, at least two of them found here (one straight stroke of
     # a thin-pen digit between two ruled lines is not a frame)
+    found = sum(new)
+    if found >= 2:  # a side that a stroke touches is one thick band: found at the box's very edge
+        new = _edge_sides(mask, hor, ver, new, known)
     sides = sum(a or b for a, b in zip(new, known))
-    if sum(new) >= 2 and sides >= 3:
+    if found >= 2 and sides >= 3:
         frame, ink = _frame_pixels(digit, hor, ver), an.ink[t:b, l:r]
         # three sides around (nearly) nothing are a digit of straight strokes (a thin pen's 3 like
         # a ']'), not a box: a form's box has the digit inside it, or all four sides when empty
@@ -379,6 +382,37 @@ def frame_mask(an: Analysis) -> np.ndarray:
 
 
 FRAME_INSIDE = 0.1  # ink inside a three-sided frame, as a fraction of the frame's
+
+
+EDGE_COVER = 0.9  # a side hidden in a stroke's band: the box's outer edge inked along this much of it
+
+
+def _edge_sides(mask: np.ndarray, hor: np.ndarray, ver: np.ndarray, new: list[bool], known: list[bool]) -> list[bool]:
+    """Sides (top, bottom, left, right) of a box, two of whose sides ``new`` were found as lines, that
+    run along the box's outer edge (``mask`` [h, w] is the box's ink): a stroke touching a printed side
+    makes it one band too bold to pass for a line, but the side still starts at the edge end to end.
+    Its pixels, the first few inked ones from the edge in each column (row), as thick as the found
+    sides, are marked in ``hor``/``ver`` in place (a stroke touching it keeps the rest of its ink)."""
+    thick = (hor | ver).sum() / max(1, sum(new)) / max(mask.shape)  # the found sides' mean thickness, px
+    k, t = int(np.ceil(2 * thick)) + 2, int(np.ceil(thick)) + 1
+    out = list(new)
+    views = [  # each side seen as the top rows of a view of the arrays
+        (lambda a: a, hor),
+        (lambda a: a[::-1], hor),
+        (lambda a: a.T, ver),
+        (lambda a: a.T[::-1], ver),
+    ]
+    for i, (view, lines) in enumerate(views):
+        m = view(mask)
+        first = np.argmax(m[:k], axis=0)  # [w] the first inked row from the edge, per column
+        hit = m[:k].any(axis=0)
+        if new[i] or known[i] or hit.mean() < EDGE_COVER:
+            continue
+        rows = np.arange(m.shape[0])[:, None]
+        side = hit & (rows >= first) & (rows < first + t)  # [h, w] in the view
+        view(lines)[...] |= side & m
+        out[i] = True
+    return out
 
 
 def _known_sides(lines: np.ndarray, box: tuple[int, int, int, int]) -> list[bool]:
