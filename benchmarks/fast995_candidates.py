@@ -23,24 +23,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine, summary, write_json  # noqa: E402
 
+VAL_SIZE, SPLIT_SEED = 5000, 0  # every candidate holds out (and is scored on) this one split
+
 
 def score(epochs: int, seed: int, data: Any, vx: Any, vy: Any, data_dir: str | None) -> dict[str, Any]:
-    import torch
-
-    from mnist_cnn.evaluation.metrics import predict_logits
+    from mnist_cnn.evaluation.metrics import evaluate_model
     from mnist_cnn.training.engine import train
     from mnist_cnn.training.recipes import recipe_config
 
-    base = recipe_config("fast995")
-    cfg = dataclasses.replace(base, epochs=epochs, tta=False, seed=seed, split_seed=0, threads=1, data_dir=data_dir)
+    cfg = dataclasses.replace(
+        recipe_config("fast995"),
+        epochs=epochs,
+        tta=False,
+        seed=seed,
+        val_size=VAL_SIZE,
+        split_seed=SPLIT_SEED,
+        threads=1,
+        data_dir=data_dir,
+    )
     res = train(cfg, None, quiet=True, data=data, evaluate_test=False)
-    norm = res.meta["normalisation"]
-    labels = torch.as_tensor(vy)
     row: dict[str, Any] = {"epochs": epochs, "seed": seed, "train_seconds": res.metrics["train_seconds"]}
     for key, tta in (("val", False), ("val_tta", True)):
         t = time.perf_counter()
-        pred = predict_logits(res.model, vx, norm["mean"], norm["std"], tta=tta).argmax(1)
-        row[key] = float((pred == labels).float().mean())
+        row[key] = evaluate_model(res.model, vx, vy, res.meta["normalisation"], tta=tta).accuracy
         row[f"{key}_seconds"] = time.perf_counter() - t
     return row
 
@@ -56,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from mnist_cnn.data.datasets import load_dataset
 
     data = load_dataset("mnist", args.data_dir)
-    vx, vy = data.validation(5000, 0)
+    vx, vy = data.validation(VAL_SIZE, SPLIT_SEED)
     rows = []
     for epochs in (int(e) for e in args.epochs.split(",")):
         for seed in (int(s) for s in args.seeds.split(",")):

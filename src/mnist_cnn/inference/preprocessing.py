@@ -403,11 +403,13 @@ def _edge_sides(mask: np.ndarray, hor: np.ndarray, ver: np.ndarray, new: list[bo
         (lambda a: a.T[::-1], ver),
     ]
     for i, (view, lines) in enumerate(views):
-        m = view(mask)
-        first = np.argmax(m[:k], axis=0)  # [w] the first inked row from the edge, per column
-        hit = m[:k].any(axis=0)
-        if new[i] or known[i] or hit.mean() < EDGE_COVER:
+        if new[i] or known[i]:
             continue
+        m = view(mask)
+        hit = m[:k].any(axis=0)  # [w] columns inked near the edge
+        if hit.mean() < EDGE_COVER:
+            continue
+        first = np.argmax(m[:k], axis=0)  # [w] the first inked row from the edge, per column
         rows = np.arange(m.shape[0])[:, None]
         side = hit & (rows >= first) & (rows < first + t)  # [h, w] in the view
         view(lines)[...] |= side & m
