@@ -10,13 +10,19 @@ On an AVX-512 box, measure the AVX2/fp32 path users' laptops take with:
 The engine's number is its own ``EpochLoop.train_epoch`` over a ``--steps``-step subset of the
 training split, so everything the engine does per step (indexing, normalising, learning-rate
 schedule, metrics accumulation, EMA, progress) is inside the timing.
+
+The plain loop is timed twice: in its own fresh process, as a user runs it (``plain_own_process``,
+with malloc as the system sets it), and in this process after the engine has told malloc to keep
+freed memory (``plain``: the same allocator, so that ratio is the engine's own per-step overhead).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +35,7 @@ from common import machine, textbook_step, write_json  # noqa: E402
 from mnist_cnn.data.datasets import load_dataset  # noqa: E402
 from mnist_cnn.models.registry import create_model  # noqa: E402
 from mnist_cnn.training.config import TrainConfig  # noqa: E402
-from mnist_cnn.training.device import Dist, setup_threads  # noqa: E402
+from mnist_cnn.training.device import Dist, keep_freed_memory, setup_threads  # noqa: E402
 from mnist_cnn.training.engine import EpochLoop, new_state, prepare_data  # noqa: E402
 
 
@@ -60,6 +66,16 @@ def engine_steps(cfg: TrainConfig, data, steps: int) -> float:
     return loop.train_epoch(1)["seconds"]
 
 
+def plain_in_own_process(args: argparse.Namespace) -> float:
+    """Seconds per step of the plain loop in a fresh process, as a user runs it (system malloc)."""
+    cmd = [sys.executable, __file__, "--plain-only", "--recipe", args.recipe, "--precision", args.precision]
+    cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+    cmd += [f"--data-dir={args.data_dir}"] if args.data_dir else []
+    cmd += ["--threads", str(args.threads)] if args.threads else []
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", default=None)
@@ -70,6 +86,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--plain-only", action="store_true", help="time the plain loop alone, print ms/step (JSON)")
     args = ap.parse_args()
     from mnist_cnn.training.recipes import recipe_config
 
@@ -82,9 +99,14 @@ def main() -> None:
     x = dd.train_x[: (args.steps + args.warmup) * cfg.batch_size].float().div_(255.0).sub_(dd.mean).div_(dd.std)
     y = dd.train_y[: len(x)]
     plain_loop(x, y, cfg, args.warmup, cfg.channels_last)  # warm up oneDNN's kernels and the allocator
+    if args.plain_only:
+        print(json.dumps(plain_loop(x, y, cfg, args.steps, True) / args.steps))
+        return
+    allocator = keep_freed_memory()  # what the engine does on CPU (training/device.py)
     engine_steps(cfg, data, args.warmup)
-    rows = {"plain": [], "plain_contiguous": [], "engine": []}
+    rows: dict[str, list[float]] = {"plain_own_process": [], "plain": [], "plain_contiguous": [], "engine": []}
     for _ in range(args.repeats):
+        rows["plain_own_process"].append(plain_in_own_process(args))
         rows["plain"].append(plain_loop(x, y, cfg, args.steps, True) / args.steps)
         rows["plain_contiguous"].append(plain_loop(x, y, cfg, args.steps, False) / args.steps)
         rows["engine"].append(engine_steps(cfg, data, args.steps) / args.steps)
@@ -92,10 +114,11 @@ def main() -> None:
     steps_per_epoch = -(-(len(data.train_labels) - cfg.val_size) // cfg.batch_size)
     for k, v in med.items():
         print(f"{k:<17} {1000 * v:7.2f} ms/step  ({v * steps_per_epoch:5.1f} s per {cfg.recipe} epoch)")
-    ratio = med["engine"] / med["plain"]
+    ratio, ratio_own = med["engine"] / med["plain"], med["engine"] / med["plain_own_process"]
     print(
-        f"engine / plain loop: {ratio:.2f}x  (ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'default')}, "
-        f"{cfg.precision}, {torch.get_num_threads()} threads)"
+        f"engine / plain loop in its own process: {ratio_own:.2f}x; in this process (same allocator): {ratio:.2f}x  "
+        f"(ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'default')}, {cfg.precision}, "
+        f"{torch.get_num_threads()} threads; allocator: {allocator})"
     )
     if args.out:
         write_json(
@@ -111,6 +134,8 @@ def main() -> None:
                 "ms_per_step": {k: 1000 * v for k, v in med.items()},
                 "runs_ms_per_step": {k: [1000 * s for s in v] for k, v in rows.items()},
                 "engine_over_plain": ratio,
+                "engine_over_plain_own_process": ratio_own,
+                "allocator": allocator,
             },
         )
 

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -63,3 +68,40 @@ def test_precision_per_device():
     assert use_bf16("auto", torch.device("xpu"))
     native = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     assert use_bf16("auto", torch.device("cpu")) == native  # bf16 only where the CPU has it natively
+
+
+ALLOC_PROBE = """
+import resource, torch
+from mnist_cnn.models.registry import create_model
+from mnist_cnn.training.device import keep_freed_memory
+print(keep_freed_memory())
+torch.set_num_threads(1)
+model = create_model("model1").to(memory_format=torch.channels_last)
+x, y = torch.randn(32, 1, 28, 28).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (32,))
+def step():  # a seed-recipe training step: a few MB of activations and gradients, all freed at its end
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+for _ in range(5):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    step()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+"""
+
+
+def _probe(env: dict[str, str]) -> tuple[str, float]:
+    out = subprocess.run([sys.executable, "-c", ALLOC_PROBE], capture_output=True, text=True, check=True, env=env)
+    allocator, faults = out.stdout.strip().splitlines()[-2:]
+    return allocator, float(faults)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_the_cpu_engine_keeps_freed_memory_so_steps_do_not_page_fault():
+    env = {k: v for k, v in os.environ.items() if k != "MNIST_CNN_MALLOC"}
+    allocator, faults = _probe(env)
+    assert allocator.startswith("glibc, freed memory kept")
+    # with malloc as the system sets it this process takes ~2,000 page faults per step (every step
+    # touches fresh pages: docs/benchmarks.md); kept, the pages are reused
+    assert faults < 100
+    allocator, _ = _probe({**env, "MNIST_CNN_MALLOC": "system"})
+    assert allocator == "system"

@@ -64,6 +64,9 @@ def test_a_run_records_the_precision_that_ran(tiny_data):
     cfg = TrainConfig(model="fastnet", model_kwargs={"width": 4}, epochs=1, val_size=100, precision="fp32")
     res = train(cfg.merged({"data_dir": str(tiny_data)}), None, quiet=True)
     assert res.metrics["precision_used"] == "fp32"
+    from mnist_cnn.training.device import keep_freed_memory
+
+    assert res.metrics["allocator"] == keep_freed_memory()  # what the CPU engine set, recorded
 
 
 def _idx(path: Path, arr: np.ndarray) -> None:

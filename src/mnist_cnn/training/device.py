@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,6 +98,38 @@ def setup_threads(threads: int | None) -> None:
     n = threads or max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
+
+
+# glibc's mallopt parameters (malloc.h) and the values the CPU engine sets
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value
+TRIM_THRESHOLD = 1 << 30
+_allocator: str | None = None
+
+
+def keep_freed_memory() -> str:
+    """Let glibc's malloc keep freed memory in the process instead of handing it back to the kernel.
+
+    Why: by default an allocation over 128 KiB is its own mmap and is unmapped when freed, and a heap
+    whose free top passes a (dynamically adjusted) threshold is trimmed. A training step frees and
+    re-allocates the same few MB of activations and gradients every step, so the next step touches
+    fresh pages: ~2,000 page faults per model1 step (batch 32), 5.8 -> 8.8 ms per fp32 step, the
+    slowdown coming and going with the process's allocation history (docs/benchmarks.md). This is
+    what PyTorch's CPU tuning guide fixes by preloading jemalloc or tcmalloc; mallopt does it in
+    process. Set ``MNIST_CNN_MALLOC=system`` to leave malloc alone. Returns what is in effect.
+    """
+    global _allocator
+    if _allocator is not None:
+        return _allocator
+    _allocator = "system"
+    if os.environ.get("MNIST_CNN_MALLOC", "") != "system" and sys.platform.startswith("linux"):
+        try:
+            mallopt = ctypes.CDLL("libc.so.6").mallopt  # glibc; musl and others have no such library name
+        except (OSError, AttributeError):
+            return _allocator
+        if mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1:
+            _allocator = f"glibc, freed memory kept (mmap threshold {MMAP_THRESHOLD >> 20} MiB)"
+    return _allocator
 
 
 def sync(device: torch.device) -> None:

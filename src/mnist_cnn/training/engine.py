@@ -64,6 +64,7 @@ from mnist_cnn.training.device import (
     all_reduce_sum,
     barrier,
     init_distributed,
+    keep_freed_memory,
     resolve_device,
     setup_threads,
     sync,
@@ -348,6 +349,7 @@ def _training_device(cfg: TrainConfig, dist: Dist) -> torch.device:
         device = torch.device("cuda", dist.local_rank)
     if device.type == "cpu":
         setup_threads(cfg.threads)
+        keep_freed_memory()
     return device
 
 
@@ -693,6 +695,7 @@ def finish(
         "train_seconds": p.train_seconds,
         # what actually ran (auto settings resolve per machine): recorded with every figure
         "precision_used": "bf16" if use_bf16(cfg.precision, next(model.parameters()).device) else "fp32",
+        "allocator": keep_freed_memory() if next(model.parameters()).device.type == "cpu" else "device",
         "data_seconds": data_seconds,
         "compile_seconds": compile_seconds,
         "tta": cfg.tta,  # the val/test figures below are test-time-augmented (test_eval_seconds: its cost)
