@@ -701,6 +701,7 @@ def evaluate(
         "preprocess_ms": 1000 * t_pre / len(digits),
         "examples": examples,
         "pred": pred,
+        "probs": probs,  # [n, C] calibrated; all zero where no digit was found
         "factors": factors(options, correct) if cond == "notebook_all" else [],
     }
 
@@ -835,7 +836,7 @@ def main(argv: list[str] | None = None) -> None:
                 "offset": args.offset if args.split == "test" else 0,
                 "seed": args.seed,
                 "clean_accuracy_same_digits": reference,
-                "conditions": [{k: v for k, v in r.items() if k not in ("examples", "pred")} for r in rows],
+                "conditions": [{k: v for k, v in r.items() if k not in ("examples", "pred", "probs")} for r in rows],
                 "machine": machine(),
             },
         )
