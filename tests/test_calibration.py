@@ -128,6 +128,13 @@ def test_calibrate_writes_a_sidecar_and_keeps_the_weights(tmp_path, tiny_data) -
     side = json.loads((run / "model.json").read_text())["calibration"]
     assert side["weights_sha256"] == before and side["temperature"] == out["calibration"]["temperature"]
     assert load_predictor(run).temperature == pytest.approx(side["temperature"])
+    assert out["replaced"]["fitted_on"] == "validation split (n=100)"  # the fit training stored
+    # a different kind of fit (as the bundled default's, which saw page photos) is named when replaced
+    from mnist_cnn.models.files import write_calibration
+
+    write_calibration(weights, {**side, "temperature": 0.6, "fitted_on": "validation split and page photos"})
+    r = run_cli("calibrate", str(run), "--data-dir", str(tiny_data))
+    assert r.exit_code == 0 and "replaces temperature 0.6000, fitted on validation split and page photos" in r.output
     # the sidecar is for these weights only: other weights under the same name are refused
     (run / "model.json").write_text(json.dumps({"calibration": {**side, "weights_sha256": "0" * 64}}))
     r = run_cli("predict", str(tmp_path), "--model", str(run))

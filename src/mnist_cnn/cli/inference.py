@@ -126,6 +126,9 @@ def calibrate_cmd(model_spec: str, data_dir: Path | None, as_json: bool) -> None
         f"{result['model']}: temperature {cal['temperature']:.4f} ({cal['fitted_on']}){fit}; "
         f"written to {result['written_to']}"
     )
+    old = result.get("replaced")
+    if old and old.get("fitted_on") != cal["fitted_on"]:  # say what a different kind of fit is replaced by
+        click.echo(f"  (replaces temperature {old['temperature']:.4f}, fitted on {old['fitted_on']})")
 
 
 def calibration_change(cal: dict[str, Any]) -> str:

@@ -68,4 +68,10 @@ def calibrate_run(run: str | os.PathLike[str], data_dir: Any = None) -> dict[str
     model, meta = load_model(path)
     x, y = _validation(load_dataset(meta.get("dataset", "mnist"), data_dir), meta, run)
     calibration = fit_calibration(model, x, y, meta["normalisation"])
-    return {"model": str(path), "written_to": str(write_calibration(path, calibration)), "calibration": calibration}
+    previous = meta.get("calibration") or {}  # e.g. the bundled default's fit that saw page photos too
+    return {
+        "model": str(path),
+        "written_to": str(write_calibration(path, calibration)),
+        "calibration": calibration,
+        "replaced": {k: previous[k] for k in ("temperature", "fitted_on") if k in previous} or None,
+    }
