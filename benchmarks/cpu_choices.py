@@ -40,6 +40,11 @@ CASES = {
 IMPLS = {"loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
 
+def warmup_steps(steps: int) -> int:
+    """Steps run before timing: oneDNN picks and caches its kernels on the first ones."""
+    return max(5, steps // 4)
+
+
 def ms_per_step(name: str, kwargs: dict[str, Any], batch: int, *, channels_last: bool, impl: str, threads: int,
                 bf16: bool, steps: int, repeats: int) -> float:  # fmt: skip
     torch.set_num_threads(threads)
@@ -53,7 +58,7 @@ def ms_per_step(name: str, kwargs: dict[str, Any], batch: int, *, channels_last:
     def step() -> None:
         textbook_step(model, opt, x, y, bf16=bf16)
 
-    for _ in range(max(5, steps // 4)):
+    for _ in range(warmup_steps(steps)):
         step()
     blocks = []
     for _ in range(repeats):
@@ -72,7 +77,7 @@ def allocator_probe(case: str, args: argparse.Namespace, bf16: bool) -> None:
     ms_per_step(name, kwargs, batch, **kw, steps=args.steps, repeats=1)  # warm: oneDNN's kernels, the heap
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     ms = ms_per_step(name, kwargs, batch, **kw, steps=args.steps, repeats=args.repeats)
-    steps = args.steps * args.repeats + max(5, args.steps // 4)
+    steps = args.steps * args.repeats + warmup_steps(args.steps)
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
     print(json.dumps({"allocator": allocator, "ms_per_step": ms, "faults_per_step": faults}))
 

@@ -177,3 +177,13 @@ def test_evaluate_reports_ece_before_and_after(run_dir) -> None:
     assert r["calibration"]["nll_after"] == pytest.approx(cal["nll_after"], rel=1e-4)
     assert r["calibration"]["nll_after"] <= r["calibration"]["nll_before"] + 1e-9
     assert r["calibration"]["ece_before"] == pytest.approx(cal["ece_before"], abs=1e-6)
+
+
+def test_weights_count_a_row_that_many_times() -> None:
+    logits, labels = calibrated_set(n=2000)
+    logits = logits * 2.0  # over-confident, so the fit moves T away from 1
+    w = np.where(np.arange(2000) < 500, 3, 1)
+    tiled = (np.concatenate([logits, logits[:500], logits[:500]]), np.concatenate([labels, labels[:500], labels[:500]]))
+    assert nll(logits, labels, 1.3, weights=w) == pytest.approx(nll(*tiled, 1.3))
+    assert fit_temperature(logits, labels, weights=w) == pytest.approx(fit_temperature(*tiled), rel=1e-5)
+    assert fit_temperature(logits, labels, weights=np.ones(2000)) == pytest.approx(fit_temperature(logits, labels))

@@ -46,30 +46,38 @@ def rescale_probs(probs: np.ndarray, temperature: float) -> np.ndarray:
     return softmax(log_probs(probs), temperature).astype(np.float32)
 
 
-def nll(scores: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood of ``labels`` under ``softmax(scores / T)``."""
+def nll(scores: np.ndarray, labels: np.ndarray, temperature: float = 1.0, weights: np.ndarray | None = None) -> float:
+    """Mean negative log-likelihood of ``labels`` under ``softmax(scores / T)``; with ``weights`` [N],
+    the weighted mean (a row of weight 2 counts as that row twice)."""
     y = np.asarray(labels, dtype=np.int64)
-    return float(-log_softmax(scores, temperature)[np.arange(len(y)), y].mean())
+    losses = -log_softmax(scores, temperature)[np.arange(len(y)), y]
+    return float(losses.mean() if weights is None else np.average(losses, weights=weights))
 
 
-def fit_temperature(scores: np.ndarray, labels: np.ndarray, tol: float = 1e-6) -> float:
+def fit_temperature(
+    scores: np.ndarray, labels: np.ndarray, tol: float = 1e-6, weights: np.ndarray | None = None
+) -> float:
     """The ``T`` in ``[T_MIN, T_MAX]`` that minimises :func:`nll` (golden-section search on ``log T``;
-    the NLL is convex in ``1/T``, so it has one minimum there)."""
+    the NLL is convex in ``1/T``, so it has one minimum there); ``weights`` as for :func:`nll`."""
     if len(labels) == 0:
         raise ValueError("fit_temperature needs at least one labelled example")
     s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=np.int64)
+
+    def loss(log_t: float) -> float:
+        return nll(s, y, math.exp(log_t), weights)
+
     lo, hi = math.log(T_MIN), math.log(T_MAX)
     a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
-    fa, fb = nll(s, y, math.exp(a)), nll(s, y, math.exp(b))
+    fa, fb = loss(a), loss(b)
     while hi - lo > tol:
         if fa <= fb:
             hi, b, fb = b, a, fa
             a = hi - _GOLDEN * (hi - lo)
-            fa = nll(s, y, math.exp(a))
+            fa = loss(a)
         else:
             lo, a, fa = a, b, fb
             b = lo + _GOLDEN * (hi - lo)
-            fb = nll(s, y, math.exp(b))
+            fb = loss(b)
     return math.exp((lo + hi) / 2)
 
 
