@@ -4,8 +4,9 @@ after its temperature (``mnist-cnn calibrate``), on four sets of digits:
 * ``mnist_val_tensors``: the MNIST validation split recorded in the model's metadata (the split the
   temperature was fitted on, so its "after" is optimistic);
 * ``mnist_test_tensors``: the 10,000 MNIST test images as 28x28 arrays (``predict_proba``);
-* ``mnist_test_png_<N>``: the first N test digits saved as PNG files and read back through
-  ``predictor.predict`` (decoding + the MNIST-style preprocessing);
+* ``mnist_test_png_<N>``: the first N test digits saved as PNG files and read back as
+  ``predictor.predict`` reads them (decoding + the MNIST-style preprocessing + the calibration's
+  contrast factor, which is ~1 for them);
 * ``uci_digits_scans``: the UCI optical digits (scikit-learn's ``load_digits``, 1,797 8x8 images of
   other writers, never used for tuning) rendered as 128x128 dark-on-white scans, through ``predict``.
 
@@ -23,7 +24,8 @@ writes a reliability diagram per set. The docs' figures::
 (about 5 CPU minutes; tools/model_card.py reads the JSON into the model card). MODEL is ``default``,
 a model file, a run folder, an ensemble folder or an ``.onnx`` file: every backend is measured the
 same way, from the predictor's calibrated probabilities (the scores before calibration are
-``T * log p``, which softmax maps back to the uncalibrated probabilities).
+``T * f * log p``, ``f`` an image's contrast factor (1 for tensors), which softmax maps back to the
+uncalibrated probabilities).
 """
 
 from __future__ import annotations
@@ -77,12 +79,16 @@ def bootstrap_ece(probs: np.ndarray, labels: np.ndarray, seed: int = 0) -> list[
     return [float(lo), float(hi)]
 
 
-def row(scores: np.ndarray, labels: np.ndarray, temperature: float) -> tuple[dict[str, Any], Any, Any]:
-    """One set's figures, and its reliability bins before and after."""
+def row(
+    scores: np.ndarray, labels: np.ndarray, temperature: float, factors: np.ndarray | None = None
+) -> tuple[dict[str, Any], Any, Any]:
+    """One set's figures, and its reliability bins before and after (``factors``: each image's
+    contrast factor, by which its temperature is multiplied; none for tensors)."""
     from mnist_cnn.evaluation.calibration import nll, reliability_bins, softmax
     from mnist_cnn.inference.predictors import DEFAULT_MIN_CONFIDENCE, is_unsure
 
-    before, after = softmax(scores), softmax(scores, temperature)
+    scaled = scores if factors is None else scores / factors[:, None]  # "after" = softmax(scaled / T)
+    before, after = softmax(scores), softmax(scaled, temperature)
     bins_before, bins_after = reliability_bins(before, labels), reliability_bins(after, labels)
     figures = {
         "n": len(labels),
@@ -92,7 +98,7 @@ def row(scores: np.ndarray, labels: np.ndarray, temperature: float) -> tuple[dic
         "ece_before_bootstrap95": bootstrap_ece(before, labels),
         "ece_after_bootstrap95": bootstrap_ece(after, labels),
         "nll_before": nll(scores, labels),
-        "nll_after": nll(scores, labels, temperature),
+        "nll_after": nll(scaled, labels, temperature),
         "mean_conf_before": float(before.max(1).mean()),
         "mean_conf_after": float(after.max(1).mean()),
         "unsure_rate": float(np.mean([is_unsure(float(q), DEFAULT_MIN_CONFIDENCE) for q in after.max(1)])),
@@ -100,14 +106,15 @@ def row(scores: np.ndarray, labels: np.ndarray, temperature: float) -> tuple[dic
     return figures, bins_before, bins_after
 
 
-def through_predict(predictor: Any, images: list[Image.Image]) -> np.ndarray:
-    """Calibrated probabilities [N, C] of ``images`` as ``predictor.predict`` gives them (all classes)."""
-    c = len(predictor.classes)
-    probs = np.zeros((len(images), c), np.float32)
-    for i, pred in enumerate(predictor.predict(images, top_k=c, min_confidence=0.0)):
-        for label, q in pred.top_k:
-            probs[i, predictor.classes.index(label)] = q
-    return probs
+def through_predict(predictor: Any, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated probabilities [N, C] of ``images`` as ``predictor.predict`` gives them (the same
+    steps: preprocessing, the model, the contrast factors), and each image's contrast factor [N]."""
+    from mnist_cnn.evaluation.calibration import contrast_factors
+    from mnist_cnn.inference.inputs import as_batch_with_contrast
+
+    batch, contrast = as_batch_with_contrast(images)
+    probs = predictor.for_photos(predictor.predict_proba(batch), contrast)
+    return probs, contrast_factors(contrast, predictor.contrast_power)
 
 
 def as_png(image: np.ndarray) -> Image.Image:
@@ -153,9 +160,10 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, tuple[A
     }
     bins: dict[str, tuple[Any, Any]] = {}
 
-    def add(name: str, key: str, probs: np.ndarray, labels: np.ndarray) -> None:
+    def add(name: str, key: str, probs: np.ndarray, labels: np.ndarray, factors: np.ndarray | None = None) -> None:
         started = time.perf_counter()
-        r, before, after = row(scores_of(probs, t), np.asarray(labels, np.int64), t)
+        scores = scores_of(probs, t) * (1.0 if factors is None else factors[:, None])  # uncalibrated
+        r, before, after = row(scores, np.asarray(labels, np.int64), t, factors)
         out[name], bins[key] = r, (before, after)
         print(
             f"{name:<22} n={r['n']:>6,}  accuracy {100 * r['accuracy']:.2f}%  ECE {r['ece_before']:.4f} -> "
@@ -170,9 +178,11 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, tuple[A
     add("mnist_test_tensors", "mnist_test_tensors", p.predict_proba(ds.test_images), ds.test_labels)
     n = min(args.png_n, len(ds.test_labels))
     pngs = [as_png(a) for a in ds.test_images[:n]]
-    add(f"mnist_test_png_{n}", "mnist_test_png", through_predict(p, pngs), ds.test_labels[:n])
+    probs, factors = through_predict(p, pngs)
+    add(f"mnist_test_png_{n}", "mnist_test_png", probs, ds.test_labels[:n], factors)
     scans, target = uci_scans(args.uci_n)
-    add("uci_digits_scans", "uci_digits_scans", through_predict(p, scans), target)
+    probs, factors = through_predict(p, scans)
+    add("uci_digits_scans", "uci_digits_scans", probs, target, factors)
     return out, bins
 
 

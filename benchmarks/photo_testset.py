@@ -670,16 +670,18 @@ def evaluate(
     from mnist_cnn.inference.preprocessing import preprocess
 
     rng = np.random.default_rng([seed, CONDITIONS.index(cond)])
-    images, ok, failed, examples = [], [], 0, []
+    images, contrast, ok, failed, examples = [], [], [], 0, []
     options: list[dict[str, Any]] = []
     t_pre = 0.0
     for i, d in enumerate(digits):
         data = render(d, cond, rng, digits if pool is None else pool, options)
         t = time.perf_counter()
         try:
-            pre = preprocess(data).image
+            result = preprocess(data)
+            pre = result.image
             ok.append(i)
             images.append(pre)
+            contrast.append(result.contrast)
         except MnistCnnError:
             failed += 1
             pre = None
@@ -687,10 +689,13 @@ def evaluate(
         if i < keep:
             examples.append((data, pre))
     probs = np.zeros((len(digits), 10))
-    if images:
-        probs[ok] = predictor.predict_proba(np.stack(images))
+    if images:  # as `predict` does: the model, then each photo's contrast factor (versions before it: none)
+        for_photos = getattr(predictor, "for_photos", lambda p, _: p)
+        probs[ok] = for_photos(predictor.predict_proba(np.stack(images)), contrast)
     pred = np.where(probs.max(1) > 0, probs.argmax(1), -1)
     correct = pred == labels
+    ink_contrast = np.full(len(digits), np.nan)
+    ink_contrast[ok] = contrast
     return {
         "condition": cond,
         "n": len(digits),
@@ -702,6 +707,7 @@ def evaluate(
         "examples": examples,
         "pred": pred,
         "probs": probs,  # [n, C] calibrated; all zero where no digit was found
+        "contrast": ink_contrast,  # [n] grey levels, what preprocessing measured; NaN: no digit found
         "factors": factors(options, correct) if cond == "notebook_all" else [],
     }
 

@@ -13,12 +13,16 @@ from mnist_cnn.evaluation.calibration import (
     T_MAX,
     T_MIN,
     calibration_record,
+    contrast_factors,
+    contrast_power,
     expected_calibration_error,
+    fit_contrast_temperature,
     fit_temperature,
     nll,
     not_fitted,
     reliability_bins,
     rescale_probs,
+    soften,
     softmax,
 )
 from tests.helpers import run_cli
@@ -187,3 +191,52 @@ def test_weights_count_a_row_that_many_times() -> None:
     assert nll(logits, labels, 1.3, weights=w) == pytest.approx(nll(*tiled, 1.3))
     assert fit_temperature(logits, labels, weights=w) == pytest.approx(fit_temperature(*tiled), rel=1e-5)
     assert fit_temperature(logits, labels, weights=np.ones(2000)) == pytest.approx(fit_temperature(logits, labels))
+
+
+# --------------------------------------------------------------------------- faint ink: the contrast power
+
+
+def contrast_set(power: float, t: float = 0.6, n: int = 30000, seed: int = 1) -> tuple[np.ndarray, ...]:
+    """Scores, labels and contrasts whose labels are drawn from softmax(scores / (t * (255 / c) ** power)):
+    calibrated by construction at that temperature and power (a quarter of the rows have no contrast)."""
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(0, 4.0, (n, 10))
+    c = rng.uniform(20, 255, n)
+    c[: n // 4] = np.nan  # MNIST-format tensors: not preprocessed
+    p = softmax(scores / (t * contrast_factors(c, power))[:, None])
+    labels = np.minimum((rng.random((n, 1)) > p.cumsum(axis=1)).sum(axis=1), 9)
+    return scores, labels, c
+
+
+def test_contrast_factors_are_one_at_full_contrast_and_without_one() -> None:
+    f = contrast_factors([255.0, np.nan, 127.5, 1000.0, 0.0], 0.7)
+    assert f[:2] == pytest.approx([1.0, 1.0]) and f[2] == pytest.approx(2**0.7) and f[3] == 1.0
+    assert f[4] == pytest.approx(255**0.7)  # clipped to 1 grey level, not a division by zero
+    assert np.all(contrast_factors([30.0, 90.0], 0.0) == 1.0)
+
+
+def test_soften_raises_each_rows_temperature_and_keeps_the_answer() -> None:
+    logits, _ = calibrated_set(n=50)
+    p = softmax(logits, 0.5).astype(np.float32)
+    f = np.linspace(1.0, 3.0, 50)
+    out = soften(p, f)
+    assert np.allclose(out, softmax(logits / f[:, None], 0.5), atol=1e-5)  # the same as dividing the logits
+    assert (out.argmax(1) == p.argmax(1)).all() and np.all(out.max(1) <= p.max(1) + 1e-6)
+    assert np.array_equal(soften(p, np.ones(50)), p)
+
+
+@pytest.mark.parametrize("power", [0.0, 0.7, 1.5])
+def test_fitted_contrast_power_recovers_a_known_one(power: float) -> None:
+    scores, labels, c = contrast_set(power)
+    t, q = fit_contrast_temperature(scores, labels, c)
+    assert t == pytest.approx(0.6, rel=0.06) and q == pytest.approx(power, abs=0.12)
+    plain = fit_temperature(scores, labels)
+    f = contrast_factors(c, q)[:, None]
+    assert nll(scores / f, labels, t) <= nll(scores, labels, plain) + 1e-9  # never worse than one temperature
+
+
+@pytest.mark.parametrize("bad", [-0.1, 3.5, float("nan"), "1", True, None])
+def test_a_bad_contrast_power_is_refused_naming_file_and_field(bad) -> None:
+    with pytest.raises(CheckpointError, match=r"m\.json: metadata field 'calibration\.contrast_power'"):
+        contrast_power({"temperature": 0.5, "contrast_power": bad}, "m.json")
+    assert contrast_power({"temperature": 0.5}, "m.json") == 0.0 and contrast_power(None, "m.json") == 0.0

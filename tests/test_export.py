@@ -95,6 +95,30 @@ def test_onnx_and_torch_give_the_same_calibrated_probabilities(exported) -> None
     np.testing.assert_allclose(onnx_p.predict_proba(x), torch_p.predict_proba(x), atol=1e-5)
 
 
+def test_a_contrast_power_travels_with_the_export_and_applies_outside_the_graph(exported, tmp_path: Path) -> None:
+    import shutil
+
+    from PIL import Image, ImageDraw
+
+    from mnist_cnn.inference.predictors import load_predictor
+    from mnist_cnn.models.files import write_calibration
+
+    data, run, _ = exported
+    model = tmp_path / "m.safetensors"
+    shutil.copy(run / "model.safetensors", model)
+    write_calibration(model, {**load_predictor(run).meta["calibration"], "contrast_power": 1.2})
+    out = ex.export_onnx(model, tmp_path / "m.onnx", data_dir=data)
+    cal = read_onnx_metadata(out.path)["calibration"]
+    assert cal["contrast_power"] == 1.2 and "(255 / c) ** contrast_power" in cal["outside_graph"]
+    img = Image.new("L", (200, 180), 255)
+    ImageDraw.Draw(img).line([(60, 40), (140, 40), (90, 150)], fill=190, width=12)  # faint ink
+    torch_p, onnx_p = load_predictor(model), load_predictor(out.path)
+    assert onnx_p.contrast_power == 1.2
+    (a,), (b,), (plain,) = torch_p.predict(img), onnx_p.predict(img), load_predictor(run).predict(img)
+    assert a.digit == b.digit and b.probability == pytest.approx(a.probability, abs=1e-5)
+    assert b.probability < plain.probability
+
+
 def test_failed_parity_leaves_no_file(exported, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data, run, _ = exported
     monkeypatch.setattr(ex, "PARITY_TOLERANCE", -1.0)  # nothing can pass: the export must refuse

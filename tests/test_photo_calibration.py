@@ -7,6 +7,7 @@ import numpy as np
 
 from benchmarks import photo_calibration as pc
 from mnist_cnn.evaluation.calibration import fit_temperature, nll
+from mnist_cnn.inference.predictors import Predictor
 from tests.conftest import synthetic_digits
 
 
@@ -33,7 +34,7 @@ def test_the_balanced_temperature_weighs_both_sets_equally() -> None:
     assert pooled < t
 
 
-class _Stub:
+class _Stub(Predictor):
     """A predictor whose calibrated probabilities put 0.9 on the digit's label (T = 0.5)."""
 
     temperature = 0.5
@@ -55,3 +56,19 @@ def test_photo_scores_render_preprocess_and_undo_the_temperature() -> None:
     z = out["scores"]
     p = np.exp(z / 0.5 - np.log(np.exp(z / 0.5).sum(1, keepdims=True)))  # softmax(scores / T) = the stub's
     assert np.allclose(p.max(1), 0.9)
+
+
+def test_faint_photos_get_a_contrast_power_and_clean_digits_keep_the_temperature() -> None:
+    from mnist_cnn.evaluation.calibration import contrast_factors
+
+    clean = _scores(3000, 3.0, 0.003, 0)
+    bold, faint = _scores(500, 3.0, 0.02, 1), _scores(500, 3.0, 0.3, 2)  # the same margin, faint ink wrong more
+    photos = (np.concatenate([bold[0], faint[0]]), np.concatenate([bold[1], faint[1]]))
+    contrast = np.concatenate([np.full(500, 220.0), np.full(500, 60.0)])
+    t, q = pc.contrast_calibration(clean, photos, contrast)
+    assert q > 0.3  # faint photos want a higher temperature than bold ones
+    w = pc.halves(3000, 1000)
+    z = np.concatenate([clean[0], photos[0]])
+    y = np.concatenate([clean[1], photos[1]])
+    f = contrast_factors(np.concatenate([np.full(3000, np.nan), contrast]), q)[:, None]
+    assert nll(z / f, y, t, weights=w) < nll(z, y, pc.balanced_temperature(clean, photos), weights=w)

@@ -450,3 +450,35 @@ def test_predict_files_marks_unsure_itself(run_dir: Path, images: Path, tmp_path
     assert predict_files(p, files[:1], min_confidence=1.0)[0]["unsure"] is True
     row = predict_files(p, [images / "a.png"], multi=True, min_confidence=1.0)[0]
     assert row["unsure"] is any(i["unsure"] for i in row["items"]) and all("unsure" in i for i in row["items"])
+
+
+def test_faint_ink_is_less_sure_under_a_contrast_power_in_every_path(run_dir: Path, tmp_path: Path) -> None:
+    """``calibration.contrast_power``: a photo's temperature is T * (255 / ink contrast) ** power, in
+    ``Predictor.predict``, ``predict`` (files, CLI) and the server alike; tensors keep T."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from mnist_cnn.models.files import write_calibration
+    from mnist_cnn.serving.server import create_app
+
+    model = tmp_path / "m.safetensors"
+    shutil.copy(run_dir / "model.safetensors", model)
+    plain = load_predictor(run_dir)
+    write_calibration(model, {**plain.meta["calibration"], "contrast_power": 1.5})
+    faint_ink = load_predictor(model)
+    assert plain.contrast_power == 0.0 and faint_ink.contrast_power == 1.5
+    assert faint_ink.temperature == plain.temperature  # same T: only photos change
+    bold, faint = digit_png(tmp_path / "bold.png", ink=0), digit_png(tmp_path / "faint.png", ink=185)
+    x = np.random.default_rng(4).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    assert [a.probability for a in faint_ink.predict(x)] == [a.probability for a in plain.predict(x)]
+    (a_bold,), (a_faint,) = faint_ink.predict(bold), faint_ink.predict(faint)
+    (p_bold,), (p_faint,) = plain.predict(bold), plain.predict(faint)
+    assert a_faint.digit == p_faint.digit and a_faint.probability < p_faint.probability  # faint ink: less sure
+    assert p_faint.probability - a_faint.probability > 2 * abs(p_bold.probability - a_bold.probability)
+    rec = json.loads(run_cli("predict", str(faint), "--model", str(model), "--json").stdout)
+    assert rec["probability"] == pytest.approx(a_faint.probability, abs=1e-6)
+    with TestClient(create_app(faint_ink)) as client:
+        r = client.post("/api/predict", files={"file": ("faint.png", faint.read_bytes(), "image/png")})
+    assert r.status_code == 200, r.text
+    assert r.json()["probability"] == pytest.approx(a_faint.probability, abs=1e-6)

@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
+from mnist_cnn.inference.predictors import Predictor
+
 pytest.importorskip("fastapi")
 pytest.importorskip("multipart", reason="python-multipart is needed for uploads")
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is in the [dev] extra")
@@ -35,7 +37,7 @@ CONFIG = {
 }
 
 
-class UniformModel:
+class UniformModel(Predictor):
     """Any predictor will do for the contract: the requests still go through the real decoding and
     preprocessing; only the model is replaced (it needs no training, so the schema loads at import)."""
 

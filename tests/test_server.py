@@ -17,6 +17,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
+from mnist_cnn.inference.predictors import Predictor
+
 pytest.importorskip("fastapi")
 pytest.importorskip("multipart", reason="python-multipart is needed for uploads")
 
@@ -260,7 +262,7 @@ def test_model_loaded_once(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert calls == [str(run_dir)]
 
 
-class _BlockingPredictor:
+class _BlockingPredictor(Predictor):
     """Holds every prediction until released: if inference ran on the event loop, nothing else could answer."""
 
     classes: ClassVar[list[str]] = [str(i) for i in range(10)]
@@ -298,7 +300,7 @@ def test_inference_does_not_block_the_event_loop() -> None:
     asyncio.run(scenario())
 
 
-class _EchoPredictor:
+class _EchoPredictor(Predictor):
     """Probabilities that identify each image (its first pixel), and a record of the batch sizes."""
 
     classes: ClassVar[list[str]] = [str(i) for i in range(10)]

@@ -31,6 +31,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
+from mnist_cnn.inference.predictors import Predictor
+
 pytest.importorskip("fastapi")
 pytest.importorskip("multipart", reason="python-multipart is needed for uploads")
 
@@ -54,7 +56,7 @@ def client(app) -> TestClient:
     return TestClient(app, raise_server_exceptions=False)
 
 
-class UniformModel:
+class UniformModel(Predictor):
     """Probabilities 0.1 for every class: for tests of the server around the model."""
 
     classes: ClassVar[list[str]] = [str(i) for i in range(10)]

@@ -5,6 +5,13 @@ high) for how often it is right. Temperature scaling divides the logits by one n
 on held-out data (the validation split) to minimise the negative log-likelihood of
 ``softmax(logits / T)``; the predicted class never changes, only how sure the model says it is.
 
+A photo's answer gets one more factor. Preprocessing measures how far the ink stands out from the
+paper (``PreprocessResult.contrast``, grey levels); faint ink (a hairline ballpoint shrunk into a
+small JPEG, a pencil in a shadow) is where a page photo's answers go wrong while the softmax still
+says 0.9. For such an image the temperature is ``T * (255 / contrast) ** power``
+(:func:`contrast_factors`), ``power`` fitted with ``T`` (:func:`fit_contrast_temperature`). Images
+that were not preprocessed (MNIST-format tensors) and full-contrast scans keep ``T``.
+
 Everything here takes *scores*: logits, or log-probabilities (e.g. the log of an ensemble's mean
 probabilities); softmax is the same for both. NumPy only (no torch), float64 inside.
 """
@@ -18,6 +25,8 @@ from typing import Any
 import numpy as np
 
 T_MIN, T_MAX = 0.05, 20.0  # the range a fitted temperature is searched (and accepted) in
+POWER_MAX = 3.0  # the range [0, POWER_MAX] a fitted contrast power is searched in
+FULL_CONTRAST = 255.0  # grey levels: ink as far from the paper as 8-bit images go
 N_BINS = 15  # confidence bins of the expected calibration error
 _GOLDEN = (math.sqrt(5) - 1) / 2
 
@@ -66,7 +75,11 @@ def fit_temperature(
     def loss(log_t: float) -> float:
         return nll(s, y, math.exp(log_t), weights)
 
-    lo, hi = math.log(T_MIN), math.log(T_MAX)
+    return math.exp(_golden_min(loss, math.log(T_MIN), math.log(T_MAX), tol))
+
+
+def _golden_min(loss: Any, lo: float, hi: float, tol: float) -> float:
+    """The minimiser of a unimodal ``loss`` on ``[lo, hi]`` (golden-section search)."""
     a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
     fa, fb = loss(a), loss(b)
     while hi - lo > tol:
@@ -78,7 +91,57 @@ def fit_temperature(
             lo, a, fa = a, b, fb
             b = lo + _GOLDEN * (hi - lo)
             fb = loss(b)
-    return math.exp((lo + hi) / 2)
+    return (lo + hi) / 2
+
+
+def contrast_factors(contrast: Any, power: float) -> np.ndarray:
+    """Per image, the factor its temperature is multiplied by: ``(255 / contrast) ** power`` [N]
+    (contrast clipped to 1..255). NaN (an image that was not preprocessed) or ``power`` 0: 1."""
+    c = np.asarray(contrast, dtype=np.float64).reshape(-1)
+    f = (FULL_CONTRAST / np.clip(np.nan_to_num(c, nan=FULL_CONTRAST), 1.0, FULL_CONTRAST)) ** power
+    return np.asarray(f, dtype=np.float64)
+
+
+def contrast_power(calibration: Any, source: Any) -> float:
+    """A model's ``calibration.contrast_power`` (0 when the record or the field is absent), or a
+    :class:`~mnist_cnn.errors.CheckpointError` naming the file when it is not a number in ``[0, POWER_MAX]``."""
+    from mnist_cnn.errors import CheckpointError
+
+    q = calibration.get("contrast_power", 0.0) if isinstance(calibration, dict) else 0.0
+    if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 <= q <= POWER_MAX:
+        raise CheckpointError(
+            f"{source}: metadata field 'calibration.contrast_power' must be a number from 0 to {POWER_MAX:g}, "
+            f"not {q!r:.40}; re-fit it with benchmarks/photo_calibration.py --write, or remove the field"
+        )
+    return float(q)
+
+
+def soften(probs: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """Calibrated probabilities [N, C] with row i's temperature multiplied by ``factors[i]``:
+    ``softmax(log p / f)`` (exact: ``log p`` is the scaled logits up to a constant). float32."""
+    p = np.asarray(probs)
+    if len(p) == 0 or np.all(factors == 1.0):
+        return np.asarray(p, dtype=np.float32)
+    return softmax(log_probs(p) / np.asarray(factors, dtype=np.float64)[:, None]).astype(np.float32)
+
+
+def fit_contrast_temperature(
+    scores: np.ndarray, labels: np.ndarray, contrast: np.ndarray, weights: np.ndarray | None = None, tol: float = 1e-4
+) -> tuple[float, float]:
+    """``(T, power)`` minimising :func:`nll` of ``softmax(scores / (T * contrast_factors(contrast, power)))``:
+    for each power the best ``T`` (:func:`fit_temperature` on the scores divided by their factors), the
+    power by golden-section search on ``[0, POWER_MAX]``. ``contrast`` NaN: a row without one (factor 1)."""
+    s = np.asarray(scores, dtype=np.float64)
+
+    def fitted(power: float) -> tuple[float, float]:
+        scaled = s / contrast_factors(contrast, power)[:, None]
+        t = fit_temperature(scaled, labels, weights=weights)
+        return t, nll(scaled, labels, t, weights)
+
+    power = _golden_min(lambda q: fitted(q)[1], 0.0, POWER_MAX, tol)
+    if fitted(0.0)[1] <= fitted(power)[1]:  # the edge of the range (the search never evaluates it)
+        power = 0.0
+    return fitted(power)[0], power
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,17 @@ _CHANNELS = (1, 3, 4)
 
 def as_batch(images: Any, preprocess: Preprocess = "auto") -> np.ndarray:
     """uint8 ``[N, 28, 28]`` MNIST-like images from any of the inputs in the module doc."""
+    return as_batch_with_contrast(images, preprocess)[0]
+
+
+def as_batch_with_contrast(images: Any, preprocess: Preprocess = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`as_batch` and, per image, the ink contrast preprocessing measured [N] (NaN for an
+    MNIST-format array taken as it is): what the calibration's contrast power needs."""
     items = split_items(images)
     if not items:
-        return np.zeros((0, 28, 28), np.uint8)
-    return np.stack([as_mnist(item, preprocess) for item in items])
+        return np.zeros((0, 28, 28), np.uint8), np.zeros(0)
+    pairs = [_mnist_and_contrast(item, preprocess) for item in items]
+    return np.stack([im for im, _ in pairs]), np.array([c for _, c in pairs], dtype=np.float64)
 
 
 def split_items(images: Any) -> list[Any]:
@@ -48,14 +55,15 @@ def split_items(images: Any) -> list[Any]:
     return [images]
 
 
-def as_mnist(image: Any, preprocess: Preprocess = "auto") -> np.ndarray:
-    """One image -> uint8 ``[28, 28]``: MNIST-format arrays as they are, everything else preprocessed."""
+def _mnist_and_contrast(image: Any, preprocess: Preprocess) -> tuple[np.ndarray, float]:
+    """One image -> (uint8 ``[28, 28]``, ink contrast): MNIST-format arrays as they are (NaN),
+    everything else preprocessed."""
     from mnist_cnn.inference.preprocessing import preprocess as run_preprocess
 
     if isinstance(image, np.ndarray):
         array = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
         if preprocess is False or (preprocess == "auto" and array.shape == (28, 28)):
-            return mnist_pixels(array)
+            return mnist_pixels(array), float("nan")
         image = array
     elif preprocess is False:
         raise ImageError(f"preprocess=False needs 28x28 arrays, got a {type(image).__name__}")
@@ -65,7 +73,8 @@ def as_mnist(image: Any, preprocess: Preprocess = "auto") -> np.ndarray:
         raise ImageError(
             f"cannot read a {type(image).__name__} as an image; pass an array, a PIL image, a file path or image bytes"
         )
-    return run_preprocess(image).image
+    result = run_preprocess(image)
+    return result.image, result.contrast
 
 
 def mnist_pixels(array: np.ndarray) -> np.ndarray:

@@ -13,7 +13,9 @@ low-level path: uint8 ``[N, 28, 28]`` MNIST-like images in, float32 probabilitie
 
 Probabilities are calibrated: the model's logits are divided by the temperature fitted on its
 validation split (``calibration`` in its metadata or manifest; 1 for models without one; baked into
-the graph of an exported ONNX file). An answer whose probability is below ``min_confidence``
+the graph of an exported ONNX file). A photo's probabilities are softened further for faint ink
+(``calibration.contrast_power``, :meth:`Predictor.for_photos`), outside any graph: the ink contrast is
+measured by preprocessing. An answer whose probability is below ``min_confidence``
 (default :data:`DEFAULT_MIN_CONFIDENCE`) is marked ``unsure``.
 """
 
@@ -29,8 +31,8 @@ import numpy as np
 
 from mnist_cnn.artifacts.runs import MANIFEST, is_ensemble, model_id, read_metrics, resolve_model_path
 from mnist_cnn.errors import CheckpointError, ImageError, first_line
-from mnist_cnn.evaluation.calibration import softmax
-from mnist_cnn.inference.inputs import Preprocess, as_batch
+from mnist_cnn.evaluation.calibration import contrast_factors, contrast_power, soften, softmax
+from mnist_cnn.inference.inputs import Preprocess, as_batch_with_contrast
 from mnist_cnn.inference.onnx import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, onnx_input, onnx_session
 
 DEFAULT_MIN_CONFIDENCE = 0.5  # below this calibrated probability an answer is "unsure" (a coin flip or worse)
@@ -139,9 +141,18 @@ class Predictor:
 
     classes: list[str]
     info: dict[str, Any]
+    contrast_power: float = 0.0  # calibration.contrast_power: how much faint ink raises a photo's temperature
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def for_photos(self, probs: np.ndarray, contrast: Any) -> np.ndarray:
+        """``probs`` [N, C] (from :meth:`predict_proba`) of preprocessed images, each with its temperature
+        multiplied by ``(255 / contrast) ** contrast_power`` (``contrast``: each image's
+        ``PreprocessResult.contrast``, NaN for one that was not preprocessed). float32."""
+        if self.contrast_power == 0.0:
+            return np.asarray(probs, dtype=np.float32)
+        return soften(probs, contrast_factors(contrast, self.contrast_power))
 
     def predict(
         self,
@@ -153,7 +164,8 @@ class Predictor:
         """One :class:`Prediction` per image: ``images`` is a NumPy array ((N, 28, 28) MNIST-format, or
         photos (N, H, W[, C])), a PIL image, a file path, or a list of these (:mod:`~mnist_cnn.inference.inputs`).
         Answers less probable than ``min_confidence`` are marked ``unsure``."""
-        probs = self.predict_proba(as_batch(images, preprocess))
+        batch, contrast = as_batch_with_contrast(images, preprocess)
+        probs = self.for_photos(self.predict_proba(batch), contrast)
         k = max(1, min(top_k, len(self.classes)))
         best = probs.argmax(1)
         return [
@@ -173,6 +185,7 @@ class TorchPredictor(Predictor):
 
         self.model, self.meta = load_model(path)
         self.temperature = temperature_of(self.meta, path)
+        self.contrast_power = contrast_power(self.meta.get("calibration"), path)
         self.path = path
         self.classes = [str(c) for c in self.meta["classes"]]
         self.info = model_info(self.meta, "torch", path)
@@ -194,6 +207,7 @@ class EnsemblePredictor(Predictor):
         self.members, manifest = load_ensemble(folder)
         self.tta = bool(manifest.get("tta"))
         self.temperature = manifest_temperature(manifest, folder / MANIFEST)
+        self.contrast_power = contrast_power(manifest.get("calibration"), folder / MANIFEST)
         meta = self.members[0].meta
         self.classes = [str(c) for c in meta["classes"]]
         metrics = read_metrics(folder)
@@ -245,6 +259,7 @@ class OnnxPredictor(Predictor):
                 f"its metadata (has {inputs} -> {outputs}); re-export it"
             )
         self.input_name, self.output_name = INPUT_NAME, OUTPUT_NAME
+        self.contrast_power = contrast_power(self.meta.get("calibration"), path)
         self.path = path
         self.classes = class_names(self.meta["classes"], path)
         self.info = model_info(self.meta, "onnxruntime", path)

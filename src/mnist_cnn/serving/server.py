@@ -238,24 +238,24 @@ class Service:
         self.used(pixels)
         return img, pixels
 
-    def prepare(self, sources: list[Source]) -> list[tuple[np.ndarray, str] | dict[str, Any]]:
-        """Each source -> ``(uint8 [28, 28], preview PNG data URL)`` or ``{"error", "status"}``.
+    def prepare(self, sources: list[Source]) -> list[tuple[np.ndarray, str, float] | dict[str, Any]]:
+        """Each source -> ``(uint8 [28, 28], preview PNG data URL, ink contrast)`` or ``{"error", "status"}``.
 
         One image at a time, so a request holds at most one decoded image; the pixels of its images
         count against ``max_request_pixels`` in order. Runs in the pool."""
         budget = self.limits.max_request_pixels
-        out: list[tuple[np.ndarray, str] | dict[str, Any]] = []
+        out: list[tuple[np.ndarray, str, float] | dict[str, Any]] = []
         for src in sources:
             try:
-                image, pixels = self.prepare_one(src, budget)
+                image, contrast, pixels = self.prepare_one(src, budget)
                 budget -= pixels
-                out.append((image, png_data_url(image)))
+                out.append((image, png_data_url(image), contrast))
             except MnistCnnError as exc:
                 out.append({"error": str(exc), "status": status_of(exc)})
         return out
 
-    def prepare_one(self, src: Source, budget: int) -> tuple[np.ndarray, int]:
-        """One source -> (uint8 [28, 28], pixels decoded); the decoded image is gone on return."""
+    def prepare_one(self, src: Source, budget: int) -> tuple[np.ndarray, float, int]:
+        """One source -> (uint8 [28, 28], ink contrast, pixels decoded); the decoded image is gone on return."""
         from PIL import Image
 
         from mnist_cnn.inference.preprocessing import preprocess
@@ -266,7 +266,8 @@ class Service:
             img, pixels = Image.fromarray(src, mode="L"), 0
         else:
             img, pixels = self.decode(src, budget)
-        return untrusted(preprocess, img, max_pixels=self.limits.max_pixels).image, pixels
+        result = untrusted(preprocess, img, max_pixels=self.limits.max_pixels)
+        return result.image, result.contrast, pixels
 
     async def predict_sources(
         self, sources: list[Source], min_confidence: float = DEFAULT_MIN_CONFIDENCE
@@ -276,8 +277,9 @@ class Service:
         ready = [(i, p) for i, p in enumerate(prepared) if isinstance(p, tuple)]
         answers: list[dict[str, Any]] = [p if isinstance(p, dict) else {} for p in prepared]
         if ready:
-            probs = await self.batcher.predict(np.stack([im for _, (im, _) in ready]))  # [n, C] float32
-            for (i, (_, preview)), p in zip(ready, probs):
+            probs = await self.batcher.predict(np.stack([im for _, (im, _, _) in ready]))  # [n, C] float32
+            probs = self.predictor.for_photos(probs, [c for _, (_, _, c) in ready])
+            for (i, (_, preview, _)), p in zip(ready, probs):
                 answers[i] = self.answer(p, preview, min_confidence)
         return answers
 
