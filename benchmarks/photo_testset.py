@@ -842,7 +842,9 @@ def main(argv: list[str] | None = None) -> None:
                 "offset": args.offset if args.split == "test" else 0,
                 "seed": args.seed,
                 "clean_accuracy_same_digits": reference,
-                "conditions": [{k: v for k, v in r.items() if k not in ("examples", "pred", "probs")} for r in rows],
+                "conditions": [
+                    {k: v for k, v in r.items() if k not in ("examples", "pred", "probs", "contrast")} for r in rows
+                ],
                 "machine": machine(),
             },
         )

@@ -139,6 +139,12 @@ def test_calibrate_writes_a_sidecar_and_keeps_the_weights(tmp_path, tiny_data) -
     write_calibration(weights, {**side, "temperature": 0.6, "fitted_on": "validation split and page photos"})
     r = run_cli("calibrate", str(run), "--data-dir", str(tiny_data))
     assert r.exit_code == 0 and "replaces temperature 0.6000, fitted on validation split and page photos" in r.output
+    photos = {**side, "temperature": 0.5, "contrast_power": 0.7, "fitted_on": "validation split and page photos"}
+    write_calibration(weights, photos)
+    assert load_predictor(run).contrast_power == 0.7
+    r = run_cli("calibrate", str(run), "--data-dir", str(tiny_data))
+    assert "replaces temperature 0.5000 and contrast power 0.7000, fitted on validation split and page" in r.output
+    assert load_predictor(run).contrast_power == 0.0  # a fit on clean digits only has none
     # the sidecar is for these weights only: other weights under the same name are refused
     (run / "model.json").write_text(json.dumps({"calibration": {**side, "weights_sha256": "0" * 64}}))
     r = run_cli("predict", str(tmp_path), "--model", str(run))

@@ -4,6 +4,8 @@ really draws what it names. Tiny digits keep it fast; no model, no MNIST files."
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,3 +134,14 @@ def test_factors_split_the_mixed_conditions_accuracy() -> None:
     assert rows["shadow"]["accuracy"] == 0.0 and rows["paper plain"]["n"] == 3 and rows["paper grid"]["accuracy"] == 1.0
     assert rows["neither, and no shadow"] == {"factor": "neither, and no shadow", "n": 2, "accuracy": 1.0}
     assert "paper form_box" not in rows  # no image had it
+
+
+def test_main_writes_every_conditions_figures_as_json(run_dir: Path, tiny_data: Path, tmp_path: Path) -> None:
+    """The whole command on a tiny model and data set: the JSON it writes holds each condition's figures
+    (not the per-image arrays, which are not JSON)."""
+    out = tmp_path / "pages.json"
+    pt.main([str(run_dir), "--data-dir", str(tiny_data), "--n", "3", "--offset", "0", "--seed", "2",
+             "--conditions", "plain", "notebook_all", "--out", str(out)])  # fmt: skip
+    rows = json.loads(out.read_text())["conditions"]
+    assert [r["condition"] for r in rows] == ["plain", "notebook_all"]
+    assert all(r["n"] == 3 and 0.0 <= r["accuracy"] <= 1.0 and "contrast" not in r for r in rows)

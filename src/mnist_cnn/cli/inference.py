@@ -128,7 +128,8 @@ def calibrate_cmd(model_spec: str, data_dir: Path | None, as_json: bool) -> None
     )
     old = result.get("replaced")
     if old and old.get("fitted_on") != cal["fitted_on"]:  # say what a different kind of fit is replaced by
-        click.echo(f"  (replaces temperature {old['temperature']:.4f}, fitted on {old['fitted_on']})")
+        power = f" and contrast power {old['contrast_power']:.4f}" if old.get("contrast_power") else ""
+        click.echo(f"  (replaces temperature {old['temperature']:.4f}{power}, fitted on {old['fitted_on']})")
 
 
 def calibration_change(cal: dict[str, Any]) -> str:

@@ -73,5 +73,5 @@ def calibrate_run(run: str | os.PathLike[str], data_dir: Any = None) -> dict[str
         "model": str(path),
         "written_to": str(write_calibration(path, calibration)),
         "calibration": calibration,
-        "replaced": {k: previous[k] for k in ("temperature", "fitted_on") if k in previous} or None,
+        "replaced": {k: previous[k] for k in ("temperature", "contrast_power", "fitted_on") if k in previous} or None,
     }
