@@ -56,6 +56,8 @@ def test_photo_scores_render_preprocess_and_undo_the_temperature() -> None:
     z = out["scores"]
     p = np.exp(z / 0.5 - np.log(np.exp(z / 0.5).sum(1, keepdims=True)))  # softmax(scores / T) = the stub's
     assert np.allclose(p.max(1), 0.9)
+    per = pc.photo_scores(_Stub(y), x, y, ["ruled", "plain"], {"ruled": 2})  # fewer renderings of one condition
+    assert per["ruled"]["n"] == 2 and per["plain"]["n"] == 4 and len(per["ruled"]["labels"]) <= 2
 
 
 def test_faint_photos_get_a_contrast_power_and_clean_digits_keep_the_temperature() -> None:

@@ -199,10 +199,17 @@ def calibration_section(prov: dict[str, Any], results: dict[str, Any] | None) ->
     cal = prov.get("calibration") or {}
     if cal.get("method") != "temperature":
         return "Not calibrated (temperature 1): run `mnist-cnn calibrate default` and re-package.", None
+    power = cal.get("contrast_power") or 0.0
+    photos = (
+        f" For a photo, T is multiplied by `(255 / c) ** {power:.3f}`, `c` the ink contrast preprocessing "
+        "measured (grey levels): faint ink, less sure."
+        if power
+        else ""
+    )
     text = (
         f"Probabilities are `softmax(logits / T)` with **T = {cal['temperature']:.3f}**, fitted on the "
         f"{cal['fitted_on']} to minimise the negative log-likelihood; dividing by T never changes the "
-        "predicted digit. ECE: expected calibration error, 15 equal-width confidence bins (0 is perfect)."
+        f"predicted digit.{photos} ECE: expected calibration error, 15 equal-width confidence bins (0 is perfect)."
     )
     fresh = results if for_these_weights(results, prov, (results or {}).get("model_id")) else None
     if fresh is None:
