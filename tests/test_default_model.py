@@ -97,8 +97,9 @@ def test_bundled_default_matches_its_provenance():
     reason="no default model bundled yet (the lead runs tools/make_default_model.py)",
 )
 def test_bundled_default_is_calibrated_for_its_weights():
-    """The temperature in default.json is for these weights (the weights file unchanged): fitted on the
-    validation split, and, by benchmarks/photo_calibration.py, on page photos of its digits too."""
+    """The calibration in default.json is for these weights (the weights file unchanged): fitted on the
+    validation split, and, by benchmarks/photo_calibration.py, on page photos of its digits too (with
+    the contrast power the predictor uses for photos)."""
     from mnist_cnn.inference.predictors import load_predictor
 
     prov = json.loads((PRETRAINED / "default.json").read_text())
@@ -106,7 +107,8 @@ def test_bundled_default_is_calibrated_for_its_weights():
     assert cal["method"] == "temperature" and cal["fitted_on"].startswith("validation split (n=5000)")
     assert cal["weights_sha256"] == prov["sha256"] and 0.05 <= cal["temperature"] <= 20
     assert cal["ece_after"] < cal["ece_before"] and cal["nll_after"] < cal["nll_before"]
-    assert load_predictor("default").temperature == cal["temperature"]
+    default = load_predictor("default")
+    assert default.temperature == cal["temperature"] and default.contrast_power == cal.get("contrast_power", 0.0)
 
 
 @pytest.mark.integration
