@@ -100,8 +100,10 @@ Test loss (cross-entropy, before calibration): {test_loss:.4f}. `mnist-cnn evalu
   school students; other writing conventions (e.g. a 1 with a long upstroke, a crossed 7) are less
   represented, and accuracy on them is not measured here. The UCI optical digits row above is the one
   measurement on other writers' digits.
-- **Calibration** was fitted on MNIST validation images; on other data the probabilities are less
-  reliable (see the UCI row: slightly over-confident where it is wrong).
+- **Calibration** was fitted on MNIST validation images and synthetic page photos of them (with
+  a contrast power for faint ink); on other data the probabilities are less reliable (see the UCI
+  row), and dim but legible photos (a lighting gradient) come out somewhat under-confident
+  (docs/inference.md, "Faint ink").
 
 ## Training data and provenance
 
