@@ -12,11 +12,11 @@ generator seed 1, never the test digits or the test seed 2) and preprocessed as 
 Digits with "no digit found" give no answer and are left out of the fit.
 
 Two fits are compared: one temperature for every image (``balanced_temperature``), and a
-temperature with a contrast power (``contrast_calibration``): a photo whose ink stands ``c`` grey
-levels from the paper gets ``T * (255 / c) ** power``, clean digits (no preprocessing) ``T``. Faint
-ink is where page photos go wrong (a hairline ballpoint in a small JPEG); ``--write`` stores the
-second. The UCI scans (benchmarks/calibration.py) are the check on real data that nothing here was
-fitted on.
+temperature with a contrast power (``contrast_calibration``): a photo whose ink signal is ``s``
+(``PreprocessResult.signal``: twice the ink's contrast over the paper's noise, at most 255) gets
+``T * (255 / s) ** power``, clean digits (no preprocessing) ``T``. Ink lost in noise is where page
+photos go wrong (a hairline ballpoint in a small JPEG); ``--write`` stores the second. The UCI
+scans (benchmarks/calibration.py) are the check on real data that nothing here was fitted on.
 """
 
 from __future__ import annotations
@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
             "temperature": t,
             "contrast_power": q,
             "fitted_on": f"validation split (n={len(vy)}) and {len(photos[1])} page photos of its digits, half the "
-            f"weight each; a photo's temperature is T * (255 / ink contrast) ** contrast_power "
+            f"weight each; a photo's temperature is T * (255 / signal) ** contrast_power, "
+            f"signal = min(255, 2 contrast / noise) "
             f"(benchmarks/photo_calibration.py, render seed {RENDER_SEED})",
             **calibration_metrics(*clean, t),  # on the clean validation digits, T = 1 against T
             "clean_only_temperature": fits["clean only"][0],

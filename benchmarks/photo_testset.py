@@ -681,7 +681,7 @@ def evaluate(
             pre = result.image
             ok.append(i)
             images.append(pre)
-            contrast.append(result.contrast)
+            contrast.append(result.signal)
         except MnistCnnError:
             failed += 1
             pre = None

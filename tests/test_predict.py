@@ -452,9 +452,18 @@ def test_predict_files_marks_unsure_itself(run_dir: Path, images: Path, tmp_path
     assert row["unsure"] is any(i["unsure"] for i in row["items"]) and all("unsure" in i for i in row["items"])
 
 
+def noisy_digit_png(path: Path, ink: int, sigma: float, seed: int = 0) -> Path:
+    """:func:`digit_png` on textured paper: noise of ``sigma`` grey levels in 4x4-pixel blotches."""
+    a = np.asarray(Image.open(digit_png(path, ink=ink)), dtype=np.float64)  # [180, 200]
+    a = a + np.kron(np.random.default_rng(seed).normal(0.0, sigma, (45, 50)), np.ones((4, 4)))
+    Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
 def test_faint_ink_is_less_sure_under_a_contrast_power_in_every_path(run_dir: Path, tmp_path: Path) -> None:
-    """``calibration.contrast_power``: a photo's temperature is T * (255 / ink contrast) ** power, in
-    ``Predictor.predict``, ``predict`` (files, CLI) and the server alike; tensors keep T."""
+    """``calibration.contrast_power``: a photo's temperature is T * (255 / signal) ** power, signal the
+    ink's contrast over the paper's noise, in ``Predictor.predict``, ``predict`` (files, CLI) and the
+    server alike; tensors, and a dim digit on clean paper, keep T."""
     import shutil
 
     from fastapi.testclient import TestClient
@@ -469,12 +478,14 @@ def test_faint_ink_is_less_sure_under_a_contrast_power_in_every_path(run_dir: Pa
     faint_ink = load_predictor(model)
     assert plain.contrast_power == 0.0 and faint_ink.contrast_power == 1.5
     assert faint_ink.temperature == plain.temperature  # same T: only photos change
-    bold, faint = digit_png(tmp_path / "bold.png", ink=0), digit_png(tmp_path / "faint.png", ink=185)
+    bold, faint = noisy_digit_png(tmp_path / "bold.png", 0, 8.0), noisy_digit_png(tmp_path / "faint.png", 215, 8.0)
+    dim = digit_png(tmp_path / "dim.png", ink=185)  # faint too, but on clean paper: nothing is lost
     x = np.random.default_rng(4).integers(0, 256, (3, 28, 28), dtype=np.uint8)
     assert [a.probability for a in faint_ink.predict(x)] == [a.probability for a in plain.predict(x)]
+    assert faint_ink.predict(dim)[0].probability == pytest.approx(plain.predict(dim)[0].probability, abs=1e-6)
     (a_bold,), (a_faint,) = faint_ink.predict(bold), faint_ink.predict(faint)
     (p_bold,), (p_faint,) = plain.predict(bold), plain.predict(faint)
-    assert a_faint.digit == p_faint.digit and a_faint.probability < p_faint.probability  # faint ink: less sure
+    assert a_faint.digit == p_faint.digit and a_faint.probability < p_faint.probability  # lost in noise: less sure
     assert p_faint.probability - a_faint.probability > 2 * abs(p_bold.probability - a_bold.probability)
     rec = json.loads(run_cli("predict", str(faint), "--model", str(model), "--json").stdout)
     assert rec["probability"] == pytest.approx(a_faint.probability, abs=1e-6)

@@ -670,3 +670,23 @@ def test_random_bytes_raise_image_error_only() -> None:
             preprocess(bytes(junk) if i % 2 else bytes(rng.integers(0, 256, 100, dtype=np.uint8)))
         except ImageError as exc:
             assert "\n" not in str(exc)
+
+
+def test_signal_is_the_inks_contrast_over_the_papers_noise_capped_at_255() -> None:
+    """``PreprocessResult.signal``, what the calibration's contrast power takes: a dim digit on clean
+    paper keeps 255 (nothing lost), faint ink on textured paper falls."""
+    from PIL import ImageDraw
+
+    def seven(ink: int) -> Image.Image:
+        img = Image.new("L", (200, 180), 255)
+        ImageDraw.Draw(img).line([(60, 40), (140, 40), (90, 150)], fill=ink, width=12)
+        return img
+
+    clean = preprocess(seven(185))  # 70 grey levels from clean paper (noise 0, taken as 0.5)
+    assert clean.signal == 255.0 and clean.summary()["signal"] == 255.0
+    assert preprocess(seven(215)).signal == pytest.approx(4 * 40)  # fainter still: below 64 levels it falls
+    img = seven(215)
+    blotches = np.kron(np.random.default_rng(0).normal(0.0, 8.0, (45, 50)), np.ones((4, 4)))
+    textured = preprocess(Image.fromarray(np.clip(np.asarray(img) + blotches, 0, 255).astype(np.uint8)))
+    assert textured.noise > 0.5 and textured.signal == pytest.approx(2 * textured.contrast / textured.noise)
+    assert textured.signal < 100

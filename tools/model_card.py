@@ -102,8 +102,8 @@ Test loss (cross-entropy, before calibration): {test_loss:.4f}. `mnist-cnn evalu
   measurement on other writers' digits.
 - **Calibration** was fitted on MNIST validation images and synthetic page photos of them (with
   a contrast power for faint ink); on other data the probabilities are less reliable (see the UCI
-  row), and dim but legible photos (a lighting gradient) come out somewhat under-confident
-  (docs/inference.md, "Faint ink").
+  row), and on the mixed page photos it is still somewhat over-confident (docs/inference.md,
+  "Faint ink").
 
 ## Training data and provenance
 
@@ -203,8 +203,8 @@ def calibration_section(prov: dict[str, Any], results: dict[str, Any] | None) ->
         return "Not calibrated (temperature 1): run `mnist-cnn calibrate default` and re-package.", None
     power = cal.get("contrast_power") or 0.0
     photos = (
-        f" For a photo, T is multiplied by `(255 / c) ** {power:.3f}`, `c` the ink contrast preprocessing "
-        "measured (grey levels): faint ink, less sure."
+        f" For a photo, T is multiplied by `(255 / s) ** {power:.3f}`, `s` the ink signal preprocessing "
+        "measured (twice the ink's contrast over the paper's noise, at most 255): ink lost in noise, less sure."
         if power
         else ""
     )

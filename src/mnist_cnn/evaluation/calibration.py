@@ -5,12 +5,13 @@ high) for how often it is right. Temperature scaling divides the logits by one n
 on held-out data (the validation split) to minimise the negative log-likelihood of
 ``softmax(logits / T)``; the predicted class never changes, only how sure the model says it is.
 
-A photo's answer gets one more factor. Preprocessing measures how far the ink stands out from the
-paper (``PreprocessResult.contrast``, grey levels); faint ink (a hairline ballpoint shrunk into a
-small JPEG, a pencil in a shadow) is where a page photo's answers go wrong while the softmax still
-says 0.9. For such an image the temperature is ``T * (255 / contrast) ** power``
-(:func:`contrast_factors`), ``power`` fitted with ``T`` (:func:`fit_contrast_temperature`). Images
-that were not preprocessed (MNIST-format tensors) and full-contrast scans keep ``T``.
+A photo's answer gets one more factor. Preprocessing measures how clearly the ink stands out of
+the paper's noise (``PreprocessResult.signal``: twice the ink's contrast over the noise, on a 0..255
+scale); ink lost in noise (a hairline ballpoint shrunk into a small JPEG) is where a page photo's
+answers go wrong while the softmax still says 0.9. For such an image the temperature is
+``T * (255 / signal) ** power`` (:func:`contrast_factors`), ``power`` fitted with ``T``
+(:func:`fit_contrast_temperature`). Images that were not preprocessed (MNIST-format tensors) and
+clean scans (signal 255) keep ``T``.
 
 Everything here takes *scores*: logits, or log-probabilities (e.g. the log of an ensemble's mean
 probabilities); softmax is the same for both. NumPy only (no torch), float64 inside.

@@ -69,7 +69,7 @@ def predict_files(
         except MnistCnnError as exc:
             prepared.append({"file": str(f), "error": str(exc)})
     images = [r.image for item in prepared if isinstance(item, tuple) for r in item[1]]
-    contrast = [r.contrast for item in prepared if isinstance(item, tuple) for r in item[1]]
+    contrast = [r.signal for item in prepared if isinstance(item, tuple) for r in item[1]]
     probs = predictor.predict_proba(np.stack(images)) if images else np.zeros((0, len(predictor.classes)))
     probs = predictor.for_photos(probs, contrast)
     names = _SaveNames(save_dir)

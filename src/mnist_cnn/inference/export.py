@@ -11,10 +11,10 @@ The exported graph's contract (what every ONNX consumer must feed it):
 
 The model's own ``(x - mean) / std`` and the division by its temperature (``calibration`` in the
 metadata, with ``"in_graph": true``) run inside the graph, so a consumer never needs to know them.
-A calibration's ``contrast_power`` cannot: it needs the ink contrast that preprocessing measures
-on the photo. mnist-cnn's ONNX predictor applies it after the graph (as for torch models); another
-consumer that preprocesses photos itself divides the logits once more by ``(255 / contrast) **
-contrast_power`` (the metadata says so in ``calibration.outside_graph``).
+A calibration's ``contrast_power`` cannot: it needs the ink signal that preprocessing measures
+on the photo (``PreprocessResult.signal``). mnist-cnn's ONNX predictor applies it after the graph (as
+for torch models); another consumer that preprocesses photos itself divides the logits once more by
+``(255 / signal) ** contrast_power`` (the metadata says so in ``calibration.outside_graph``).
 """
 
 from __future__ import annotations
@@ -111,8 +111,8 @@ def onnx_metadata(meta: dict[str, Any], source: Path) -> dict[str, Any]:
     calibration = {**(meta.get("calibration") or {"method": "none", "temperature": 1.0}), "in_graph": True}
     if calibration.get("contrast_power"):
         calibration["outside_graph"] = (
-            "contrast_power: for a preprocessed photo whose ink contrast is c grey levels, divide the logits "
-            "by (255 / c) ** contrast_power before the softmax (mnist-cnn's predictors do)"
+            "contrast_power: for a preprocessed photo whose PreprocessResult.signal is s, divide the logits "
+            "by (255 / s) ** contrast_power before the softmax (mnist-cnn's predictors do)"
         )
     return {
         **meta,

@@ -32,7 +32,7 @@ def as_batch(images: Any, preprocess: Preprocess = "auto") -> np.ndarray:
 
 
 def as_batch_with_contrast(images: Any, preprocess: Preprocess = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """:func:`as_batch` and, per image, the ink contrast preprocessing measured [N] (NaN for an
+    """:func:`as_batch` and, per image, the ink signal preprocessing measured [N] (NaN for an
     MNIST-format array taken as it is): what the calibration's contrast power needs."""
     items = split_items(images)
     if not items:
@@ -56,7 +56,7 @@ def split_items(images: Any) -> list[Any]:
 
 
 def _mnist_and_contrast(image: Any, preprocess: Preprocess) -> tuple[np.ndarray, float]:
-    """One image -> (uint8 ``[28, 28]``, ink contrast): MNIST-format arrays as they are (NaN),
+    """One image -> (uint8 ``[28, 28]``, ink signal): MNIST-format arrays as they are (NaN),
     everything else preprocessed."""
     from mnist_cnn.inference.preprocessing import preprocess as run_preprocess
 
@@ -74,7 +74,7 @@ def _mnist_and_contrast(image: Any, preprocess: Preprocess) -> tuple[np.ndarray,
             f"cannot read a {type(image).__name__} as an image; pass an array, a PIL image, a file path or image bytes"
         )
     result = run_preprocess(image)
-    return result.image, result.contrast
+    return result.image, result.signal
 
 
 def mnist_pixels(array: np.ndarray) -> np.ndarray:

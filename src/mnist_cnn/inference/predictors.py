@@ -14,7 +14,7 @@ low-level path: uint8 ``[N, 28, 28]`` MNIST-like images in, float32 probabilitie
 Probabilities are calibrated: the model's logits are divided by the temperature fitted on its
 validation split (``calibration`` in its metadata or manifest; 1 for models without one; baked into
 the graph of an exported ONNX file). A photo's probabilities are softened further for faint ink
-(``calibration.contrast_power``, :meth:`Predictor.for_photos`), outside any graph: the ink contrast is
+(``calibration.contrast_power``, :meth:`Predictor.for_photos`), outside any graph: the ink's signal is
 measured by preprocessing. An answer whose probability is below ``min_confidence``
 (default :data:`DEFAULT_MIN_CONFIDENCE`) is marked ``unsure``.
 """
@@ -148,8 +148,8 @@ class Predictor:
 
     def for_photos(self, probs: np.ndarray, contrast: Any) -> np.ndarray:
         """``probs`` [N, C] (from :meth:`predict_proba`) of preprocessed images, each with its temperature
-        multiplied by ``(255 / contrast) ** contrast_power`` (``contrast``: each image's
-        ``PreprocessResult.contrast``, NaN for one that was not preprocessed). float32."""
+        multiplied by ``(255 / signal) ** contrast_power`` (``contrast``: each image's
+        ``PreprocessResult.signal``, NaN for one that was not preprocessed). float32."""
         if self.contrast_power == 0.0:
             return np.asarray(probs, dtype=np.float32)
         return soften(probs, contrast_factors(contrast, self.contrast_power))

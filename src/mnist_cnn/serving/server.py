@@ -239,7 +239,7 @@ class Service:
         return img, pixels
 
     def prepare(self, sources: list[Source]) -> list[tuple[np.ndarray, str, float] | dict[str, Any]]:
-        """Each source -> ``(uint8 [28, 28], preview PNG data URL, ink contrast)`` or ``{"error", "status"}``.
+        """Each source -> ``(uint8 [28, 28], preview PNG data URL, ink signal)`` or ``{"error", "status"}``.
 
         One image at a time, so a request holds at most one decoded image; the pixels of its images
         count against ``max_request_pixels`` in order. Runs in the pool."""
@@ -255,7 +255,7 @@ class Service:
         return out
 
     def prepare_one(self, src: Source, budget: int) -> tuple[np.ndarray, float, int]:
-        """One source -> (uint8 [28, 28], ink contrast, pixels decoded); the decoded image is gone on return."""
+        """One source -> (uint8 [28, 28], ink signal, pixels decoded); the decoded image is gone on return."""
         from PIL import Image
 
         from mnist_cnn.inference.preprocessing import preprocess
@@ -267,7 +267,7 @@ class Service:
         else:
             img, pixels = self.decode(src, budget)
         result = untrusted(preprocess, img, max_pixels=self.limits.max_pixels)
-        return result.image, result.contrast, pixels
+        return result.image, result.signal, pixels
 
     async def predict_sources(
         self, sources: list[Source], min_confidence: float = DEFAULT_MIN_CONFIDENCE
