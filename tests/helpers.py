@@ -197,7 +197,7 @@ def search_args(storage: str, data: Path, *extra: str) -> list[str]:
 def load_trials(storage: str, study: str = STUDY) -> list:
     import optuna
 
-    from mnist_cnn.search.study import driver_url
+    from mnist_cnn.search.storage import driver_url
 
     return optuna.load_study(study_name=study, storage=driver_url(storage)).get_trials()
 

@@ -134,3 +134,29 @@ def test_errors_live_in_errors_py():
             ):
                 elsewhere.append(f"{path.relative_to(SRC)}:{node.name}")
     assert elsewhere == []
+
+
+ROOM_LINES = 400  # a module longer than this holds several jobs: split it into rooms
+
+
+def _files_over(folder: Path, limit: int = ROOM_LINES) -> list[str]:
+    """``name: N lines`` for every .py file under ``folder`` longer than ``limit`` lines."""
+    long = []
+    for path in sorted(folder.rglob("*.py")):
+        n = len(path.read_text(encoding="utf-8").splitlines())
+        if n > limit:
+            long.append(f"{path.relative_to(folder)}: {n} lines")
+    return long
+
+
+@pytest.mark.parametrize("package", ["serving", "search"])
+def test_no_file_is_over_400_lines(package):
+    assert _files_over(SRC / package) == [], f"split these into rooms of at most {ROOM_LINES} lines"
+
+
+def test_the_length_check_finds_a_long_file(tmp_path):
+    """The check above can fail: a 401-line file is reported, a 400-line one is not."""
+    (tmp_path / "ok.py").write_text("x = 1\n" * ROOM_LINES, encoding="utf-8")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "long.py").write_text("x = 1\n" * (ROOM_LINES + 1), encoding="utf-8")
+    assert _files_over(tmp_path) == [f"{Path('sub', 'long.py')}: 401 lines"]

@@ -355,7 +355,7 @@ def test_a_one_crossing_its_comb_cell_is_not_taken_for_a_divider(width: int, lin
 def test_a_comb_s_dividers_are_told_from_strokes(bbox: tuple[int, int, int, int], area: int, divider: bool) -> None:
     """A straight bar running from one removed line to another is a printed divider (the main stroke
     of a form's comb otherwise: a divider had more ink than a 6 that its cell's side cut in two)."""
-    from mnist_cnn.inference.preprocessing import _divider
+    from mnist_cnn.inference.preprocessing.segment import _divider
 
     lines = np.zeros((300, 300), bool)
     lines[64:68, 20:280] = True  # the comb's top line, removed (cut where the divider crosses it)
@@ -512,7 +512,10 @@ def test_ruled_lines_of_a_page_turned_beyond_the_usual_slant_are_removed(referen
 def test_a_slightly_bent_thin_stroke_is_not_a_form_s_frame() -> None:
     """A box's printed side is straight; a thin pen's stroke bends a little (a 7's stem): the band it
     fills is much wider than the stroke, so it is no side of a frame."""
-    from mnist_cnn.inference.preprocessing import FRAME_LINE, _horizontal_lines
+    from mnist_cnn.inference.preprocessing import DEFAULT
+    from mnist_cnn.inference.preprocessing.lines import horizontal_lines as _horizontal_lines
+
+    FRAME_LINE = DEFAULT.frame_line
 
     straight, bent = np.zeros((60, 120), bool), np.zeros((60, 120), bool)
     x = np.arange(10, 110)
@@ -527,7 +530,7 @@ def test_a_box_side_that_a_stroke_touches_is_found_at_the_box_s_edge() -> None:
     """A 0 touching its box's top and right sides makes each of them one band with its stroke, too
     bold for a printed line; with the bottom and left sides found as lines, the other two are found
     at the box's very edge, as thick as the found ones, and the stroke keeps its own ink."""
-    from mnist_cnn.inference.preprocessing import _edge_sides
+    from mnist_cnn.inference.preprocessing.frames import _edge_sides
 
     h, w = 90, 50
     mask = np.zeros((h, w), bool)

@@ -54,7 +54,8 @@ class UniformModel(Predictor):
 
 
 def make_schema():
-    from mnist_cnn.serving.server import Limits, create_app
+    from mnist_cnn.serving.app import create_app
+    from mnist_cnn.serving.limits import Limits
 
     app = create_app(UniformModel(), Limits(max_body_bytes=200_000, max_pixels=500 * 500, max_batch=4))
     config = schemathesis.config.SchemathesisConfig.from_dict(CONFIG)

@@ -94,7 +94,7 @@ def test_report_without_importances_still_has_the_figure_and_says_why(
     """Too few varied completed trials (two racing workers may prune most of a tiny study): fANOVA
     has nothing to rank, and the report says so instead of dropping the figure."""
     from mnist_cnn.search import report as search
-    from mnist_cnn.search.study import driver_url, load_study
+    from mnist_cnn.search.storage import driver_url, load_study
 
     monkeypatch.setattr(search, "param_importances", lambda study: {})
     storage, _ = searched
@@ -231,7 +231,9 @@ def test_threshold_pruning_stops_trials_after_their_first_epoch(tiny_data: Path,
 
 def test_median_pruner_prunes_below_median_trials(tiny_data: Path, tmp_path: Path) -> None:
     """Five trials through the real objective, then a deliberately bad one (lr far too high)."""
-    from mnist_cnn.search.study import SearchSpec, open_study, run_worker
+    from mnist_cnn.search.spec import SearchSpec
+    from mnist_cnn.search.storage import open_study
+    from mnist_cnn.search.study import run_worker
     from mnist_cnn.training.config import TrainConfig
 
     base = TrainConfig(model="fastnet", data_dir=str(tiny_data), val_size=100, batch_size=64, threads=1).to_dict()
@@ -266,7 +268,9 @@ def test_median_pruner_prunes_below_median_trials(tiny_data: Path, tmp_path: Pat
 
 
 def test_invalid_architecture_is_pruned_without_training(tiny_data: Path, tmp_path: Path) -> None:
-    from mnist_cnn.search.study import SearchSpec, open_study, run_worker
+    from mnist_cnn.search.spec import SearchSpec
+    from mnist_cnn.search.storage import open_study
+    from mnist_cnn.search.study import run_worker
     from mnist_cnn.training.config import TrainConfig
 
     base = TrainConfig(data_dir=str(tiny_data), val_size=100, threads=1).to_dict()
@@ -341,7 +345,7 @@ def test_two_objectives_give_a_pareto_front(tiny_data: Path, tmp_path: Path, mon
 
 def test_count_macs_matches_model1_by_hand() -> None:
     from mnist_cnn.models.registry import create_model
-    from mnist_cnn.search.study import count_macs
+    from mnist_cnn.search.space import count_macs
 
     # conv outputs 32x26x26, 64x11x11, 128x3x3 (3x3 kernels), then dense 128->128->10
     by_hand = 32 * 26 * 26 * 1 * 9 + 64 * 11 * 11 * 32 * 9 + 128 * 3 * 3 * 64 * 9 + 128 * 128 + 128 * 10
@@ -376,7 +380,8 @@ def test_joining_with_other_settings_or_a_missing_study_is_refused(tiny_data: Pa
 def _open_at_once(urls: list[str], barrier, results) -> None:
     """A worker's first steps (open the storage, create or join the study) on each of ``urls`` in turn,
     each started at the same moment as the other process's (spawned: see the test below)."""
-    from mnist_cnn.search.study import SearchSpec, open_storage, open_study, optuna_module
+    from mnist_cnn.search.spec import SearchSpec
+    from mnist_cnn.search.storage import open_storage, open_study, optuna_module
 
     optuna_module()  # imported before the barrier, so both processes reach the database together
     for url in urls:

@@ -38,7 +38,8 @@ from tests.helpers import (
 
 @pytest.fixture(scope="module")
 def app(run_dir: Path):
-    from mnist_cnn.serving.server import Limits, load_app
+    from mnist_cnn.serving.limits import Limits
+    from mnist_cnn.serving.server import load_app
 
     return load_app(str(run_dir), Limits(max_body_bytes=200_000, max_pixels=500 * 500, max_batch=4))
 
@@ -218,7 +219,7 @@ def test_bad_requests_elsewhere(client: TestClient, method: str, path: str, kwar
 
 
 def test_page_and_static_files_are_local(client: TestClient) -> None:
-    from mnist_cnn.serving.server import STATIC_DIR
+    from mnist_cnn.serving.app import STATIC_DIR
 
     page = client.get("/")
     assert (
@@ -280,7 +281,7 @@ class _BlockingPredictor(Predictor):
 def test_inference_does_not_block_the_event_loop() -> None:
     import httpx
 
-    from mnist_cnn.serving.server import create_app
+    from mnist_cnn.serving.app import create_app
 
     predictor = _BlockingPredictor()
     app = create_app(predictor)
@@ -320,7 +321,7 @@ class _EchoPredictor(Predictor):
 
 
 def test_batcher_merges_waiting_requests_and_routes_answers() -> None:
-    from mnist_cnn.serving.server import Batcher
+    from mnist_cnn.serving.batcher import Batcher
 
     predictor = _EchoPredictor()
     batcher = Batcher(predictor.predict_proba)
@@ -344,7 +345,7 @@ def test_batcher_merges_waiting_requests_and_routes_answers() -> None:
 
 
 def test_batcher_hands_a_model_failure_to_every_request() -> None:
-    from mnist_cnn.serving.server import Batcher
+    from mnist_cnn.serving.batcher import Batcher
 
     def broken(images: np.ndarray) -> np.ndarray:
         raise RuntimeError("model exploded")

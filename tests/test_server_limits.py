@@ -46,7 +46,8 @@ from tests.helpers import digit_image, encode
 
 @pytest.fixture(scope="module")
 def app(run_dir: Path):
-    from mnist_cnn.serving.server import Limits, load_app
+    from mnist_cnn.serving.limits import Limits
+    from mnist_cnn.serving.server import load_app
 
     return load_app(str(run_dir), Limits(max_body_bytes=200_000, max_pixels=500 * 500, max_batch=4))
 
@@ -216,7 +217,8 @@ def test_images_decoded_at_once_are_bounded_by_the_pool(monkeypatch: pytest.Monk
     import httpx
 
     from mnist_cnn.inference import preprocessing
-    from mnist_cnn.serving.server import cpu_count, create_app
+    from mnist_cnn.serving.app import create_app
+    from mnist_cnn.serving.limits import cpu_count
 
     real, lock, state = preprocessing.preprocess, threading.Lock(), {"now": 0, "most": 0}
 
@@ -250,7 +252,8 @@ def test_large_images_are_decoded_reduced_and_grey(monkeypatch: pytest.MonkeyPat
     """An RGBA PNG over --max-decoded-pixels reaches preprocessing as one byte per pixel within the
     budget (it was the full RGBA image, flattened to RGB at full size), and still reads as the same digit."""
     from mnist_cnn.inference import preprocessing
-    from mnist_cnn.serving.server import Limits, load_app
+    from mnist_cnn.serving.limits import Limits
+    from mnist_cnn.serving.server import load_app
 
     seen: list[tuple[str, tuple[int, int]]] = []
     real = preprocessing.preprocess
@@ -277,7 +280,8 @@ def test_a_large_jpeg_is_decoded_at_reduced_scale_and_upright(monkeypatch: pytes
     """JPEG: greyscale at 1/2..1/8 scale straight from the file (Image.draft), EXIF rotation applied."""
     from PIL import JpegImagePlugin
 
-    from mnist_cnn.serving.server import Limits, decode_bounded
+    from mnist_cnn.serving.images import decode_bounded
+    from mnist_cnn.serving.limits import Limits
 
     calls: list[tuple[Any, ...]] = []
     real = JpegImagePlugin.JpegImageFile.draft
@@ -293,7 +297,8 @@ def test_a_large_jpeg_is_decoded_at_reduced_scale_and_upright(monkeypatch: pytes
 def test_a_requests_images_share_a_pixel_budget(run_dir: Path) -> None:
     """A batch's images beyond --max-request-pixels are a 413 in their slots (decoding all of them
     was the cost: 60 large images took 76 s of CPU)."""
-    from mnist_cnn.serving.server import Limits, load_app
+    from mnist_cnn.serving.limits import Limits
+    from mnist_cnn.serving.server import load_app
 
     c = TestClient(load_app(str(run_dir), Limits(max_pixels=300 * 300, max_request_pixels=200_000)))
     png = encode(digit_image(3, size=280, invert=True).resize((300, 300)))  # 90,000 pixels each
@@ -307,7 +312,8 @@ def test_a_requests_images_share_a_pixel_budget(run_dir: Path) -> None:
 def test_requests_beyond_max_concurrent_get_503() -> None:
     import httpx
 
-    from mnist_cnn.serving.server import Limits, create_app
+    from mnist_cnn.serving.app import create_app
+    from mnist_cnn.serving.limits import Limits
 
     model = BlockingModel()
     app = create_app(model, Limits(max_concurrent=1))

@@ -112,7 +112,9 @@ def search_cmd(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from mnist_cnn.search.study import SearchSpec, run_search, summary_line
+    from mnist_cnn.search.results import summary_line
+    from mnist_cnn.search.spec import SearchSpec
+    from mnist_cnn.search.study import run_search
 
     if not study:
         raise ConfigError("search: --study NAME is required (the same name and --storage resumes or joins it)")
@@ -144,7 +146,7 @@ def _check_flags(space: str, flags: dict[str, Any]) -> None:
     """Flags the space searches would be overridden silently: refuse them instead."""
     if flags.get("epochs") is not None:
         raise ConfigError("search: use --budget-epochs E instead of --epochs")
-    from mnist_cnn.search.study import SEARCHED_FIELDS
+    from mnist_cnn.search.spec import SEARCHED_FIELDS
 
     given_fields = config_flags(flags)
     for s in [space] if space != "default" else ["arch", "recipe"]:
@@ -164,7 +166,8 @@ def _check_flags(space: str, flags: dict[str, Any]) -> None:
 def search_report_cmd(study: str, storage: str, out: Path | None, as_json: bool) -> None:
     """Best trials, history, importances, parallel coordinates, and best.json for `train --config`."""
     from mnist_cnn.search.report import write_report
-    from mnist_cnn.search.study import load_study, open_storage, summary_line
+    from mnist_cnn.search.results import summary_line
+    from mnist_cnn.search.storage import load_study, open_storage
 
     st = load_study(study, open_storage(storage, heartbeat=None))
     out = out or Path("runs") / f"search-{study}"
@@ -179,7 +182,7 @@ def search_report_cmd(study: str, storage: str, out: Path | None, as_json: bool)
 
 def _study_json(study: Any) -> dict[str, Any]:
     """A study as JSON: its summary line and, once a trial completed, the best configuration."""
-    from mnist_cnn.search.study import best_config, finished, summary_line
+    from mnist_cnn.search.results import best_config, finished, summary_line
 
     return {
         "study": study.study_name,

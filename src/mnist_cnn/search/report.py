@@ -16,7 +16,9 @@ from typing import Any
 from mnist_cnn.artifacts.files import atomic_write_json, atomic_write_text
 from mnist_cnn.reports.figures import PALETTE, pyplot, save_figure
 from mnist_cnn.reports.html import Report
-from mnist_cnn.search.study import OBJECTIVES, best_config, finished, optuna_module, trial_counts
+from mnist_cnn.search.results import best_config, finished, trial_counts
+from mnist_cnn.search.spec import OBJECTIVES
+from mnist_cnn.search.storage import optuna_module
 
 # --------------------------------------------------------------------------- report
 

@@ -1,0 +1,146 @@
+"""Stage 3b, page structure: a box printed around the digit (a form's field, a cell of a comb).
+
+Equally thin straight lines along at least three sides of the digit's components' box are a frame
+(:func:`frame_mask`); its pixels are taken out of the ink map, except where a stroke crosses them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mnist_cnn.errors import ImageError
+from mnist_cnn.inference.preprocessing.ink import Analysis
+from mnist_cnn.inference.preprocessing.lines import between, horizontal_lines
+from mnist_cnn.inference.preprocessing.params import DEFAULT, Params
+from mnist_cnn.inference.preprocessing.segment import digit_components
+
+
+def frame_mask(an: Analysis) -> np.ndarray:
+    """The pixels of a box drawn around the digit (a form's field, or a cell of a comb), or nothing:
+    equally thin straight lines across the digit's components' box on at least three sides of its
+    main stroke (sides already removed as long lines count), and a comb's dividers between them."""
+    out = np.zeros(an.labels.shape, bool)
+    if not an.comps:
+        return out
+    try:
+        comps = digit_components(an)
+    except ImageError:
+        return out
+    l, t, r, b = (min(c["bbox"][k] for c in comps) if k < 2 else max(c["bbox"][k] for c in comps) for k in range(4))
+    cw, ch = r - l, b - t
+    if min(cw, ch) < 8:
+        return out
+    # the lines' cores (strong ink): the components' faint fringes would make a printed line look thick
+    digit = np.isin(an.labels[t:b, l:r], [c["label"] for c in comps])
+    mask = digit & (an.ink[t:b, l:r] > an.threshold)
+    # a printed box may be bolder than paper lines (Params.frame_line): the four sides are evidence enough;
+    # sides removed before as long lines, just outside the box (crossings went with them), count
+    p, rule = an.p, an.p.frame_line
+    known = [False] * 4 if an.lines is None else _known_sides(an.lines, (l, t, r, b), p)
+    ml, mt, mr, mb = comps[0]["bbox"]  # the main component: the frame's sides lie on either side of it
+    hor, new = _frame_lines(horizontal_lines(mask, 0.6 * cw, rule, p), cw, (mt + mb) / 2 - t, known[:2])
+    ver_t, new_lr = _frame_lines(horizontal_lines(mask.T, 0.6 * ch, rule, p), ch, (ml + mr) / 2 - l, known[2:])
+    ver, new = ver_t.T, new + new_lr
+    # a frame has (nearly) all four sides, at least two of them found here (one straight stroke of
+    # a thin-pen digit between two ruled lines is not a frame)
+    found = sum(new)
+    if found >= 2:  # a side that a stroke touches is one thick band: found at the box's very edge
+        new = _edge_sides(mask, hor, ver, new, known, p)
+    sides = sum(a or b for a, b in zip(new, known))
+    if found >= 2 and sides >= 3:
+        frame, ink = _frame_pixels(digit, hor, ver, p), an.ink[t:b, l:r]
+        # three sides around (nearly) nothing are a digit of straight strokes (a thin pen's 3 like
+        # a ']'), not a box: a form's box has the digit inside it, or all four sides when empty
+        if sides == 4 or ink[mask & ~frame].sum() >= p.frame_inside * ink[frame].sum():
+            out[t:b, l:r] = frame
+    return out
+
+
+def _edge_sides(
+    mask: np.ndarray, hor: np.ndarray, ver: np.ndarray, new: list[bool], known: list[bool], p: Params = DEFAULT
+) -> list[bool]:
+    """Sides (top, bottom, left, right) of a box, two of whose sides ``new`` were found as lines, that
+    run along the box's outer edge (``mask`` [h, w] is the box's ink): a stroke touching a printed side
+    makes it one band too bold to pass for a line, but the side still starts at the edge end to end.
+    Its pixels, the first few inked ones from the edge in each column (row), as thick as the found
+    sides, are marked in ``hor``/``ver`` in place (a stroke touching it keeps the rest of its ink)."""
+    thick = (hor | ver).sum() / max(1, sum(new)) / max(mask.shape)  # the found sides' mean thickness, px
+    k, t = int(np.ceil(2 * thick)) + 2, int(np.ceil(thick)) + 1
+    out = list(new)
+    views = [  # each side seen as the top rows of a view of the arrays
+        (lambda a: a, hor),
+        (lambda a: a[::-1], hor),
+        (lambda a: a.T, ver),
+        (lambda a: a.T[::-1], ver),
+    ]
+    for i, (view, lines) in enumerate(views):
+        if new[i] or known[i]:
+            continue
+        m = view(mask)
+        hit = m[:k].any(axis=0)  # [w] columns inked near the edge
+        if hit.mean() < p.edge_cover:
+            continue
+        first = np.argmax(m[:k], axis=0)  # [w] the first inked row from the edge, per column
+        rows = np.arange(m.shape[0])[:, None]
+        side = hit & (rows >= first) & (rows < first + t)  # [h, w] in the view
+        view(lines)[...] |= side & m
+        out[i] = True
+    return out
+
+
+def _known_sides(lines: np.ndarray, box: tuple[int, int, int, int], p: Params) -> list[bool]:
+    """(top, bottom, left, right): whether a line of ``lines`` (bool [h, w]) runs along that side of ``box``."""
+    l, t, r, b = box
+    m = p.line_max_thick + 2
+    old = lines[max(0, t - m) : b + m, max(0, l - m) : r + m]
+    return _ends(old, m) + _ends(old.T, m)
+
+
+def _ends(a: np.ndarray, m: int) -> list[bool]:
+    """Whether lines in ``a`` cover most of its width within its first / last rows (``m`` + 15%)."""
+    k = m + int(0.15 * max(0, a.shape[0] - 2 * m))
+    return [bool(a[:k].any(0).mean() >= 0.6), bool(a[-k:].any(0).mean() >= 0.6)]
+
+
+def _frame_lines(hor: np.ndarray, span: int, centre: float, known: list[bool]) -> tuple[np.ndarray, list[bool]]:
+    """Of the near-horizontal lines ``hor`` [h, w] found in a digit's box, the ones that can be its
+    frame -> (their pixels, [any above ``centre`` (the digit's middle row), any below]): lines across
+    the whole box (a 7's bar does not span it; a comb's dividers, seen on the transpose, do) and the
+    outermost line near the top and the bottom (a tilted box's sides span less), all about equally
+    thin (a pen stroke across the box is bolder than the printed lines). On a side already ``known``
+    (removed before as a long line) a line is a stroke."""
+    from scipy import ndimage as ndi
+
+    h = hor.shape[0]
+    # one label per line: pixels a few columns apart along a line (a crossed stretch) belong together
+    labels, _ = ndi.label(ndi.binary_dilation(hor, np.ones((1, 9), bool)), np.ones((3, 3), bool))
+    labels *= hor
+    lines = []  # (label, first row, last row + 1, columns spanned, thickness)
+    for k, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is not None:
+            length = sl[1].stop - sl[1].start
+            lines.append((k, sl[0].start, sl[0].stop, length, int((labels[sl] == k).sum()) / length))
+    top = [ln for ln in lines if ln[1] < 0.15 * h and not known[0]]
+    bottom = [ln for ln in lines if ln[2] > 0.85 * h and not known[1]]
+    outer = ([min(top, key=lambda ln: ln[1])] if top else []) + ([max(bottom, key=lambda ln: ln[2])] if bottom else [])
+    stroke = [known[0] and ln[2] <= centre or known[1] and ln[1] >= centre for ln in lines]
+    full = [ln for ln, s in zip(lines, stroke) if ln[3] >= 0.85 * span and not s]
+    cand = full + [ln for ln in outer if ln not in full]
+    if not cand:
+        return np.zeros_like(hor), [False, False]
+    thin = min(ln[4] for ln in cand)
+    keep = [ln for ln in cand if ln[4] <= 1.25 * thin + 1.5]
+    sides = [any(ln[2] <= centre for ln in keep), any(ln[1] >= centre for ln in keep)]
+    return np.isin(labels, [ln[0] for ln in keep]), sides
+
+
+def _frame_pixels(mask: np.ndarray, hor: np.ndarray, ver: np.ndarray, p: Params) -> np.ndarray:
+    """The frame's lines widened by 2 px across (their faint fringes, within the components'
+    ``mask``), less the stretches where a stroke crosses them."""
+    from scipy import ndimage as ndi
+
+    hor = ndi.binary_dilation(hor, np.ones((5, 1), bool)) & mask
+    ver = ndi.binary_dilation(ver, np.ones((1, 5), bool)) & mask
+    rest = mask & ~hor & ~ver
+    reach = p.line_max_thick + 3
+    return (hor & ~between(rest, hor, reach)) | (ver & ~between(rest.T, ver.T, reach).T)

@@ -1,0 +1,153 @@
+"""Stage 3a, page structure: the thin straight lines of ruled and squared paper.
+
+A small Hough transform restricted to near-horizontal slants (:func:`horizontal_lines`, run on the
+transpose for vertical lines) takes the strongest line, checks that it is thin and long, removes it
+and looks again. The lines are taken out of the ink map, except where a stroke continues on both
+sides of them (:func:`line_mask`). Pictures that cannot hold a line long enough (a 28x28 digit, a
+small scan whose ink spans too little) skip the search: the common case pays nothing for the rare one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mnist_cnn.inference.preprocessing.params import DEFAULT, LineRule, Params
+
+
+def line_mask(on: np.ndarray, min_len: float, p: Params = DEFAULT) -> np.ndarray:
+    """Pixels of the thin straight lines in ``on`` (bool [h, w]): near-horizontal ones, and near-vertical
+    ones found the same way on the transpose. Where a stroke crosses a line (ink other than lines
+    continues on both sides of it), the line's pixels stay: they are the stroke's too."""
+    rule = p.paper_line
+    hor = _paper_lines(horizontal_lines(on, min_len, rule, p), p)
+    ver = _paper_lines(horizontal_lines(on.T, min_len, rule, p), p).T
+    rest = on & ~hor & ~ver
+    reach = p.line_max_thick + 3
+    return (hor & ~between(rest, hor, reach)) | (ver & ~between(rest.T, ver.T, reach).T)
+
+
+def _paper_lines(lines: np.ndarray, p: Params) -> np.ndarray:
+    """``lines`` (near-horizontal, bool [h, w]), or none of them if it is a single line across less
+    than ``p.lone_line_span`` of the picture: ruled and squared paper repeat their lines, a form's
+    baseline runs across the page, but a thin pen's straight stroke (a 1, a 4's stem, a 2's base)
+    is one short line, and it is the digit."""
+    from scipy import ndimage as ndi
+
+    if not lines.any():
+        return lines
+    _, n = ndi.label(ndi.binary_dilation(lines, np.ones((3, 15), bool)))
+    cols = np.flatnonzero(lines.any(0))
+    if n > 1 or cols[-1] - cols[0] + 1 >= p.lone_line_span * lines.shape[1]:
+        return lines
+    return np.zeros_like(lines)
+
+
+def between(rest: np.ndarray, line: np.ndarray, reach: int) -> np.ndarray:
+    """Pixels of ``line`` with ``rest`` ink within ``reach`` px above and below (one column either side)."""
+    from scipy import ndimage as ndi
+
+    ink = ndi.binary_dilation(rest, np.ones((1, 3), bool))
+    c = np.concatenate([np.zeros((reach + 1, ink.shape[1]), np.int32), np.cumsum(ink, 0, dtype=np.int32)])
+    h = ink.shape[0]
+    y = np.arange(h) + reach + 1  # row y's cumulative count sits at c[y + reach + 1]
+    above = c[y - 1] - c[y - 1 - reach]
+    below = c[np.minimum(y + reach, h + reach)] - c[y]
+    return line & (above > 0) & (below > 0)
+
+
+def horizontal_lines(on: np.ndarray, min_len: float, rule: LineRule, p: Params = DEFAULT) -> np.ndarray:
+    """Near-horizontal lines: a Hough transform restricted to small slants (ink counted along each
+    sheared row, one bincount per slant), taking the strongest line, checking that it is thin and
+    long, and removing its pixels from the counts until no line is left."""
+    h, w = on.shape
+    out = np.zeros_like(on)
+    ys, xs = np.nonzero(on)
+    if ys.size < min_len:
+        return out
+    offs, counts = _slant_counts(ys, xs, (h, w), rule.max_thick + 2, rule.turn, p)
+    n = counts.shape[1]
+    alive = np.ones(ys.size, bool)
+    blocked = np.zeros_like(counts, dtype=bool)
+    c3 = np.zeros_like(counts)
+    changed = True
+    for _ in range(200):  # at most this many lines (squared paper has a few dozen)
+        if changed:  # counts within 1 px of each row: a line slightly off the slant grid still adds up
+            c3 = counts + np.roll(counts, 1, 1) + np.roll(counts, -1, 1)
+            changed = False
+        c3[blocked] = 0
+        s, peak = (int(v) for v in np.unravel_index(int(np.argmax(c3)), c3.shape))
+        if c3[s, peak] < min_len:
+            break
+        first = max(0, peak - 1)
+        o = first + int(np.argmax(counts[s, first : peak + 2]))  # the peak row of the three
+        lo, hi = _band(counts[s], o)
+        blocked[max(0, s - 4) : s + 5, max(0, lo - 2) : hi + 3] = True  # this peak, done either way
+        if hi - lo + 1 > rule.max_thick:  # thicker than a line: a pen stroke
+            continue
+        lo, hi = lo - 1, hi + 1  # with the anti-aliased fringe
+        sel = alive & (offs[s] >= lo) & (offs[s] <= hi)
+        segs = _runs(xs[sel], w, min_len=max(min_len, rule.min_px, rule.per_thick * (hi - lo - 1)))
+        if not segs.any():
+            continue
+        take = sel & segs[xs]
+        if rule.straight and hi - lo - 1 > rule.straight * take.sum() / segs.sum() + 1:
+            continue
+        out[ys[take], xs[take]] = True
+        for k in range(len(offs)):  # its pixels no longer count towards other lines
+            counts[k] -= np.bincount(offs[k][take], minlength=n)
+        alive &= ~take
+        changed = True
+    return out
+
+
+def _slant_counts(
+    ys: np.ndarray, xs: np.ndarray, shape: tuple[int, int], margin: int, turn: float, p: Params
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row offsets [S, N] of the pixels (ys, xs) of an [h, w] picture along each searched slant
+    (padded so none is negative, with ``margin`` px to spare), and the ink count [S, n] of each
+    sheared row. The slants: within ``p.line_angle`` of the horizontal, widened towards the strongest
+    line's slant when the page is turned by up to ``turn`` degrees more."""
+    h, w = shape
+    angle = p.line_angle
+    angles = np.arange(-angle - turn, angle + turn + 1e-6, p.line_step)
+    pad = int(np.ceil(w / 2 * np.tan(np.radians(angles[-1])))) + margin
+    n = h + 2 * pad
+
+    def shear(a: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        # int32: [S, N] is every slant x every inked pixel (a squared page: ~50k), half of int64's memory
+        return np.rint(y[None, :] - np.tan(np.radians(a))[:, None] * (x - w / 2)[None, :]).astype(np.int32) + pad
+
+    if turn:  # the strongest line's slant, from every 4th inked pixel (the full count costs 2x as much)
+        probe = shear(angles, ys[::4], xs[::4])
+        strongest = angles[int(np.argmax([np.bincount(o, minlength=n).max() for o in probe]))]
+        low, high = min(-angle, strongest - angle), max(angle, strongest + angle)
+        angles = angles[(angles >= low) & (angles <= high)]
+    offs = shear(angles, ys, xs)
+    return offs, np.stack([np.bincount(o, minlength=n) for o in offs]).astype(np.int64)  # [S, n]
+
+
+def _band(row: np.ndarray, o: int) -> tuple[int, int]:
+    """Rows (lo, hi) around peak ``o`` with at least half its count: the line's core (a stroke along
+    the line adds less), or the whole width of a stroke running in the line's direction."""
+    floor = 0.5 * row[o]
+    lo = hi = o
+    while lo > 0 and row[lo - 1] >= floor:
+        lo -= 1
+    while hi < len(row) - 1 and row[hi + 1] >= floor:
+        hi += 1
+    return lo, hi
+
+
+def _runs(x: np.ndarray, w: int, min_len: float, gap: int = 4) -> np.ndarray:
+    """bool [w]: columns covered by runs of ``x`` (column indices) at least ``min_len`` long, gaps of
+    up to ``gap`` px bridged (a faint or crossed stretch of the line)."""
+    from scipy import ndimage as ndi
+
+    occ = np.zeros(w, bool)
+    occ[x] = True
+    labels, k = ndi.label(ndi.binary_closing(occ, np.ones(2 * gap + 1, bool), border_value=0) | occ)
+    long = 1 + np.flatnonzero(np.bincount(labels.ravel(), minlength=k + 1)[1:] >= min_len)
+    return np.isin(labels, long)
+
+
+# --------------------------------------------------------------------------- render (crop, scale, centre)

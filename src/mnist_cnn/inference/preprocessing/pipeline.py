@@ -1,0 +1,127 @@
+"""The pipeline: decode -> ink and background -> page structure -> segmentation -> render.
+
+:func:`analyse` finds the ink in two passes. A coarse block background finds the digit well enough to
+measure its stroke width; then a morphological background (closing for dark ink, opening for bright
+ink) with a window ~3 stroke widths removes everything wider than a stroke (shadows, gradients, paper
+edges) while keeping the strokes, and the ink is found again on it. Paper lines are searched once, on
+the first pass; a printed box around the digit is searched on each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from mnist_cnn.errors import ImageError
+from mnist_cnn.inference.preprocessing.decode import MAX_PIXELS, load_image
+from mnist_cnn.inference.preprocessing.frames import frame_mask
+from mnist_cnn.inference.preprocessing.ink import (
+    Analysis,
+    background,
+    components,
+    ink_map,
+    morph_background,
+    otsu,
+    polarity,
+    pool,
+    robust_sigma,
+    sample,
+)
+from mnist_cnn.inference.preprocessing.lines import line_mask
+from mnist_cnn.inference.preprocessing.params import DEFAULT, Params
+from mnist_cnn.inference.preprocessing.render import render, stroke_width
+from mnist_cnn.inference.preprocessing.result import PreprocessResult
+from mnist_cnn.inference.preprocessing.segment import digit_components, segment_digits
+
+
+def preprocess(image: Any, max_pixels: int = MAX_PIXELS, params: Params = DEFAULT) -> PreprocessResult:
+    """A PIL image, encoded bytes, a path or an array with one digit -> MNIST-like 28x28.
+
+    Raises :class:`ImageError` when the image cannot be decoded or shows no digit."""
+    an = analyse(load_image(image, max_pixels), params)
+    return render(an, digit_components(an))
+
+
+def preprocess_multi(image: Any, max_pixels: int = MAX_PIXELS, params: Params = DEFAULT) -> list[PreprocessResult]:
+    """A row of several digits (e.g. "2026") -> one 28x28 per digit, left to right."""
+    an = analyse(load_image(image, max_pixels), params)
+    return [render(an, group) for group in segment_digits(an)]
+
+
+@dataclass
+class _Picture:
+    """A decoded image at full and at analysis resolution, and its ink's polarity."""
+
+    full: np.ndarray  # uint8 [H, W, C] full resolution (C = 1 or 3), a view of the decoded image
+    small: np.ndarray  # float32 [h, w, C] the analysis copy, reduced towards the ink
+    factor: int  # full-res px per analysis px
+    sign: float  # +1: ink brighter than the background; -1: darker
+    p: Params
+
+
+def analyse(img: Image.Image, p: Params = DEFAULT) -> Analysis:
+    """Background, polarity, threshold and components of a decoded ``L``/``RGB`` image (two passes)."""
+    pic = _picture(img, p)
+    # a percentile towards the paper side ignores ink that covers up to ~3/4 of a block
+    first = find_ink(pic, background(pic.small, percentile=25.0 if pic.sign > 0 else 75.0))
+    digit = digit_components(first)
+    width = stroke_width(np.isin(first.labels, [c["label"] for c in digit]) & (first.ink > first.threshold))
+    size = int(max(5, 3 * width)) | 1  # odd window, comfortably wider than a stroke
+    if size >= min(pic.small.shape[:2]) // 2:
+        return first  # strokes as wide as the picture: the block background is the better model
+    # the lines found on the first pass are the same lines: not searched for again
+    return find_ink(pic, morph_background(pic.small, pic.sign, size, p), first.lines)
+
+
+def _picture(img: Image.Image, p: Params) -> _Picture:
+    """The analysis copy (longer side <= ``p.analysis_side``, integer reduction) and the polarity."""
+    full = np.asarray(img)  # uint8, no copy: a 48 MP photo stays 144 MB, not 576
+    full = full[..., None] if full.ndim == 2 else full  # [H, W, C]
+    factor = max(1, -(-max(img.size) // p.analysis_side))  # ceil: integer reduction
+    small = np.asarray(img.reduce(factor) if factor > 1 else img, dtype=np.float32)
+    small = small[..., None] if small.ndim == 2 else small  # [h, w, C] box-reduced
+    sign = polarity(small, background(small, percentile=50.0), p)
+    if factor > 1:  # reduce towards the ink instead: a thin pen line keeps its full contrast
+        small = pool(full, factor, np.maximum if sign > 0 else np.minimum).astype(np.float32)
+    return _Picture(full, small, factor, sign, p)
+
+
+def find_ink(pic: _Picture, bg: np.ndarray, lines: np.ndarray | None = None) -> Analysis:
+    """Ink map, noise, hysteresis thresholds and components against background ``bg`` [h, w, C]; ruled
+    or squared paper lines and long frame edges (found here unless ``lines`` is given) are not ink."""
+    p = pic.p
+    ink = ink_map(pic.small, bg, pic.sign)
+    ink -= np.median(sample(ink))  # the typical background pixel is 0 ink
+    noise = robust_sigma(ink)
+    if lines is None:
+        lines = line_mask(ink > max(p.noise_k * noise, p.min_contrast / 2), p.line_min_span * min(ink.shape), p)
+    ink[lines] = np.minimum(ink[lines], 0.0)
+    flat = ink.ravel()
+    peak = float(np.partition(flat, -20)[-20]) if flat.size > 20 else float(flat.max())  # 20th strongest pixel
+    if peak < max(p.min_contrast, 2 * p.noise_k * noise):
+        raise ImageError(
+            f"no digit found: the image is blank or too faint (ink {round(peak)} grey levels above a "
+            f"background with noise {noise:.1f}); use a darker pen or more light"
+        )
+    an = _segment(pic, bg, ink, noise, peak, lines)
+    frame = frame_mask(an)
+    if frame.any():  # a form's box around the digit: out too, and the digit found again without it
+        ink[frame] = np.minimum(ink[frame], 0.0)
+        an = _segment(pic, bg, ink, noise, peak, lines | frame)
+    return an
+
+
+def _segment(pic: _Picture, bg: np.ndarray, ink: np.ndarray, noise: float, peak: float, lines: np.ndarray) -> Analysis:
+    """Hysteresis thresholds, components and the stroke level of an ink map."""
+    p = pic.p
+    threshold = max(otsu(ink[ink > 0], peak), p.noise_k * noise, p.min_contrast / 2)
+    low = max(0.5 * threshold, 0.75 * p.noise_k * noise, p.min_contrast / 4)  # hysteresis: faint parts of strokes
+    labels, comps = components(ink, low, threshold)
+    strong = ink > threshold
+    level = float(np.percentile(ink[strong], 75)) if strong.any() else peak
+    return Analysis(
+        pic.full, float(pic.factor), bg, pic.sign, ink, noise, threshold, low, level, labels, comps, lines, p
+    )
