@@ -7,13 +7,13 @@ of all N members, and the same with test-time augmentation. Finished members are
 interrupted benchmark continues where it stopped (pass --fresh to start over)::
 
     python benchmarks/accuracy.py --data-dir ../shared/data/mnist --seeds 5 --runs runs/accuracy \\
-        --out results/accuracy-cpu.json
+        --out benchmarks/results/accuracy-cpu.json
 
 Ablations (``--ablations``): variants of the recipe trained on a subset of the training split and
 scored on the VALIDATION split only (the test set is never evaluated in this mode)::
 
     python benchmarks/accuracy.py --ablations --data-dir ../shared/data/mnist --train-subset 10000 \\
-        --epochs 15 --threads 1 --out results/accuracy-ablations.json
+        --epochs 15 --threads 1 --out benchmarks/results/accuracy-ablations.json
 
 Nothing is selected on the test set: the recipe, its epochs and the use of TTA are decided from
 the ablations' validation accuracy; every member of the ensemble gets the same weight.
@@ -25,13 +25,12 @@ import argparse
 import math
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, summary, write_json  # noqa: E402
+from common import machine, summary, timed, write_json  # noqa: E402
 
 # name -> TrainConfig overrides on top of the recipe
 ABLATIONS: dict[str, dict[str, Any]] = {
@@ -142,9 +141,9 @@ def benchmark(args: argparse.Namespace, ds: Any) -> dict[str, Any]:
     if args.train_subset:
         print(f"note: --train-subset {args.train_subset}: a smoke test, not the benchmark", flush=True)
     runs = Path(args.runs)
-    t0 = time.perf_counter()
-    ens = train_members(cfg, runs, args.seeds, resume=not args.fresh, force=args.fresh, quiet=args.quiet, data=ds)
-    wall_total = time.perf_counter() - t0
+    ens, wall_total = timed(
+        lambda: train_members(cfg, runs, args.seeds, resume=not args.fresh, force=args.fresh, quiet=args.quiet, data=ds)
+    )
     seeds = []
     for k in range(args.seeds):
         run = member_dir(runs, k)

@@ -19,7 +19,7 @@ to it), so near 0 that range lies above the estimate itself: read its upper end 
 writes a reliability diagram per set. The docs' figures::
 
     python benchmarks/calibration.py default --data-dir ../shared/data/mnist --png-n 2000 \\
-        --out docs/results/calibration-default.json --figures docs/results
+        --out benchmarks/results/calibration-default.json --figures docs/images
 
 (about 5 CPU minutes; tools/model_card.py reads the JSON into the model card). MODEL is ``default``,
 a model file, a run folder, an ensemble folder or an ``.onnx`` file: every backend is measured the
@@ -33,12 +33,15 @@ from __future__ import annotations
 import argparse
 import io
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import metadata_of, temperature_of, timed, uncalibrated_scores, write_json  # noqa: E402
 
 FIGURES = {  # row -> reliability diagram file name (the names docs/accuracy.md shows)
     "mnist_val_tensors": "calibration-mnist-val.png",
@@ -47,25 +50,6 @@ FIGURES = {  # row -> reliability diagram file name (the names docs/accuracy.md 
     "uci_digits_scans": "calibration-uci-digits.png",
 }
 BOOTSTRAP = 1000
-
-
-def temperature_of(predictor: Any) -> float:
-    """The temperature the predictor divides by (an ONNX file records it in its metadata)."""
-    t = getattr(predictor, "temperature", None)
-    return float(t if t is not None else (predictor.info.get("calibration") or {}).get("temperature", 1.0))
-
-
-def metadata_of(predictor: Any) -> dict[str, Any]:
-    """The model's metadata (an ensemble's: its first member's; the members share the split)."""
-    meta = getattr(predictor, "meta", None)
-    return meta if meta is not None else predictor.members[0].meta
-
-
-def scores_of(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Calibrated probabilities -> scores whose softmax is the uncalibrated probabilities."""
-    from mnist_cnn.evaluation.calibration import log_probs
-
-    return log_probs(probs) * temperature
 
 
 def bootstrap_ece(probs: np.ndarray, labels: np.ndarray, seed: int = 0) -> list[float]:
@@ -161,14 +145,13 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, tuple[A
     bins: dict[str, tuple[Any, Any]] = {}
 
     def add(name: str, key: str, probs: np.ndarray, labels: np.ndarray, factors: np.ndarray | None = None) -> None:
-        started = time.perf_counter()
-        scores = scores_of(probs, t) * (1.0 if factors is None else factors[:, None])  # uncalibrated
-        r, before, after = row(scores, np.asarray(labels, np.int64), t, factors)
+        scores = uncalibrated_scores(probs, t, factors)
+        (r, before, after), seconds = timed(lambda: row(scores, np.asarray(labels, np.int64), t, factors))
         out[name], bins[key] = r, (before, after)
         print(
             f"{name:<22} n={r['n']:>6,}  accuracy {100 * r['accuracy']:.2f}%  ECE {r['ece_before']:.4f} -> "
             f"{r['ece_after']:.4f}  NLL {r['nll_before']:.4f} -> {r['nll_after']:.4f}  "
-            f"unsure {100 * r['unsure_rate']:.1f}%  ({time.perf_counter() - started:.0f}s)",
+            f"unsure {100 * r['unsure_rate']:.1f}%  ({seconds:.0f}s)",
             flush=True,
         )
 
@@ -213,7 +196,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--figures", type=Path, help="Write the reliability diagrams (PNG) into this folder.")
     args = ap.parse_args(argv)
 
-    from mnist_cnn.artifacts.files import atomic_write_json
     from mnist_cnn.errors import MnistCnnError
 
     try:
@@ -221,10 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     except MnistCnnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(args.out, out)
-        print(f"wrote {args.out}")
+    write_json(args.out, out)
     if args.figures:
         write_figures(args.figures, out, bins)
     return 0

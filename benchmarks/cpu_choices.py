@@ -4,8 +4,9 @@ behind the engine's defaults (channels_last on, ``optimizer_impl=auto`` = fused,
 Then the allocator: the engine's step with malloc as the system sets it and with freed memory kept
 (``keep_freed_memory``), each in a fresh process, with its page faults per step.
 
-    python benchmarks/cpu_choices.py --out results/cpu-choices.json
-    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/cpu_choices.py --precision fp32 --out results/cpu-choices-avx2.json
+    python benchmarks/cpu_choices.py --out benchmarks/results/cpu-choices-bf16.json
+    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/cpu_choices.py --precision fp32 \
+        --out benchmarks/results/cpu-choices-avx2-fp32.json
 
 Each cell is the median over ``--repeats`` blocks of ``--steps`` optimiser steps (forward, loss,
 backward, update) on random data, after a warm-up; the fastest combination per model is starred.
@@ -21,7 +22,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from common import machine, textbook_step, write_json  # noqa: E402
+from common import machine, textbook_step, time_calls, write_json  # noqa: E402
 from mnist_cnn.models.registry import create_model  # noqa: E402
 from mnist_cnn.training.device import keep_freed_memory, use_bf16  # noqa: E402
 
@@ -60,13 +60,12 @@ def ms_per_step(name: str, kwargs: dict[str, Any], batch: int, *, channels_last:
 
     for _ in range(warmup_steps(steps)):
         step()
-    blocks = []
-    for _ in range(repeats):
-        t = time.perf_counter()
+
+    def block() -> None:
         for _ in range(steps):
             step()
-        blocks.append((time.perf_counter() - t) / steps * 1e3)
-    return statistics.median(blocks)
+
+    return statistics.median(seconds / steps * 1e3 for seconds in time_calls(block, repeats))
 
 
 def allocator_probe(case: str, args: argparse.Namespace, bf16: bool) -> None:

@@ -24,19 +24,20 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from common import machine, textbook_step, write_json  # noqa: E402
+from common import machine, textbook_step, timed, write_json  # noqa: E402
 from mnist_cnn.data.datasets import load_dataset  # noqa: E402
 from mnist_cnn.models.registry import create_model  # noqa: E402
 from mnist_cnn.training.config import TrainConfig  # noqa: E402
 from mnist_cnn.training.device import Dist, keep_freed_memory, setup_threads  # noqa: E402
-from mnist_cnn.training.engine import EpochLoop, new_state, prepare_data  # noqa: E402
+from mnist_cnn.training.device_data import prepare_data  # noqa: E402
+from mnist_cnn.training.engine import new_state  # noqa: E402
+from mnist_cnn.training.loop import EpochLoop  # noqa: E402
 
 
 def plain_loop(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, steps: int, channels_last: bool) -> float:
@@ -48,13 +49,15 @@ def plain_loop(x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, steps: int, c
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     model.train()
     bf16 = cfg.precision == "bf16"
-    t = time.perf_counter()
-    for i in range(steps):
-        xb, yb = x[i * cfg.batch_size : (i + 1) * cfg.batch_size], y[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-        if channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        textbook_step(model, opt, xb, yb, bf16=bf16)
-    return time.perf_counter() - t
+
+    def run() -> None:
+        for i in range(steps):
+            xb, yb = x[i * cfg.batch_size : (i + 1) * cfg.batch_size], y[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            textbook_step(model, opt, xb, yb, bf16=bf16)
+
+    return timed(run)[1]
 
 
 def engine_steps(cfg: TrainConfig, data, steps: int) -> float:
@@ -120,24 +123,23 @@ def main() -> None:
         f"(ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'default')}, {cfg.precision}, "
         f"{torch.get_num_threads()} threads; allocator: {allocator})"
     )
-    if args.out:
-        write_json(
-            args.out,
-            {
-                "machine": machine(),
-                "isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "default"),
-                "recipe": cfg.recipe,
-                "precision": cfg.precision,
-                "batch_size": cfg.batch_size,
-                "steps": args.steps,
-                "repeats": args.repeats,
-                "ms_per_step": {k: 1000 * v for k, v in med.items()},
-                "runs_ms_per_step": {k: [1000 * s for s in v] for k, v in rows.items()},
-                "engine_over_plain": ratio,
-                "engine_over_plain_own_process": ratio_own,
-                "allocator": allocator,
-            },
-        )
+    write_json(
+        args.out,
+        {
+            "machine": machine(),
+            "isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "default"),
+            "recipe": cfg.recipe,
+            "precision": cfg.precision,
+            "batch_size": cfg.batch_size,
+            "steps": args.steps,
+            "repeats": args.repeats,
+            "ms_per_step": {k: 1000 * v for k, v in med.items()},
+            "runs_ms_per_step": {k: [1000 * s for s in v] for k, v in rows.items()},
+            "engine_over_plain": ratio,
+            "engine_over_plain_own_process": ratio_own,
+            "allocator": allocator,
+        },
+    )
 
 
 if __name__ == "__main__":

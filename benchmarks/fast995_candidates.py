@@ -6,7 +6,7 @@ and with TTA (the image and four 1-pixel shifts), and prints one JSON line per r
 never read. The recipe was chosen on seeds 0-2 and confirmed on further seeds (docs/benchmarks.md).
 
     python benchmarks/fast995_candidates.py --data-dir ../shared/data/mnist --epochs 4,3,2 --seeds 0,1,2 \
-        --out results/fast995-candidates.json
+        --out benchmarks/results/fast995-candidates.json
 """
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, summary, write_json  # noqa: E402
+from common import machine, summary, timed, write_json  # noqa: E402
 
 VAL_SIZE, SPLIT_SEED = 5000, 0  # every candidate holds out (and is scored on) this one split
 
@@ -44,9 +43,8 @@ def score(epochs: int, seed: int, data: Any, vx: Any, vy: Any, data_dir: str | N
     res = train(cfg, None, quiet=True, data=data, evaluate_test=False)
     row: dict[str, Any] = {"epochs": epochs, "seed": seed, "train_seconds": res.metrics["train_seconds"]}
     for key, tta in (("val", False), ("val_tta", True)):
-        t = time.perf_counter()
-        row[key] = evaluate_model(res.model, vx, vy, res.meta["normalisation"], tta=tta).accuracy
-        row[f"{key}_seconds"] = time.perf_counter() - t
+        result, row[f"{key}_seconds"] = timed(evaluate_model, res.model, vx, vy, res.meta["normalisation"], tta=tta)
+        row[key] = result.accuracy
     return row
 
 

@@ -3,7 +3,7 @@ examples) with many more (random, not derandomised) hypothesis examples. Each ta
 for every example or reports its shrunk failing input. Prints a Markdown table (examples run,
 failures, seconds) and optionally writes JSON.
 
-    python benchmarks/fuzz.py --examples 20000 --image-examples 3000 --out docs/results/fuzz.json
+    python benchmarks/fuzz.py --examples 20000 --image-examples 3000 --out benchmarks/results/fuzz.json
 
 Property per target: ``read_idx`` returns an array that re-encodes to exactly the input, or raises
 DataError (one line, naming the file); ``preprocess`` returns a 28x28 uint8 digit or raises
@@ -16,7 +16,6 @@ import argparse
 import atexit
 import gzip
 import io
-import json
 import shutil
 import struct
 import sys
@@ -32,6 +31,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import write_json  # noqa: E402
 from mnist_cnn.data.idx import IDX_DTYPES, read_idx
 from mnist_cnn.errors import DataError, ImageError
 
@@ -242,9 +244,7 @@ def main() -> None:
         print(f"| {name} | {r['examples']:,} | {r['failure'] or '0'} | {r['seconds']} |", flush=True)
         if r["failure"]:
             print(f"<!-- minimal failing example: {r['example']} -->", flush=True)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"command": " ".join(sys.argv), "results": results}, indent=2) + "\n")
+    write_json(args.out, {"command": " ".join(sys.argv), "results": results})
 
 
 if __name__ == "__main__":

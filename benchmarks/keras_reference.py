@@ -5,7 +5,7 @@ two stacks do not share a process or fight over threads):
 
     python -m venv .venv-keras && .venv-keras/bin/pip install tensorflow-cpu==2.21.0
     .venv-keras/bin/python benchmarks/keras_reference.py --data-dir ../shared/data/mnist --epochs 1 \
-        --out results/keras-reference.json
+        --out benchmarks/results/keras-avx2-3ep.json
 
 The models are the seed's, layer for layer (Model 1: conv 32/64/128 3x3 ReLU, max-pool 2 after each,
 flatten, dense 128 ReLU, dropout 0.3, dense 10 softmax = 110,474 parameters; Model 2: the same convs,
@@ -20,16 +20,20 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import os
 import platform
 import statistics
 import struct
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import cpu_name, timed, write_json  # noqa: E402  (stdlib and NumPy only: no torch here)
 
 FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -94,9 +98,7 @@ def run(name: str, data: dict[str, np.ndarray], epochs: int, seed: int) -> dict[
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             times.append(time.perf_counter() - self.t)
 
-    t = time.perf_counter()
-    model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=[Clock()])
-    wall = time.perf_counter() - t
+    _, wall = timed(lambda: model.fit(x, y, batch_size=32, epochs=epochs, verbose=0, callbacks=[Clock()]))
     loss, acc = model.evaluate(xt, yt, verbose=0)
     per_epoch = ", ".join(f"{s:.1f}" for s in times)
     print(f"keras {name}: {epochs} epoch(s) {wall:.1f} s ({per_epoch}), test {100 * acc:.2f}%")
@@ -124,26 +126,11 @@ def main() -> None:
     args = ap.parse_args()
     data = load(args.data_dir)
     out = {
-        "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version()},
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "runs": [run(m, data, args.epochs, args.seed) for m in args.models],
     }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(out, indent=2) + "\n")
-        tmp.replace(args.out)
-        print(f"wrote {args.out}")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    write_json(args.out, out)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ and checks both engines' logits agree (max |diff|). torch runs the project's own
 (``evaluation.predict_logits``: uint8 -> normalise -> model); ONNX Runtime gets ``uint8 / 255``.
 
     python benchmarks/onnx_vs_torch.py /tmp/serve-model --data-dir ../shared/data/mnist \
-        --out results/onnx-vs-torch.json
+        --out benchmarks/results/onnx-vs-torch-default.json
 """
 
 from __future__ import annotations
@@ -19,25 +19,13 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, write_json
-
-
-def time_calls(fn, calls: int) -> list[float]:
-    for _ in range(min(20, calls)):  # warm-up (allocators, lazy kernels)
-        fn()
-    out = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
+from common import load_torch_model, machine, time_calls, write_json  # noqa: E402
 
 
 def measure(run_fn, images: np.ndarray, batch: int, repeats: int, calls: int) -> dict:
@@ -45,9 +33,9 @@ def measure(run_fn, images: np.ndarray, batch: int, repeats: int, calls: int) ->
         for i in range(0, len(images), batch):
             run_fn(images[i : i + batch])
 
-    passes = time_calls(full_pass, repeats)
+    passes = time_calls(full_pass, repeats, warmup=min(20, repeats))  # warm-up: allocators, lazy kernels
     one = images[:1]
-    lat = np.array(time_calls(lambda: run_fn(one), calls)) * 1000
+    lat = np.array(time_calls(lambda: run_fn(one), calls, warmup=min(20, calls))) * 1000
     return {
         "throughput_img_s": round(len(images) / statistics.median(passes)),
         "batch1_p50_ms": round(float(np.percentile(lat, 50)), 3),
@@ -70,13 +58,11 @@ def main() -> None:
 
     import torch
 
-    from mnist_cnn.artifacts.runs import resolve_model_path
     from mnist_cnn.evaluation.metrics import predict_logits
     from mnist_cnn.inference.export import export_onnx, parity_images
     from mnist_cnn.inference.onnx import onnx_input, onnx_session
-    from mnist_cnn.models.files import load_model
 
-    model, meta = load_model(resolve_model_path(args.model))
+    model, meta = load_torch_model(args.model)
     mean, std = meta["normalisation"]["mean"], meta["normalisation"]["std"]
     images, where = parity_images(meta, args.data_dir, args.images)
     tmp = tempfile.TemporaryDirectory()

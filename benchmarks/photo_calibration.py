@@ -1,7 +1,7 @@
 """Fit a model's calibration on its validation split *and* on page photos of validation digits.
 
     python benchmarks/photo_calibration.py default --data-dir ../shared/data/mnist \
-        --out docs/results/photo-calibration.json [--write]   # --write: store it in the model's sidecar
+        --out benchmarks/results/photo-calibration.json [--write]   # --write: store it in the model's sidecar
 
 ``mnist-cnn calibrate`` fits the temperature on the validation split's clean digits. Those are 99.7%
 right at ~0.999 confidence, so the fit says little about the rarer, harder inputs photos bring: a
@@ -30,8 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from calibration import scores_of  # noqa: E402
-from common import machine, write_json  # noqa: E402
+from common import machine, uncalibrated_scores, write_json  # noqa: E402
 from photo_testset import PAGE_CONDITIONS, evaluate  # noqa: E402
 
 RENDER_SEED = 1  # the tuning seed of photo_testset.py; reports use seed 2 on test digits
@@ -56,8 +55,8 @@ def photo_scores(
         r = evaluate(predictor, digits[:k], labels[:k], cond, RENDER_SEED)
         answered = r["probs"].max(1) > 0
         c = r["contrast"][answered]
-        f = contrast_factors(c, predictor.contrast_power)[:, None]  # undo the stored contrast factor too
-        out[cond] = {"scores": scores_of(r["probs"][answered], t) * f, "labels": labels[:k][answered],
+        f = contrast_factors(c, predictor.contrast_power)  # undo the stored contrast factor too
+        out[cond] = {"scores": uncalibrated_scores(r["probs"][answered], t, f), "labels": labels[:k][answered],
                      "contrast": c, "n": k}  # fmt: skip
         print(f"{cond:>15}: {100 * r['accuracy']:6.2f}%  ({int((~answered).sum())} no digit found)", flush=True)
     return out
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     ds = load_dataset("mnist", args.data_dir)
     _, va = train_val_split(ds.train_labels, cfg.val_size, cfg.val_seed)
     vx, vy = ds.train_images[va], ds.train_labels[va].astype(int)
-    clean = (scores_of(predictor.predict_proba(vx), predictor.temperature), vy)
+    clean = (uncalibrated_scores(predictor.predict_proba(vx), predictor.temperature), vy)
     per = photo_scores(
         predictor, vx, vy, args.conditions, {c: args.n_mixed if c == MIXED else args.n for c in args.conditions}
     )
@@ -171,8 +170,7 @@ def main(argv: list[str] | None = None) -> None:
             "clean_only_temperature": fits["clean only"][0],
         }
         print(f"wrote {write_calibration(predictor.path, record)}")
-    if args.out:
-        write_json(args.out, result)
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Train the seed's Model 1 and Model 2 with the seed's recipe (Adam 1e-3, batch 32, 20 epochs) on
 the full training data, CPU, and print test accuracy, test loss and wall time.
 
-    python benchmarks/seed_models.py --data-dir ../shared/data/mnist [--out results/seed_models.json]
+    python benchmarks/seed_models.py --data-dir ../shared/data/mnist [--out benchmarks/results/seed-models-cpu.json]
 
 Like the seed's Keras code it trains on all 60,000 images (``--val-size 0``: nothing is selected,
 so no validation split is needed) so the step count matches (1,875 steps/epoch). Reference on this
@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, write_json  # noqa: E402
+from common import machine, timed, write_json  # noqa: E402
 
 KERAS = {"model1": (571.6, 0.9876), "model2": (500.4, 0.9880)}
 
@@ -55,9 +54,7 @@ def main() -> None:
                 "model_kwargs": {"init": args.init},
             }
         )
-        t = time.perf_counter()
-        res = train(cfg, None, quiet=True)
-        wall = time.perf_counter() - t
+        res, wall = timed(train, cfg, None, quiet=True)
         m = res.metrics
         rows.append(
             {

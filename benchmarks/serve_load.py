@@ -34,10 +34,10 @@ report names the CPU (its vector extensions decide ONNX Runtime's and oneDNN's k
 ``ONEDNN_MAX_CPU_ISA=AVX2`` to make PyTorch use AVX2 kernels on a newer CPU).
 
     python benchmarks/serve_load.py --model /tmp/serve-model --data-dir ../shared/data/mnist \
-        --clients 32 --seconds 60 --out results/serve-load.json
+        --clients 32 --seconds 60 --out benchmarks/results/serve-load.json
     python benchmarks/serve_load.py --model /tmp/serve-model --soak --seconds 60
     python benchmarks/serve_load.py --model /tmp/serve-model --data-dir ../shared/data/mnist \
-        --clients 32 --rate 100 --seconds 60 --out results/serve-load-open.json
+        --clients 32 --rate 100 --seconds 60 --out benchmarks/results/serve-load-open.json
     python benchmarks/serve_load.py --model /tmp/default.onnx --soak --slow-clients 16 --seconds 60
     python benchmarks/serve_load.py --model default --memory-burst 16 --held-uploads 150
 
@@ -63,6 +63,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import synthetic_digits, write_json  # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -107,9 +111,6 @@ def test_digits(data_dir: str | None, n: int) -> tuple[np.ndarray, np.ndarray, s
         ds = load_dataset("mnist", data_dir)
         return ds.test_images[:n], ds.test_labels[:n], "MNIST test digits"
     except MnistCnnError:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from common import synthetic_digits
-
         x, y = synthetic_digits(n, seed=1)
         return x, y, "synthetic digits (MNIST not found)"
 
@@ -588,6 +589,12 @@ def memory_burst(host: str, port: int, pid: int, args: argparse.Namespace) -> di
     return result
 
 
+def report(result: dict[str, Any], out: str | None) -> None:
+    """Print the figures as JSON and, with ``--out``, write them there atomically."""
+    print(json.dumps(result, indent=2))
+    write_json(out, result)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default", help="what `serve --model` gets (run folder, .onnx, default)")
@@ -659,10 +666,7 @@ def main() -> None:
                     proc.wait(15)
                 except subprocess.TimeoutExpired:  # still waiting on connections it never closes
                     proc.kill()
-        print(json.dumps(result, indent=2))
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        report(result, args.out)
         return
     try:
         model_info = __import__("httpx").get(f"http://{host}:{port}/api/model").json()
@@ -723,10 +727,7 @@ def main() -> None:
         )
     if args.rate:
         result["open_loop"] = open_loop_figures(args, tally, elapsed)
-    print(json.dumps(result, indent=2))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    report(result, args.out)
     if result["errors"] or (args.soak and tally.wrong):
         sys.exit(1)
 

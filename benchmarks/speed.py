@@ -15,9 +15,9 @@ what a user would otherwise run on the same machine, measured in the same run:
 - the FLOP floor: FLOPs per training epoch / this machine's measured dense matmul rate.
 
     python benchmarks/speed.py --data-dir ../shared/data/mnist --keras-python .venv-keras/bin/python \
-        --out results/speed-cpu.json
+        --out benchmarks/results/speed-cpu-bf16.json
     ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/speed.py --data-dir ../shared/data/mnist --precision fp32 \
-        --keras-python .venv-keras/bin/python --out results/speed-cpu-avx2-fp32.json
+        --keras-python .venv-keras/bin/python --out benchmarks/results/speed-cpu-avx2-fp32.json
 
 The second line is the fp32/AVX2 path most laptops take, on a box with AVX-512. Recipes were
 selected on the validation split; the test accuracy here is measured once per seed, never used to
@@ -32,7 +32,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,8 @@ from common import (  # noqa: E402
     mnist_tensor,
     summary,
     textbook_step,
+    time_calls,
+    timed,
     train_flops_per_image,
     write_json,
 )
@@ -122,12 +123,14 @@ def plain_loop_epoch(data: Any, bf16: bool, device: Any, channels_last: bool = T
     torch.manual_seed(0)
     model = create_model("model1").to(device, memory_format=fmt).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    t = time.perf_counter()
-    for i in range(0, len(x), 32):
-        textbook_step(model, opt, x[i : i + 32], y[i : i + 32], bf16=bf16, device_type=device.type)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - t
+
+    def epoch() -> None:
+        for i in range(0, len(x), 32):
+            textbook_step(model, opt, x[i : i + 32], y[i : i + 32], bf16=bf16, device_type=device.type)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return timed(epoch)[1]
 
 
 def reference_net() -> Any:
@@ -157,11 +160,13 @@ def reference_recipe(data: Any, seed: int, *, tuned: bool, bf16: bool) -> dict[s
     opt = torch.optim.Adam(model.parameters(), lr=0.01, betas=(0.7, 0.9))
     steps = -(-len(x) // 256)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 0.01, total_steps=steps, cycle_momentum=False)
-    t = time.perf_counter()
-    for i in range(steps):
-        textbook_step(model, opt, x[i * 256 : (i + 1) * 256], y[i * 256 : (i + 1) * 256], bf16=tuned and bf16)
-        sched.step()
-    seconds = time.perf_counter() - t
+
+    def epoch() -> None:
+        for i in range(steps):
+            textbook_step(model, opt, x[i * 256 : (i + 1) * 256], y[i * 256 : (i + 1) * 256], bf16=tuned and bf16)
+            sched.step()
+
+    seconds = timed(epoch)[1]
     model.eval()
     with torch.no_grad():
         acc = (model(mnist_tensor(data.test_images, fmt=fmt)).argmax(1).numpy() == data.test_labels).mean()
@@ -204,16 +209,11 @@ def keras_epoch(python: str, data_dir: str, epochs: int) -> dict[str, Any]:
 
 def data_stage(data_dir: str | None, device: Any) -> dict[str, float]:
     """Seconds of the engine's data stage for fast99 (read + check, split, normalise, to device)."""
-    from mnist_cnn.training.engine import prepare_data
+    from mnist_cnn.training.device_data import prepare_data
     from mnist_cnn.training.recipes import recipe_config
 
     cfg = recipe_config("fast99").merged({"data_dir": data_dir})
-    times = []
-    for _ in range(3):
-        t = time.perf_counter()
-        prepare_data(cfg, device)
-        times.append(time.perf_counter() - t)
-    return summary(times)
+    return summary(time_calls(lambda: prepare_data(cfg, device), 3))
 
 
 def inference_speed(data, device: str) -> dict:
@@ -228,14 +228,8 @@ def inference_speed(data, device: str) -> dict:
     norm = res.meta["normalisation"]
     x = data.test_images
     predict_logits(model, x[:1000], norm["mean"], norm["std"], batch_size=1000)  # warm-up
-    t = time.perf_counter()
-    predict_logits(model, x, norm["mean"], norm["std"], batch_size=1000)
-    bulk = time.perf_counter() - t
-    lat = []
-    for i in range(200):
-        t = time.perf_counter()
-        predict_logits(model, x[i : i + 1], norm["mean"], norm["std"], batch_size=1)
-        lat.append(time.perf_counter() - t)
+    bulk = timed(predict_logits, model, x, norm["mean"], norm["std"], batch_size=1000)[1]
+    lat = [timed(predict_logits, model, x[i : i + 1], norm["mean"], norm["std"], batch_size=1)[1] for i in range(200)]
     return {
         "model": "fast99",
         "images_per_second": len(x) / bulk,
@@ -312,13 +306,12 @@ def main() -> None:
     if device.type == "cpu":
         setup_threads(None)
     bf16 = use_bf16(args.precision, device)
-    t = time.perf_counter()
-    data = load_dataset("mnist", args.data_dir)
+    data, data_load_seconds = timed(load_dataset, "mnist", args.data_dir)
     out: dict[str, Any] = {
         "machine": machine(),
         "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
         "device": str(device),
-        "data_load_seconds": time.perf_counter() - t,
+        "data_load_seconds": data_load_seconds,
         "compile": args.compile,
         "precision": args.precision,
         "precision_used": "bf16" if bf16 else "fp32",

@@ -75,8 +75,8 @@ def test_wilson_interval_and_stale_results_are_left_out():
     prov = copy.deepcopy(_prov())
     prov["sha256"] = "0" * 64
     prov["calibration"]["temperature"] = 0.75
-    calibration = json.loads((REPO / "docs" / "results" / "calibration-default.json").read_text())
-    photos = json.loads((REPO / "docs" / "results" / "photo-testset-default.json").read_text())
+    calibration = json.loads((REPO / "benchmarks" / "results" / "calibration-default.json").read_text())
+    photos = json.loads((REPO / "benchmarks" / "results" / "photo-testset-default.json").read_text())
     text = tool.render(prov, calibration, photos)
     assert "Filled in when the photo benchmark lands" in text and "not measured for these weights yet" in text
     assert "| `thin_pen` |" not in text and "UCI optical digits as" not in text

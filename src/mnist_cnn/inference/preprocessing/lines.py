@@ -62,7 +62,9 @@ def horizontal_lines(on: np.ndarray, min_len: float, rule: LineRule, p: Params =
     h, w = on.shape
     out = np.zeros_like(on)
     ys, xs = np.nonzero(on)
-    if ys.size < min_len:
+    # a line is a run of at least this many columns: ink spanning fewer (a 28x28 digit, a form's
+    # small box) holds none, and the search is skipped
+    if ys.size < min_len or xs.max() - xs.min() + 1 < max(min_len, rule.min_px):
         return out
     offs, counts = _slant_counts(ys, xs, (h, w), rule.max_thick + 2, rule.turn, p)
     n = counts.shape[1]
@@ -73,15 +75,17 @@ def horizontal_lines(on: np.ndarray, min_len: float, rule: LineRule, p: Params =
     for _ in range(200):  # at most this many lines (squared paper has a few dozen)
         if changed:  # counts within 1 px of each row: a line slightly off the slant grid still adds up
             c3 = counts + np.roll(counts, 1, 1) + np.roll(counts, -1, 1)
+            c3[blocked] = 0
             changed = False
-        c3[blocked] = 0
         s, peak = (int(v) for v in np.unravel_index(int(np.argmax(c3)), c3.shape))
         if c3[s, peak] < min_len:
             break
         first = max(0, peak - 1)
         o = first + int(np.argmax(counts[s, first : peak + 2]))  # the peak row of the three
         lo, hi = _band(counts[s], o)
-        blocked[max(0, s - 4) : s + 5, max(0, lo - 2) : hi + 3] = True  # this peak, done either way
+        done = (slice(max(0, s - 4), s + 5), slice(max(0, lo - 2), hi + 3))
+        blocked[done] = True  # this peak, done either way
+        c3[done] = 0
         if hi - lo + 1 > rule.max_thick:  # thicker than a line: a pen stroke
             continue
         lo, hi = lo - 1, hi + 1  # with the anti-aliased fringe
@@ -140,14 +144,26 @@ def _band(row: np.ndarray, o: int) -> tuple[int, int]:
 
 def _runs(x: np.ndarray, w: int, min_len: float, gap: int = 4) -> np.ndarray:
     """bool [w]: columns covered by runs of ``x`` (column indices) at least ``min_len`` long, gaps of
-    up to ``gap`` px bridged (a faint or crossed stretch of the line)."""
-    from scipy import ndimage as ndi
+    up to ``gap`` px bridged (a faint or crossed stretch of the line).
 
-    occ = np.zeros(w, bool)
-    occ[x] = True
-    labels, k = ndi.label(ndi.binary_closing(occ, np.ones(2 * gap + 1, bool), border_value=0) | occ)
-    long = 1 + np.flatnonzero(np.bincount(labels.ravel(), minlength=k + 1)[1:] >= min_len)
-    return np.isin(labels, long)
+    The bridging is a binary closing with a ``2 * gap + 1`` window and nothing beyond the picture's
+    edges (a gap within ``gap`` px of an edge stays open), plus ``x``'s own columns; done with
+    cumulative sums, as it runs once per candidate line."""
+    occ = np.zeros(w, np.int32)
+    occ[x] = 1
+    k = 2 * gap + 1
+    cs = np.concatenate([[0], np.cumsum(occ)])
+    i = np.arange(w)
+    dilated = (cs[np.minimum(w, i + gap + 1)] - cs[np.maximum(0, i - gap)]) > 0
+    cd = np.concatenate([[0], np.cumsum(dilated)])
+    inside = (i >= gap) & (i < w - gap)
+    eroded = np.zeros(w, bool)
+    eroded[inside] = (cd[i[inside] + gap + 1] - cd[i[inside] - gap]) == k
+    closed = np.concatenate([[False], eroded | (occ > 0), [False]])
+    edges = np.flatnonzero(closed[1:] != closed[:-1])  # run starts and ends, alternating
+    out = np.zeros(w, bool)
+    for start, stop in zip(edges[::2], edges[1::2]):
+        if stop - start >= min_len:
+            out[start:stop] = True
+    return out
 
-
-# --------------------------------------------------------------------------- render (crop, scale, centre)
