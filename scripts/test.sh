@@ -7,10 +7,13 @@
 #                                          training tests (a few minutes on a 2-core machine)
 #   bash scripts/test.sh [--quick] ARGS    any other arguments go to pytest (-x, -k NAME, tests/test_data.py)
 #
+# The real-data tests read MNIST from $MNIST_CNN_REAL_DATA, else $MNIST_CNN_DATA_DIR, else
+# ../shared/data/mnist (tests/conftest.py). A run that skipped any real-data or browser test ends with
+# a loud "!!! SKIPPED ..." line naming them; with CI=true a skipped real-data test fails the run.
+#
 # Exits with pytest's exit code (5: no tests were collected).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-export MNIST_CNN_REAL_DATA="${MNIST_CNN_REAL_DATA:-$(cd .. && pwd)/shared/data/mnist}"
 args=()
 for arg in "$@"; do
   if [ "$arg" = "--quick" ]; then

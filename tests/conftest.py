@@ -1,6 +1,11 @@
-"""Shared fixtures: tiny synthetic IDX data sets (made in the test), the real data in ../shared
+"""Shared fixtures: tiny synthetic IDX data sets (made in the test), the real data set
 (``real_data``: tests using it must be marked ``integration``), a tiny trained run, a local
-download mirror. Plain helpers live in helpers.py."""
+download mirror. Plain helpers live in helpers.py.
+
+The real data set is looked for in $MNIST_CNN_REAL_DATA, then $MNIST_CNN_DATA_DIR (the variable
+users already set for the CLI), then ``../shared/data/mnist``. A run that skipped a real-data or
+browser test ends with a loud line naming them; with ``CI=true`` a skipped real-data test fails
+the run (a green CI must mean the real-data tests ran)."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,9 +24,25 @@ from benchmarks.common import synthetic_digits  # one definition, also the serve
 from tests.helpers import Mirror, MirrorHandler, tiny_run
 
 torch.set_num_threads(1)  # tests are tiny; one thread keeps them predictable on a busy 2-core box
+# ... and the commands they run (in this process or as subprocesses) use one thread too: the adaptive
+# choice follows the machine's load, and a different count gives different (equally good) weights,
+# which tests that train twice and compare would read as a failure. Tests of the choice clear it.
+os.environ.setdefault("MNIST_CNN_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_DATA = Path(os.environ.get("MNIST_CNN_REAL_DATA", REPO.parent / "shared" / "data" / "mnist"))
+REAL_DATA_VARS = ("MNIST_CNN_REAL_DATA", "MNIST_CNN_DATA_DIR")
+BROWSER_MODULES = ("tests/test_browser.py", "tests/test_report_browser.py")
+
+
+def real_data_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """Where the real-data tests read MNIST: the first variable of REAL_DATA_VARS set, else ../shared/data/mnist."""
+    for var in REAL_DATA_VARS:
+        if env.get(var):
+            return Path(env[var]).expanduser()
+    return REPO.parent / "shared" / "data" / "mnist"
+
+
+REAL_DATA = real_data_dir()  # read once, before _isolated_env clears MNIST_CNN_DATA_DIR for each test
 
 
 def write_dataset(folder: Path, n_train: int = 600, n_test: int = 200, seed: int = 0) -> Path:
@@ -44,7 +65,10 @@ def tiny_data(tmp_path: Path) -> Path:
 @pytest.fixture
 def real_data() -> Path:
     if not (REAL_DATA / "t10k-labels-idx1-ubyte.gz").exists():
-        pytest.skip(f"real MNIST not found at {REAL_DATA} (set MNIST_CNN_REAL_DATA)")
+        pytest.skip(
+            f"real MNIST not found at {REAL_DATA} (set MNIST_CNN_DATA_DIR to a folder holding the four "
+            "MNIST IDX files; `mnist-cnn data download --data-dir DIR` fetches them)"
+        )
     return REAL_DATA
 
 
@@ -55,15 +79,83 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MNIST_CNN_DATA_DIR", raising=False)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The markers must mean something: a test that reads the real data set is an integration test."""
-    unmarked = [
-        item.nodeid
-        for item in items
-        if "real_data" in getattr(item, "fixturenames", ()) and item.get_closest_marker("integration") is None
-    ]
+    uses_real = [item for item in items if "real_data" in getattr(item, "fixturenames", ())]
+    unmarked = [item.nodeid for item in uses_real if item.get_closest_marker("integration") is None]
     if unmarked:
         raise pytest.UsageError("tests using the real_data fixture must be marked integration: " + ", ".join(unmarked))
+    _REAL_TESTS.update(item.nodeid for item in uses_real)
+
+
+# --------------------------------------------------------------------------- skipped tests are not silent
+
+# this session's state (report hooks get no config to stash it in)
+_REAL_TESTS: set[str] = set()  # node ids of the tests using real_data
+_SKIPPED: dict[str, list[str]] = {}  # "real-data" / "browser" -> skipped node ids
+
+
+def skip_kind(nodeid: str, reason: str, real_tests: set[str]) -> str | None:
+    """Which kind of skip must be shouted about: a real-data test, a browser test (one of the browser
+    modules, or any test skipped for want of chromium or playwright), or None."""
+    if nodeid in real_tests:
+        return "real-data"
+    if nodeid.split("::")[0] in BROWSER_MODULES or any(w in reason.lower() for w in ("chromium", "playwright")):
+        return "browser"
+    return None
+
+
+def _note_skip(report: pytest.CollectReport | pytest.TestReport) -> None:
+    if not report.skipped or hasattr(report, "wasxfail"):
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    kind = skip_kind(report.nodeid, reason, _REAL_TESTS)
+    if kind is not None:
+        _SKIPPED.setdefault(kind, []).append(report.nodeid)
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """A browser module skipped whole (no chromium or playwright) counts too."""
+    _note_skip(report)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when in ("setup", "call"):
+        _note_skip(report)
+
+
+def skip_summary(skipped: Mapping[str, list[str]], ci: bool) -> list[str]:
+    """The lines a run that skipped real-data or browser tests ends with (none when it skipped none)."""
+    lines = []
+    for kind, why in (
+        ("real-data", "no MNIST: set MNIST_CNN_DATA_DIR"),
+        ("browser", "no chromium/playwright: bash scripts/system-deps.sh"),
+    ):
+        ids = skipped.get(kind) or []
+        if ids:
+            shown = ", ".join(ids[:6]) + (f" and {len(ids) - 6} more" if len(ids) > 6 else "")
+            lines.append(f"!!! SKIPPED {len(ids)} {kind} test(s) ({why}): {shown}")
+    if ci and skipped.get("real-data"):
+        lines.append("!!! CI=true: skipped real-data tests fail the run")
+    return lines
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI a skipped real-data test is a failure: the run must not end green without them."""
+    if os.environ.get("CI") == "true" and _SKIPPED.get("real-data"):
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """After pytest's own summary line: the loud lines, last, where nobody misses them."""
+    lines = skip_summary(_SKIPPED, os.environ.get("CI") == "true")
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    for line in lines:
+        if reporter is not None:
+            reporter.write_line(line, red=True, bold=True)
+        else:
+            print(line)
 
 
 @pytest.fixture(scope="module")

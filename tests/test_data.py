@@ -482,7 +482,7 @@ def test_normalisation_comes_from_the_training_split_only(tiny_data):
 
     from mnist_cnn.evaluation.metrics import normalise
     from mnist_cnn.training.config import TrainConfig
-    from mnist_cnn.training.engine import prepare_data
+    from mnist_cnn.training.device_data import prepare_data
 
     cfg = TrainConfig(data_dir=str(tiny_data), val_size=100)
     dd = prepare_data(cfg, torch.device("cpu"))

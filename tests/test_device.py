@@ -70,6 +70,32 @@ def test_precision_per_device():
     assert use_bf16("auto", torch.device("cpu")) == native  # bf16 only where the CPU has it natively
 
 
+def test_local_processes_of_a_multi_process_run_split_the_cores(monkeypatch):
+    """Under torchrun each rank takes its share, without reading the load (its siblings would be
+    it), and keeps it every epoch; a single process without --threads reads the load."""
+    import mnist_cnn.cpu as cpu
+    from mnist_cnn.training.device import setup_threads
+
+    reads: list[int] = []
+    monkeypatch.setattr(cpu, "process_meter", lambda: reads.append(1))  # None: fails if read
+    monkeypatch.setattr(cpu, "cpu_quota", lambda: None)
+    monkeypatch.setattr(cpu, "usable_cpus", lambda: {0, 1, 2, 3})
+    monkeypatch.delenv(cpu.ENV_THREADS, raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    before = torch.get_num_threads()
+    try:
+        threads = setup_threads(None)
+        assert threads.choice.line == "threads: 2 of 4 (2 processes share the cores; --threads to override)"
+        assert threads.recheck() is None and reads == [] and torch.get_num_threads() == 2
+        assert setup_threads(3).choice.threads == 3
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+        with pytest.raises(AttributeError):  # the fake meter (None) was read
+            setup_threads(None)
+        assert reads == [1]
+    finally:
+        torch.set_num_threads(before)
+
+
 ALLOC_PROBE = """
 import resource, torch
 from mnist_cnn.models.registry import create_model

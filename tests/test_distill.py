@@ -17,7 +17,7 @@ from tests.helpers import run_cli, tiny_run, tiny_train_argv
 
 def test_split_seed_fixes_the_split_whatever_the_training_seed(tiny_data):
     from mnist_cnn.training.config import TrainConfig
-    from mnist_cnn.training.engine import prepare_data
+    from mnist_cnn.training.device_data import prepare_data
 
     def val_of(**kw):
         cfg = TrainConfig(data_dir=str(tiny_data), val_size=100, **kw).validate()

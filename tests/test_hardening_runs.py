@@ -55,19 +55,19 @@ def test_force_refuses_a_folder_with_foreign_files_and_deletes_nothing(tiny_data
 
 
 def test_force_keeps_the_old_run_until_the_new_one_has_a_checkpoint(tiny_data: Path, tmp_path: Path, monkeypatch):
-    import mnist_cnn.training.engine as engine
+    import mnist_cnn.training.loop as loop
 
     out = tmp_path / "run"
     train(_cfg(tiny_data), out, quiet=True)
     old_model = (out / "model.safetensors").read_bytes()
     seen = []
-    real = engine.discard_replaced
+    real = loop.discard_replaced
 
     def spy(folder: Path) -> None:  # called right after each checkpoint of the new run
         seen.append((folder / REPLACED / "model.safetensors").exists() and (folder / CHECKPOINT).exists())
         real(folder)
 
-    monkeypatch.setattr(engine, "discard_replaced", spy)
+    monkeypatch.setattr(loop, "discard_replaced", spy)
     train(_cfg(tiny_data, seed=1, epochs=2), out, force=True, quiet=True)
     assert seen[0] is True  # until the first checkpoint the old run was set aside, not deleted
     assert not (out / REPLACED).exists() and (out / "model.safetensors").read_bytes() != old_model
@@ -79,7 +79,7 @@ def test_force_keeps_the_old_run_until_the_new_one_has_a_checkpoint(tiny_data: P
     def fail_first_epoch(*a: object, **k: object) -> None:
         raise RuntimeError("boom in epoch 1")
 
-    monkeypatch.setattr(engine.EpochLoop, "train_epoch", fail_first_epoch)
+    monkeypatch.setattr(loop.EpochLoop, "train_epoch", fail_first_epoch)
     with pytest.raises(RuntimeError, match="boom"):
         train(_cfg(tiny_data, seed=2), b, force=True, quiet=True)
     assert (b / "model.safetensors").read_bytes() == b_model and not (b / REPLACED).exists()
@@ -224,12 +224,12 @@ def test_read_only_run_folder_with_resume_fails_before_training(tiny_data: Path,
 
 
 def test_ctrl_c_while_writing_the_final_files_says_how_to_finish(tiny_data: Path, tmp_path: Path, monkeypatch):
-    import mnist_cnn.training.engine as engine
+    import mnist_cnn.training.outputs as outputs
 
     def interrupted(*a: object, **k: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine, "write_run_report", interrupted)
+    monkeypatch.setattr(outputs, "write_run_report", interrupted)
     out = tmp_path / "run"
     with pytest.raises(Exception) as err:
         train(_cfg(tiny_data), out, quiet=True)

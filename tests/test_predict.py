@@ -469,7 +469,7 @@ def test_faint_ink_is_less_sure_under_a_contrast_power_in_every_path(run_dir: Pa
     from fastapi.testclient import TestClient
 
     from mnist_cnn.models.files import write_calibration
-    from mnist_cnn.serving.server import create_app
+    from mnist_cnn.serving.app import create_app
 
     model = tmp_path / "m.safetensors"
     shutil.copy(run_dir / "model.safetensors", model)

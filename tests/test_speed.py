@@ -17,7 +17,8 @@ from mnist_cnn.data.datasets import load_dataset
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.models.registry import create_model
 from mnist_cnn.training.config import TrainConfig
-from mnist_cnn.training.engine import make_optimizer, optimizer_impl, train
+from mnist_cnn.training.engine import train
+from mnist_cnn.training.steps import make_optimizer, optimizer_impl
 
 
 @pytest.mark.parametrize(

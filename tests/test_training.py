@@ -11,7 +11,8 @@ import torch
 from mnist_cnn.artifacts.files import load_tensors
 from mnist_cnn.errors import CheckpointError, ConfigError, RunExistsError
 from mnist_cnn.training.config import TrainConfig
-from mnist_cnn.training.engine import lr_factor, train
+from mnist_cnn.training.engine import train
+from mnist_cnn.training.steps import lr_factor
 from tests.helpers import tiny_run
 
 
@@ -20,13 +21,15 @@ def _weights(path):
 
 
 def test_same_seed_gives_identical_weights_and_metrics(tiny_data, tmp_path):
-    a = tiny_run(tmp_path, tiny_data, "a")
-    b = tiny_run(tmp_path, tiny_data, "b")
+    # with the thread count fixed: the default follows the machine's load, and the count changes
+    # the order of the floating-point sums
+    a = tiny_run(tmp_path, tiny_data, "a", threads=1)
+    b = tiny_run(tmp_path, tiny_data, "b", threads=1)
     wa, wb = _weights(tmp_path / "a" / "model.safetensors"), _weights(tmp_path / "b" / "model.safetensors")
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     for k in ("test_accuracy", "test_loss", "val_accuracy"):
         assert a.metrics[k] == b.metrics[k]
-    tiny_run(tmp_path, tiny_data, "c", seed=1)
+    tiny_run(tmp_path, tiny_data, "c", seed=1, threads=1)
     wc = _weights(tmp_path / "c" / "model.safetensors")
     assert any(not torch.equal(wa[k], wc[k]) for k in wa)
 
@@ -53,9 +56,9 @@ def test_run_artifacts_are_complete(tiny_data, tmp_path):
 def test_resume_continues_exactly(tiny_data, tmp_path, impl):
     """Bit for bit with every optimiser implementation (fused kernels drifted until the restored
     moments of channels_last weights got the weights' layout back)."""
-    full = tiny_run(tmp_path, tiny_data, "full", epochs=3, optimizer_impl=impl)
-    # same run stopped after 2 epochs, then resumed to 3
-    cfg = TrainConfig(data_dir=str(tiny_data), epochs=2, batch_size=64, val_size=100, optimizer_impl=impl)
+    full = tiny_run(tmp_path, tiny_data, "full", epochs=3, optimizer_impl=impl, threads=1)
+    # same run stopped after 2 epochs, then resumed to 3 (with its saved thread count)
+    cfg = TrainConfig(data_dir=str(tiny_data), epochs=2, batch_size=64, val_size=100, optimizer_impl=impl, threads=1)
     train(cfg, tmp_path / "part", quiet=True)
     resumed = train(TrainConfig(), tmp_path / "part", resume=True, resume_epochs=3, quiet=True)
     assert resumed.metrics["epochs_run"] == 3
@@ -96,16 +99,18 @@ def test_early_stopping_restores_best_epoch(tiny_data, tmp_path, monkeypatch):
 
 
 def test_validation_split_is_disjoint_and_test_unused_for_selection(tiny_data, tmp_path, monkeypatch):
-    import mnist_cnn.training.engine as tr
+    import mnist_cnn.training.loop as loop
+    import mnist_cnn.training.outputs as outputs
 
     seen = []
-    real = tr.evaluate_model
+    real = loop.evaluate_model
 
     def spy(model, images, labels, norm, *a, **k):
         seen.append(len(labels))
         return real(model, images, labels, norm, *a, **k)
 
-    monkeypatch.setattr(tr, "evaluate_model", spy)
+    monkeypatch.setattr(loop, "evaluate_model", spy)  # per-epoch validation
+    monkeypatch.setattr(outputs, "evaluate_model", spy)  # the final evaluation
     res = tiny_run(tmp_path, tiny_data, epochs=3, early_stopping_patience=2)
     # every per-epoch evaluation (the ones early stopping reads) is on the 100 validation images;
     # the 200 test images are evaluated once, after training

@@ -45,6 +45,9 @@ HISTORY_FIELDS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accu
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
 DEFAULT_MODEL = PRETRAINED_DIR / "default.safetensors"
 MODEL_CARD = PRETRAINED_DIR / "README.md"  # the default model's card (written by tools/model_card.py)
+# images `mnist-cnn predict --example` reads: MNIST test digits and page photos (tools/make_samples.py)
+SAMPLES_DIR = PRETRAINED_DIR.parent / "samples"
+SAMPLES_MANIFEST = SAMPLES_DIR / "samples.json"
 
 # what a run trained before val_size/seed were recorded used (the defaults of those days)
 DEFAULT_VAL_SIZE = 5000
@@ -65,6 +68,18 @@ def resolve_model_path(spec: str | os.PathLike[str]) -> Path:
             f"{p}: no such run folder or model file; train one first (mnist-cnn train) or check the path"
         )
     return p
+
+
+def sample_images() -> list[dict[str, Any]]:
+    """The bundled sample images: ``{"path", "label", "source"}`` each, in samples.json's order."""
+    if not SAMPLES_MANIFEST.is_file():
+        raise CheckpointError(
+            f"{SAMPLES_MANIFEST}: no sample images are bundled with this install; reinstall mnist-cnn"
+        )
+    entries = read_json(SAMPLES_MANIFEST, "sample list")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "file" in e for e in entries):
+        raise CheckpointError(f"{SAMPLES_MANIFEST}: must be a list of {{file, label, source}}; reinstall mnist-cnn")
+    return [{"path": SAMPLES_DIR / str(e["file"]), "label": e.get("label"), "source": e.get("source")} for e in entries]
 
 
 def model_card(path: Path = MODEL_CARD) -> dict[str, Any]:
@@ -132,6 +147,22 @@ def read_run_config(run: str | os.PathLike[str]) -> dict[str, Any]:
     data = read_json(path, "run config")
     train = data.get("train") if isinstance(data, dict) else None
     return train if isinstance(train, dict) else {}
+
+
+def data_dir_for(run: str | os.PathLike[str], data_dir: Any = None, config: Mapping[str, Any] | None = None) -> Any:
+    """The data folder to evaluate or explain ``run`` on: ``data_dir`` when given, else the one its
+    training recorded (config.json's ``train.data_dir``, or ``config`` from a model file's metadata)
+    when that folder still exists and neither ``data_dir`` nor $MNIST_CNN_DATA_DIR says otherwise;
+    else None (the usual look-up: the variable, the user cache). Without this a run trained on
+    ``--data-dir DIR`` could not be evaluated without repeating the flag."""
+    if data_dir is not None or os.environ.get("MNIST_CNN_DATA_DIR"):
+        return data_dir
+    recorded = (read_run_config(run) if Path(run).is_dir() else {}).get("data_dir")
+    if recorded is None and config is not None:
+        recorded = config.get("data_dir")
+    if isinstance(recorded, str) and recorded and Path(recorded).expanduser().is_dir():
+        return recorded
+    return None
 
 
 def read_metrics(run: str | os.PathLike[str]) -> dict[str, Any]:

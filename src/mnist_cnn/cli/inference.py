@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-from mnist_cnn.cli.options import data_dir_option, echo_json, json_option
+from mnist_cnn.cli.options import data_dir_option, echo_json, json_option, say
 from mnist_cnn.errors import ConfigError
 
 DEFAULT_MIN_CONFIDENCE = 0.5  # = inference.predictors.DEFAULT_MIN_CONFIDENCE (not imported: --help stays fast)
 
 
 @click.command("predict")
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--example",
+    is_flag=True,
+    help="Read the sample images bundled with the package (MNIST test digits, two page photos) "
+    "instead of IMAGES: a first try that needs no data set.",
+)
 @click.option(
     "--model",
     "model_spec",
@@ -44,6 +52,7 @@ DEFAULT_MIN_CONFIDENCE = 0.5  # = inference.predictors.DEFAULT_MIN_CONFIDENCE (n
 )
 def predict_cmd(
     images: tuple[Path, ...],
+    example: bool,
     model_spec: str,
     as_json: bool,
     top_k: int,
@@ -57,9 +66,13 @@ def predict_cmd(
     mass) first. Probabilities are calibrated (see `mnist-cnn calibrate`); an answer below
     --min-confidence is printed as "unsure" with its top two classes ("unsure": true in JSON).
     Files that cannot be read are reported and skipped; the exit code is then 1."""
-    from mnist_cnn.inference.batch import image_files, predict_files
+    from mnist_cnn.cpu import start_cpu_work, use_free_cores
+
+    start_cpu_work()  # before torch loads: idle OpenMP threads sleep instead of spinning
+    from mnist_cnn.inference.batch import image_files, predict_files, prepare_files
     from mnist_cnn.inference.predictors import load_predictor
 
+    images = _chosen_images(images, example)
     predictor = load_predictor(model_spec)  # a bad --model fails before any image is read
     files = image_files(list(images))
     if not files:
@@ -67,21 +80,58 @@ def predict_cmd(
             f"no image files found in {', '.join(map(str, images))} "
             "(looked for .png .jpg .jpeg .gif .bmp .tif .webp ...)"
         )
+    choice = use_free_cores()  # the preprocessing pool's size, then the model's threads
+    if len(files) >= PROGRESS_MIN_FILES:
+        say(f"{len(files):,} images; {choice.line}")
+    with _progress(len(files)) as advance:
+        prepared = prepare_files(files, multi, workers=choice.threads, progress=advance)
     top_k = min(top_k, len(predictor.classes))
     records = predict_files(
-        predictor, files, top_k=top_k, multi=multi, save_dir=save_dir, min_confidence=min_confidence
+        predictor, files, top_k=top_k, multi=multi, save_dir=save_dir, min_confidence=min_confidence, prepared=prepared
     )
     for rec in records:
         if as_json:
             click.echo(json.dumps(rec))
         elif "error" in rec:
             click.echo(f"{rec['file']}: error: {rec['error']}", err=True)
-        else:
-            click.echo(_line(rec))
+        else:  # the samples' folder is deep in site-packages: their names say enough
+            click.echo(_line({**rec, "file": Path(rec["file"]).name} if example else rec))
     failed = sum("error" in r for r in records)
     if failed:
         click.echo(f"{failed} of {len(records)} image(s) failed", err=True)
         sys.exit(1)
+
+
+PROGRESS_MIN_FILES = 200  # a folder this long shows a progress bar (on a terminal) and the thread choice
+
+
+@contextmanager
+def _progress(total: int) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on stderr for a long folder, when stderr is a terminal (not in logs or pipes)."""
+    if total < PROGRESS_MIN_FILES or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("preprocessing", total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _chosen_images(images: tuple[Path, ...], example: bool) -> tuple[Path, ...]:
+    """IMAGES, or with --example the bundled samples (named after the digit they show)."""
+    if example and images:
+        raise ConfigError("pass IMAGES or --example, not both")
+    if not example:
+        if not images:
+            raise ConfigError("no IMAGES given; name image files or folders, or try `mnist-cnn predict --example`")
+        return images
+    from mnist_cnn.artifacts.runs import SAMPLES_DIR, sample_images
+
+    samples = sample_images()
+    say(f"the sample images bundled in {SAMPLES_DIR} (the digit is in each name):")
+    return tuple(s["path"] for s in samples)
 
 
 def _line(rec: dict[str, Any]) -> str:

@@ -112,7 +112,12 @@ def train_options(f: F) -> F:
         ),
         click.option("--distill-alpha", type=float, help="Weight of the teacher's targets (default 0.5)."),
         click.option("--distill-temperature", type=float, help="Softmax temperature of distillation (default 4)."),
-        click.option("--threads", type=int, help="CPU threads (default: all cores)."),
+        click.option(
+            "--threads",
+            type=int,
+            help="CPU threads (default: the cores other processes leave free, chosen again each epoch; "
+            "env: MNIST_CNN_THREADS). Fix it for bit-for-bit reproducible runs.",
+        ),
         click.option("--train-subset", type=int, help="Train on only the first N training images."),
         click.option("--tensorboard", help="Log training curves to this TensorBoard folder (pip install tensorboard)."),
         click.option(

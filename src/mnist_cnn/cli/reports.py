@@ -192,6 +192,7 @@ def explain_cmd(
 ) -> None:
     """Explain a run: confident mistakes, unsure right answers, saliency maps, confused pairs."""
     from mnist_cnn.reports.explain import explain_run
+    from mnist_cnn.reports.words import plural
 
     raw = explain_run(
         run,
@@ -209,5 +210,6 @@ def explain_cmd(
         return
     pairs = ", ".join(f"{p['pair']} ({p['total']})" for p in raw["confused_pairs"][:3]) or "none"
     click.echo(
-        f"{out / 'explain.html'}: {raw['mistakes']} mistakes in {raw['n_test']:,} test images; most confused: {pairs}"
+        f"{out / 'explain.html'}: {plural(raw['mistakes'], 'mistake')} in "
+        f"{plural(raw['n_test'], 'test image', thousands=True)}; most confused: {pairs}"
     )

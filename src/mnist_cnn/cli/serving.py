@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from mnist_cnn.cli.options import data_dir_option, echo_json, json_option
+from mnist_cnn.cpu import ThreadChoice, apply_threads, requested_threads, start_cpu_work, usable_cpus
 from mnist_cnn.errors import ConfigError, MnistCnnError
 
 
@@ -115,10 +116,8 @@ def export_cmd(
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="The model's own threads (PyTorch intra-op, ONNX Runtime intra-op). 1: the model uses one core "
-    "and never spins, the others preprocess.",
+    help="The model's own threads (PyTorch intra-op, ONNX Runtime intra-op; env: MNIST_CNN_THREADS). "
+    "Default 1: the model uses one core and never spins, the others preprocess.",
 )
 @click.option(
     "--max-concurrent",
@@ -154,6 +153,7 @@ def export_cmd(
     default="info",
     show_default=True,
 )
+@click.option("--open", "open_page", is_flag=True, help="Open the drawing page in your web browser once serving.")
 def serve_cmd(
     model_spec: str,
     host: str,
@@ -164,14 +164,16 @@ def serve_cmd(
     max_request_pixels: int | None,
     max_decoded_pixels: int,
     workers: int,
-    threads: int,
+    threads: int | None,
     max_concurrent: int,
     max_connections: int,
     read_timeout: float,
     body_timeout: float,
     log_level: str,
+    open_page: bool,
 ) -> None:
     """Serve the drawing web app (/) and the REST API (/api/..., docs at /docs)."""
+    start_cpu_work()  # before torch loads: threads asked for (--threads N) sleep instead of spin
     import uvicorn
 
     from mnist_cnn.serving.server import Limits, load_app, tune_malloc, uvicorn_config
@@ -192,27 +194,54 @@ def serve_cmd(
     )
     tune_malloc()  # freed image buffers go back to the OS instead of staying in the heap
     raise_fd_limit(max_connections + 256)
-    app = load_app(model_spec, limits, threads=threads)  # the model loads once, before the port opens
-    set_torch_threads(threads)
+    choice = model_threads(threads)
+    app = load_app(model_spec, limits, threads=choice.threads)  # the model loads once, before the port opens
+    apply_threads(choice)  # PyTorch's intra-op threads, when the model runs on PyTorch
     sock = bind_socket(host, port)
     shown = f"[{host}]" if ":" in host else host
     click.echo(
         f"serving {app.state.service.model_id} on http://{shown}:{sock.getsockname()[1]}/ "
         f"(API docs at /docs; Ctrl-C stops)"
     )
+    click.echo(f"model {choice.line}", err=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo("note: listening beyond this machine; there is no authentication", err=True)
     server = uvicorn.Server(uvicorn_config(app, limits, log_level=log_level, timeout_graceful_shutdown=5))
+    if open_page:
+        open_when_started(server, f"http://{_browsable(host, shown)}:{sock.getsockname()[1]}/")
     server.run(sockets=[sock])
 
 
-def set_torch_threads(threads: int) -> None:
-    """PyTorch's intra-op threads, when the served model runs on PyTorch (torch already imported)."""
-    import sys
+def _browsable(host: str, shown: str) -> str:
+    """A host a browser on this machine can reach: 0.0.0.0 / :: listen everywhere, localhost among them."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else shown
 
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(threads)
+
+def open_when_started(server, url: str) -> None:
+    """Open ``url`` in the user's browser once ``server`` accepts connections (a daemon thread waits for it)."""
+    import threading
+    import time
+    import webbrowser
+
+    def wait_then_open() -> None:
+        deadline = time.monotonic() + 60
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if server.started and not webbrowser.open(url):
+            click.echo(f"no web browser found here; open {url} yourself", err=True)
+
+    threading.Thread(target=wait_then_open, name="open-browser", daemon=True).start()
+
+
+def model_threads(threads: int | None) -> ThreadChoice:
+    """The served model's threads: as asked (--threads, MNIST_CNN_THREADS), else one. A server lives
+    through any load, so it does not count the free cores at start: one model thread never waits on
+    another, and the other cores decode and preprocess requests."""
+    usable = len(usable_cpus())
+    asked, source = requested_threads(threads, usable)
+    if asked is not None:
+        return ThreadChoice(asked, usable, source or f"--threads {asked}")
+    return ThreadChoice(1, usable, "the other cores preprocess; --threads to override")
 
 
 def raise_fd_limit(wanted: int) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from mnist_cnn.cli.options import build_config, data_dir_option, echo_json, json_option, train_options
+from mnist_cnn.cpu import start_cpu_work
 from mnist_cnn.errors import MnistCnnError
 
 
@@ -99,6 +100,7 @@ def train_cmd(
     **flags: Any,
 ) -> None:
     """Train a model and write a run folder (weights, metrics, report, plots)."""
+    start_cpu_work()  # before torch loads: OpenMP reads how its threads wait only then
     cfg = build_config(recipe, config_file, flags)
     if nproc > 1:
         _relaunch_with_torchrun(nproc)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mnist_cnn.artifacts.runs import MANIFEST, is_ensemble, resolve_model_path, split_of
+from mnist_cnn.artifacts.runs import MANIFEST, data_dir_for, is_ensemble, resolve_model_path, split_of
 from mnist_cnn.data.datasets import load_dataset
 from mnist_cnn.errors import CheckpointError, ConfigError
 from mnist_cnn.evaluation.metrics import evaluate_model, fit_calibration
@@ -27,7 +27,7 @@ def evaluate_run(
         return evaluate_ensemble(run, split, tta, data_dir)
     path = resolve_model_path(run)
     model, meta = load_model(path)
-    ds = load_dataset(meta.get("dataset", "mnist"), data_dir)
+    ds = load_dataset(meta.get("dataset", "mnist"), data_dir_for(run, data_dir, meta.get("config")))
     x, y = (ds.test_images, ds.test_labels) if split == "test" else _validation(ds, meta, run)
     # a model trained with `tta` reported test-time-augmented figures: evaluate reproduces them
     tta = tta or bool((meta.get("config") or {}).get("tta"))
@@ -66,7 +66,8 @@ def calibrate_run(run: str | os.PathLike[str], data_dir: Any = None) -> dict[str
         }
     path = resolve_model_path(run)
     model, meta = load_model(path)
-    x, y = _validation(load_dataset(meta.get("dataset", "mnist"), data_dir), meta, run)
+    ds = load_dataset(meta.get("dataset", "mnist"), data_dir_for(run, data_dir, meta.get("config")))
+    x, y = _validation(ds, meta, run)
     calibration = fit_calibration(model, x, y, meta["normalisation"])
     previous = meta.get("calibration") or {}  # e.g. the bundled default's fit that saw page photos too
     return {

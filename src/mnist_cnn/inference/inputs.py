@@ -6,7 +6,9 @@
   black, like ``x_test`` of Keras's ``mnist.load_data()``), uint8 0..255 or float 0..1; any other
   ``(H, W)``, ``(H, W, C)``, ``(N, H, W)`` or ``(N, H, W, C)`` (C = 1, 3 or 4) is a photo/scan/drawing and
   goes through :func:`~mnist_cnn.inference.preprocessing.preprocess`;
-* a PIL image, a file path (str or ``os.PathLike``) or encoded image bytes: always preprocessed;
+* a PIL image, a file path (str or ``os.PathLike``), encoded image bytes or an open binary file
+  (anything with ``read()``: ``open(path, "rb")``, ``io.BytesIO``, FastAPI's ``UploadFile.file``):
+  always preprocessed;
 * a list or tuple mixing any of these.
 
 ``preprocess=True`` preprocesses 28x28 arrays too (e.g. a 28x28 photo of dark ink on paper);
@@ -67,14 +69,39 @@ def _mnist_and_contrast(image: Any, preprocess: Preprocess) -> tuple[np.ndarray,
         image = array
     elif preprocess is False:
         raise ImageError(f"preprocess=False needs 28x28 arrays, got a {type(image).__name__}")
+    elif _is_binary_file(image):
+        image = _read_file(image)
     if not isinstance(image, (np.ndarray, bytes, bytearray, memoryview, str, os.PathLike)) and not hasattr(
         image, "getpixel"
     ):  # a PIL image
         raise ImageError(
-            f"cannot read a {type(image).__name__} as an image; pass an array, a PIL image, a file path or image bytes"
+            f"cannot read a {type(image).__name__} as an image; pass an array, a PIL image, a file path, "
+            "image bytes or a file opened in binary mode"
         )
     result = run_preprocess(image)
     return result.image, result.signal
+
+
+def _is_binary_file(obj: Any) -> bool:
+    """A file-like object (``read()``), not a PIL image (which has no ``read``) nor a path."""
+    return callable(getattr(obj, "read", None)) and not isinstance(obj, (str, bytes, os.PathLike))
+
+
+def _read_file(obj: Any) -> bytes:
+    """The bytes of an open file, from where it stands (an upload's stream: read once, not rewound)."""
+    data = obj.read()
+    if isinstance(data, str):
+        raise ImageError(f"{_file_name(obj)}: opened in text mode; open image files with open(path, 'rb')")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ImageError(f"{_file_name(obj)}: read() gave a {type(data).__name__}, expected bytes")
+    if not data:
+        raise ImageError(f"{_file_name(obj)}: the file is empty (or already read to its end; seek(0) first)")
+    return bytes(data)
+
+
+def _file_name(obj: Any) -> str:
+    name = getattr(obj, "name", None)
+    return name if isinstance(name, str) else type(obj).__name__
 
 
 def mnist_pixels(array: np.ndarray) -> np.ndarray:

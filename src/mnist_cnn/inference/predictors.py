@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -125,15 +125,28 @@ class Prediction:
     probability: float
     top_k: list[tuple[str, float]]  # (label, probability), most probable first
     unsure: bool = False
+    # the class index of each top_k entry (to_dict's "digit", as in `predict --json`); labels alone
+    # cannot give it for named classes ("Sneaker")
+    top_k_digits: tuple[int, ...] = field(default=(), repr=False)
 
     def to_dict(self) -> dict[str, Any]:
+        """The answer as `mnist-cnn predict --json` writes it (without the file and preprocessing fields)."""
         return {
             "digit": self.digit,
             "label": self.label,
             "probability": self.probability,
             "unsure": self.unsure,
-            "top_k": [{"label": c, "probability": p} for c, p in self.top_k],
+            "top_k": [
+                {"label": c, "digit": self._top_digit(i, c), "probability": p} for i, (c, p) in enumerate(self.top_k)
+            ],
         }
+
+    def _top_digit(self, i: int, label: str) -> int | None:
+        if i < len(self.top_k_digits):
+            return self.top_k_digits[i]
+        if label == self.label:
+            return self.digit
+        return int(label) if label.isdecimal() else None  # a Prediction made by hand, without top_k_digits
 
 
 class Predictor:
@@ -162,15 +175,24 @@ class Predictor:
         min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     ) -> list[Prediction]:
         """One :class:`Prediction` per image: ``images`` is a NumPy array ((N, 28, 28) MNIST-format, or
-        photos (N, H, W[, C])), a PIL image, a file path, or a list of these (:mod:`~mnist_cnn.inference.inputs`).
+        photos (N, H, W[, C])), a PIL image, a file path, image bytes, an open binary file (``open(path, "rb")``,
+        ``io.BytesIO``, FastAPI's ``UploadFile.file``), or a list of these (:mod:`~mnist_cnn.inference.inputs`).
         Answers less probable than ``min_confidence`` are marked ``unsure``."""
         batch, contrast = as_batch_with_contrast(images, preprocess)
         probs = self.for_photos(self.predict_proba(batch), contrast)
         k = max(1, min(top_k, len(self.classes)))
         best = probs.argmax(1)
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]  # the order top_k uses
         return [
-            Prediction(int(i), self.classes[int(i)], float(p[i]), top, is_unsure(float(p[i]), min_confidence))
-            for i, p, top in zip(best, probs, self.top_k(probs, k))
+            Prediction(
+                int(i),
+                self.classes[int(i)],
+                float(p[i]),
+                top,
+                is_unsure(float(p[i]), min_confidence),
+                tuple(int(j) for j in row),
+            )
+            for i, p, top, row in zip(best, probs, self.top_k(probs, k), order)
         ]
 
     def top_k(self, probs: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from mnist_cnn.artifacts.files import atomic_write_json, atomic_write_text
-from mnist_cnn.artifacts.runs import resolve_model_path
+from mnist_cnn.artifacts.runs import data_dir_for, resolve_model_path
 from mnist_cnn.data.datasets import load_dataset
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.evaluation.metrics import EvalResult, evaluate_model, normalise
@@ -34,6 +34,7 @@ from mnist_cnn.reports.mistakes import (
     prediction_cards,
 )
 from mnist_cnn.reports.run import write_confusion_csv
+from mnist_cnn.reports.words import plural
 
 # --------------------------------------------------------------------------- saliency
 
@@ -190,7 +191,7 @@ def explain_run(
     if method not in ("both", "gradcam", "ig"):
         raise ConfigError(f"--method {method!r} must be gradcam, ig or both")
     model, meta = load_model(resolve_model_path(run))
-    ds = load_dataset(meta.get("dataset", "mnist"), data_dir)
+    ds = load_dataset(meta.get("dataset", "mnist"), data_dir_for(run, data_dir, meta.get("config")))
     classes = list(meta["classes"])
     norm = meta["normalisation"]
     res = evaluate_model(model, ds.test_images, ds.test_labels, norm)
@@ -285,7 +286,7 @@ def explain_run(
     rep = Report(
         f"Explaining {Path(run).name}",
         f"{meta['arch']['name']} on {meta.get('dataset', 'mnist')}: test accuracy {pct(res.accuracy)}, "
-        f"{raw['mistakes']} mistakes in {len(res.labels):,} test images",
+        f"{plural(raw['mistakes'], 'mistake')} in {plural(len(res.labels), 'test image', thousands=True)}",
     )
     rep.section("Most confident mistakes")
     rep.text(

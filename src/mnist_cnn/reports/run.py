@@ -17,6 +17,7 @@ from mnist_cnn.models.files import load_model, model_calibration
 from mnist_cnn.reports.figures import PALETTE, plot_confusion, pyplot, save_figure
 from mnist_cnn.reports.html import Report, fmt, pct
 from mnist_cnn.reports.mistakes import confused_pairs, most_confident_mistakes, prediction_cards
+from mnist_cnn.reports.words import plural
 
 # a name the run-folder contract already counts as the run's own (artifacts.runs: metrics*.png), so that
 # `train --force` replaces it like the other figures
@@ -79,7 +80,7 @@ def write_run_report(out: Path, result: EvalResult | None = None, data: Any = No
     rep = Report(
         f"Run report: {out.name}",
         f"{metrics.get('model')} on {metrics.get('dataset')}, seed {metrics.get('seed')}, "
-        f"{metrics.get('epochs_run')} epochs",
+        f"{plural(int(metrics.get('epochs_run') or 0), 'epoch')}",
     )
     rows = [
         ["test accuracy", pct(metrics.get("test_accuracy"))],
@@ -118,8 +119,8 @@ def write_run_report(out: Path, result: EvalResult | None = None, data: Any = No
         rep.section("Most confident mistakes")
         if len(idx) and images is not None:
             rep.text(
-                f"The {len(idx)} test images the model got wrong with the highest confidence "
-                f"({int((result.preds != result.labels).sum())} mistakes in all)."
+                f"The {plural(len(idx), 'test image')} the model got wrong with the highest confidence "
+                f"({plural(int((result.preds != result.labels).sum()), 'mistake')} in all)."
             )
             rep.gallery(prediction_cards(images, result, classes, idx))
         else:
@@ -176,9 +177,10 @@ def _calibration_section(rep: Report, out: Path, result: EvalResult) -> None:
 
 def plot_reliability(path: Path, before: ReliabilityBins, after: ReliabilityBins, title: str = "") -> None:
     """Accuracy against confidence per bin, before and after calibration (the diagonal is perfect),
-    with how many answers fall in each bin below."""
+    with how many answers fall in each bin below. The legend sits under the figure: inside the axes it
+    would cover points wherever they fall (an under-confident model's lie in the upper left)."""
     plt = pyplot()
-    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.2, 6), height_ratios=[3, 1], sharex=True)
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.2, 6.4), height_ratios=[3, 1], sharex=True, layout="constrained")
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfectly calibrated")
     mids = (before.edges[:-1] + before.edges[1:]) / 2
     width = before.edges[1] - before.edges[0]
@@ -192,7 +194,7 @@ def plot_reliability(path: Path, before: ReliabilityBins, after: ReliabilityBins
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     ax.set_title(title or "reliability diagram")
     hist.set_yscale("log")
     hist.set_xlabel("confidence (probability of the predicted class)")

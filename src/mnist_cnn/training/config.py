@@ -15,6 +15,7 @@ from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from mnist_cnn.artifacts.files import read_json
+from mnist_cnn.cpu import usable_cpus
 from mnist_cnn.errors import ConfigError
 from mnist_cnn.models.registry import model_entry
 from mnist_cnn.training.augment import parse_augment
@@ -28,7 +29,7 @@ MAX_SEED = 2**62  # seed + 7919 * (rank + 1) must stay inside torch's 64-bit gen
 
 def cpu_count() -> int:
     """CPUs this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return len(usable_cpus())
 
 
 @dataclass
@@ -68,7 +69,7 @@ class TrainConfig:
     early_stopping_patience: int | None = None
     early_stopping_monitor: str = "val_loss"  # val_loss | val_accuracy
     device: str = "auto"  # auto (the accelerator PyTorch finds, else cpu) | cpu | cuda[:N] | mps | xpu[:N]
-    threads: int | None = None  # CPU threads (default: all cores)
+    threads: int | None = None  # CPU threads (default: the cores free of other work, re-checked each epoch)
     compile: bool = False
     precision: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with native bf16) | fp32 | bf16
     channels_last: bool = True

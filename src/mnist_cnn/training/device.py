@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mnist_cnn.cpu import AdaptiveThreads
 from mnist_cnn.errors import MnistCnnError
-from mnist_cnn.training.config import cpu_count
 
 # --------------------------------------------------------------------------- device + setup
 
@@ -92,12 +92,11 @@ def init_distributed(device_name: str) -> Dist:
     return d
 
 
-def setup_threads(threads: int | None) -> None:
-    """Use every core for intra-op parallelism; several local ranks share the cores."""
-    cores = cpu_count()
-    n = threads or max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
+def setup_threads(threads: int | None) -> AdaptiveThreads:
+    """The training process's intra-op threads (applied): ``threads`` when given, else the cores
+    other processes leave free, chosen again between epochs (:mod:`mnist_cnn.cpu`); the local
+    ranks of a multi-process run split the cores evenly."""
+    return AdaptiveThreads(threads, processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 # glibc's mallopt parameters (malloc.h) and the values the CPU engine sets

@@ -45,7 +45,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Least time to >= 99.5% (mean over 5 seeds): a 4-block fastnet, light affine augmentation, 3
     # epochs, accuracy reported with test-time augmentation (the image and four 1-pixel shifts; its
     # cost is counted in benchmarks/speed.py). On the validation split (benchmarks/fast995_candidates.py,
-    # docs/results/fast995-candidates.json): 3 epochs 99.56 +- 0.04% plain, 99.63 +- 0.04% with TTA
+    # benchmarks/results/fast995-candidates.json): 3 epochs 99.56 +- 0.04% plain, 99.63 +- 0.04% with TTA
     # (8 seeds); 2 epochs 99.52 / 99.58%; 4 epochs 99.53 / 99.65%; the former 5 epochs 99.62%.
     "fast995": {
         "model": "fastnet",

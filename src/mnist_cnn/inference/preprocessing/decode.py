@@ -23,8 +23,15 @@ MAX_FILE_BYTES = 200 * 2**20  # largest image file read: a 48 MP PNG fits; a 2 G
 MAX_PIXELS = 50_000_000  # default decode cap (width*height): a 48 MP phone photo fits, a bomb does not
 
 
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
+FULL_SIZE = "mnist_cnn.full_size"  # image.info key: (width, height) of the upright image before DCT reduction
+
+
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> Image.Image:
     """Encoded image bytes -> PIL image in mode ``L`` or ``RGB`` (8 bit), upright, first frame.
+
+    With ``min_side``, a JPEG whose longer side is at least twice that is decoded reduced by its DCT
+    (1/2, 1/4 or 1/8, keeping the longer side >= ``min_side``): a 12 MP photo decodes in a third of
+    the time. ``image.info[FULL_SIZE]`` then holds the upright size the file has at full resolution.
 
     Raises :class:`ImageError` (one line) for empty, unrecognised, truncated or corrupt files and
     for images with more than ``max_pixels`` pixels (checked from the header, before decoding)."""
@@ -50,10 +57,17 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
         )
     try:
         img.seek(0)  # animated GIF/PNG/WebP: the first frame
+        if min_side and img.format == "JPEG" and max(w, h) >= 2 * min_side:
+            f = max(w, h) / min_side
+            img.draft(img.mode, (int(w / f), int(h / f)))  # the smallest DCT scale still >= that size
         img.load()
-        return standard_mode(upright(img))
+        reduced = img.size
+        out = standard_mode(upright(img))
     except Exception as exc:  # noqa: BLE001 - truncated data is an OSError, broken streams anything
         raise ImageError(f"the image data is truncated or corrupt ({_why(exc)}); re-save or re-send it") from None
+    if reduced != (w, h):  # EXIF orientation may have swapped the axes
+        out.info[FULL_SIZE] = (h, w) if out.size != reduced else (w, h)
+    return out
 
 
 def _why(exc: BaseException) -> str:
@@ -107,8 +121,9 @@ def _flatten_alpha(rgba: Image.Image) -> Image.Image:
     return Image.alpha_composite(bg, rgba).convert("RGB")
 
 
-def load_image(image: Any, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """A PIL image, encoded bytes, a file path or a uint8 array -> PIL image in ``L``/``RGB``."""
+def load_image(image: Any, max_pixels: int = MAX_PIXELS, min_side: int | None = None) -> Image.Image:
+    """A PIL image, encoded bytes, a file path or a uint8 array -> PIL image in ``L``/``RGB``
+    (``min_side``: see :func:`decode_image`)."""
     if isinstance(image, Image.Image):
         w, h = image.size
         if w * h == 0:
@@ -117,9 +132,9 @@ def load_image(image: Any, max_pixels: int = MAX_PIXELS) -> Image.Image:
             raise ImageError(f"the image is {w}x{h} = {w * h:,} pixels; the limit is {max_pixels:,}")
         return standard_mode(upright(image))
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return decode_image(bytes(image), max_pixels)
+        return decode_image(bytes(image), max_pixels, min_side)
     if isinstance(image, (str, os.PathLike)):
-        return decode_image(read_image_file(image), max_pixels)
+        return decode_image(read_image_file(image), max_pixels, min_side)
     if isinstance(image, np.ndarray):
         if image.size == 0:
             raise ImageError(f"array of shape {image.shape} has no pixels; pass an image of a digit")

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from mnist_cnn.errors import ImageError
-from mnist_cnn.inference.preprocessing.decode import MAX_PIXELS, load_image
+from mnist_cnn.inference.preprocessing.decode import FULL_SIZE, MAX_PIXELS, load_image
 from mnist_cnn.inference.preprocessing.frames import frame_mask
 from mnist_cnn.inference.preprocessing.ink import (
     Analysis,
@@ -41,14 +41,29 @@ def preprocess(image: Any, max_pixels: int = MAX_PIXELS, params: Params = DEFAUL
     """A PIL image, encoded bytes, a path or an array with one digit -> MNIST-like 28x28.
 
     Raises :class:`ImageError` when the image cannot be decoded or shows no digit."""
-    an = analyse(load_image(image, max_pixels), params)
-    return render(an, digit_components(an))
+    img = load_image(image, max_pixels, params.jpeg_min_side)
+    an = analyse(img, params)
+    return _in_input_pixels(render(an, digit_components(an)), img)
 
 
 def preprocess_multi(image: Any, max_pixels: int = MAX_PIXELS, params: Params = DEFAULT) -> list[PreprocessResult]:
     """A row of several digits (e.g. "2026") -> one 28x28 per digit, left to right."""
-    an = analyse(load_image(image, max_pixels), params)
-    return [render(an, group) for group in segment_digits(an)]
+    img = load_image(image, max_pixels, params.jpeg_min_side)
+    an = analyse(img, params)
+    return [_in_input_pixels(render(an, group), img) for group in segment_digits(an)]
+
+
+def _in_input_pixels(result: PreprocessResult, img: Image.Image) -> PreprocessResult:
+    """The box, size and stroke filter in the input's pixels when the JPEG was decoded reduced."""
+    full = img.info.get(FULL_SIZE)
+    if full is None:
+        return result
+    sx, sy = full[0] / img.width, full[1] / img.height
+    l, t, r, b = result.bbox
+    result.bbox = (int(l * sx), int(t * sy), min(full[0], int(np.ceil(r * sx))), min(full[1], int(np.ceil(b * sy))))
+    result.size = (int(full[0]), int(full[1]))
+    result.stroke_filter = int(round(result.stroke_filter * sx))
+    return result
 
 
 @dataclass
