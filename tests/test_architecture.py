@@ -149,7 +149,7 @@ def _files_over(folder: Path, limit: int = ROOM_LINES) -> list[str]:
     return long
 
 
-@pytest.mark.parametrize("package", ["serving", "search"])
+@pytest.mark.parametrize("package", ["serving", "search", "training", "inference/preprocessing"])
 def test_no_file_is_over_400_lines(package):
     assert _files_over(SRC / package) == [], f"split these into rooms of at most {ROOM_LINES} lines"
 

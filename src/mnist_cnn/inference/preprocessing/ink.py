@@ -170,25 +170,20 @@ def otsu(values: np.ndarray, top: float, bins: int = 128) -> float:
 
 def components(ink: np.ndarray, low: float, high: float) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """8-connected components of ``ink > low`` that reach ``ink > high`` somewhere (hysteresis
-    thresholding: a faint stretch of a stroke stays attached), with their area, ink mass and bbox."""
-    from scipy import ndimage as ndi
+    thresholding: a faint stretch of a stroke stays attached), with their area, ink mass and bbox.
+    OpenCV labels them (in raster order of their first pixel, as scipy's ``label`` does) with their
+    boxes and areas in one pass."""
+    import cv2
 
-    labels, n = ndi.label(ink > low, structure=np.ones((3, 3), bool))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(
+        (ink > low).astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
+    )
     comps = []
-    if n:
-        idx = np.arange(1, n + 1)
-        strong = np.zeros(n + 1, bool)
+    if n > 1:
+        strong = np.zeros(n, bool)
         strong[labels[ink > high]] = True  # components reaching the high threshold
-        areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-        masses = ndi.sum_labels(ink, labels, idx)
-        for k, sl in enumerate(ndi.find_objects(labels), start=1):
-            if strong[k]:
-                comps.append(
-                    {
-                        "label": k,
-                        "area": int(areas[k - 1]),
-                        "mass": float(masses[k - 1]),
-                        "bbox": (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop),
-                    }
-                )  # l, t, r, b
-    return labels.astype(np.int32), comps
+        masses = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n)
+        for k in np.flatnonzero(strong[1:]) + 1:
+            x, y, w, h, area = (int(v) for v in stats[k])
+            comps.append({"label": int(k), "area": area, "mass": float(masses[k]), "bbox": (x, y, x + w, y + h)})
+    return labels, comps

@@ -114,7 +114,8 @@ def _thin_line_possible(on: np.ndarray, min_len: float, rule: LineRule, p: Param
     import cv2
 
     m = on.astype(np.uint8)
-    thin = m > cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((rule.max_thick + 3, 1), np.uint8))
+    k = (rule.max_thick + 3) | 1  # odd: OpenCV's opening with an even kernel shifts the result by a pixel
+    thin = m > cv2.morphologyEx(m, cv2.MORPH_OPEN, np.ones((k, 1), np.uint8))
     ys, xs = np.nonzero(thin)
     if ys.size < min_len / 2:
         return False
