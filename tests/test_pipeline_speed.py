@@ -90,9 +90,9 @@ def test_the_line_search_is_skipped_only_without_thin_ink():
     bold = np.zeros((200, 300), bool)
     bold[40:60, 30:270] = True  # a bold bar (a scan's stroke): thicker than any line
     rule = DEFAULT.paper_line
-    assert _thin_line_possible(ruled, 120, rule, DEFAULT)
+    assert _thin_line_possible(ruled, 120, rule)
     assert horizontal_lines(ruled, 120, rule).sum() == ruled.sum()
-    assert not _thin_line_possible(bold, 120, rule, DEFAULT)
+    assert not _thin_line_possible(bold, 120, rule)
     assert not horizontal_lines(bold, 120, rule).any()
 
 

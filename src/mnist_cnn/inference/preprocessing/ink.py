@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from mnist_cnn.inference.preprocessing import opencv
 from mnist_cnn.inference.preprocessing.params import DEFAULT, Params
 
 
@@ -173,8 +174,7 @@ def components(ink: np.ndarray, low: float, high: float) -> tuple[np.ndarray, li
     thresholding: a faint stretch of a stroke stays attached), with their area, ink mass and bbox.
     OpenCV labels them (in raster order of their first pixel, as scipy's ``label`` does) with their
     boxes and areas in one pass."""
-    import cv2
-
+    cv2 = opencv.cv2()
     n, labels, stats, _ = cv2.connectedComponentsWithStats(
         (ink > low).astype(np.uint8), connectivity=8, ltype=cv2.CV_32S
     )
