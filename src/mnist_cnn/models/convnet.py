@@ -108,11 +108,7 @@ class ConvNet(nn.Module):
             layers.append(nn.AdaptiveAvgPool2d(1))
         layers.append(nn.Flatten())
         self.features = nn.Sequential(*layers)
-        try:  # infer the flattened size with a dry run on two 28x28 images (BatchNorm needs >1 value)
-            with torch.no_grad():
-                flat = self.features(torch.zeros(2, in_channels, 28, 28)).shape[1]
-        except RuntimeError:
-            flat = 0
+        flat = _flat_size(layers, in_channels, channels[-1])
         if flat == 0:
             raise ValueError("the conv/pool stack shrinks a 28x28 image to nothing")
         dense: list[nn.Module] = []
@@ -133,6 +129,27 @@ class ConvNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
+
+
+def _flat_size(layers: list[nn.Module], in_channels: int, last: int) -> int:
+    """The flattened size of ``layers``' output for a 28x28 image, from a dry run of their shapes
+    alone: each conv as a one-channel conv of the same geometry, on the CPU whatever device the
+    model is built on (a dry run on the meta device loads torch's compiler stack: ~1.5 s of every
+    model load), channel-wise layers (BatchNorm, ReLU, dropout) skipped. 0 when nothing is left."""
+    probe: list[nn.Module] = []
+    with torch.device("cpu"):
+        for layer in layers:
+            if isinstance(layer, nn.Conv2d):
+                k, st, pad = layer.kernel_size, layer.stride, layer.padding
+                probe.append(nn.Conv2d(1, 1, k, stride=st, padding=pad, bias=False))  # type: ignore[arg-type]
+            elif isinstance(layer, (nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.Flatten)):
+                probe.append(layer)
+        try:
+            with torch.no_grad():
+                h_w = nn.Sequential(*probe)(torch.zeros(1, 1, 28, 28)).numel()
+        except RuntimeError:
+            return 0
+    return h_w * last
 
 
 def _norm_act_pool(channels: int, *, batchnorm: bool, pool: bool, pool_first: bool) -> list[nn.Module]:

@@ -196,19 +196,23 @@ def build_from_meta(meta: dict[str, Any], source: Any = "model", device: str | t
         raise CheckpointError(f"{source}: {exc}") from None
 
 
-def expected_tensors(meta: dict[str, Any], source: Any = "model") -> tuple[dict[str, torch.Tensor], int | None]:
-    """What the file's architecture needs, without allocating it: ``(state_dict of meta tensors
-    (names, shapes, dtypes), output width)``. The width is None when it cannot be worked out."""
+def expected_tensors(meta: dict[str, Any], source: Any = "model") -> dict[str, torch.Tensor]:
+    """What the file's architecture needs, without allocating it: its state_dict of meta tensors
+    (names, shapes, dtypes)."""
     try:
         model = build_from_meta(meta, source, device="meta")
     except NotImplementedError:  # an architecture that cannot be built on the meta device: build it for real
         model = build_from_meta(meta, source)
-    device = next((t.device for t in model.state_dict().values()), torch.device("cpu"))
+    return dict(model.state_dict())
+
+
+def output_width(model: nn.Module, meta: dict[str, Any], source: Any = "model") -> int:
+    """How many classes ``model`` (built for real, on the CPU) answers for a [1, 1, 28, 28] image. On the
+    real model, not the meta one: the meta device's kernels load torch's compiler stack (about 1.5 s
+    of every ``predict``), and the real one is built anyway once the tensors fit."""
     try:
         with torch.inference_mode():
-            out = model.eval()(torch.zeros(1, 1, 28, 28, device=device))
-    except NotImplementedError:
-        return dict(model.state_dict()), None
+            out = model.eval()(torch.zeros(1, 1, 28, 28))
     except (RuntimeError, ValueError, TypeError) as exc:
         raise CheckpointError(
             f"{source}: architecture {_name_of(meta)!r} does not take [N, 1, 28, 28] images "
@@ -219,7 +223,7 @@ def expected_tensors(meta: dict[str, Any], source: Any = "model") -> tuple[dict[
         raise CheckpointError(
             f"{source}: architecture {_name_of(meta)!r} outputs {shape}, not [N, classes]; re-train the model"
         )
-    return dict(model.state_dict()), int(out.shape[1])
+    return int(out.shape[1])
 
 
 def _name_of(meta: dict[str, Any]) -> str:
@@ -241,16 +245,15 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     cal = sidecar_calibration(p)
     if cal is not None:
         meta["calibration"] = cal
-    expected, width = expected_tensors(meta, p)
-    problems = _misfits(tensors, expected)
+    problems = _misfits(tensors, expected_tensors(meta, p))
     if problems:
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
         raise CheckpointError(
             f"{p}: weights do not fit architecture {_name_of(meta)!r}: {'; '.join(problems[:3])}{more}"
         )
-    check_classes(meta["classes"], p, width)
+    model = build_from_meta(meta, p)  # the tensors fit it: no larger than the file
+    check_classes(meta["classes"], p, output_width(model, meta, p))
     check_finite(tensors, p)
-    model = build_from_meta(meta, p)
     model.load_state_dict(tensors)
     return model.to(device).eval(), meta
 
