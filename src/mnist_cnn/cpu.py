@@ -5,16 +5,18 @@ region. When another process holds one of the cores, the thread sharing it is de
 others spin at the barrier until it comes back. With two busy processes beside it on a 2-core box,
 one model1 epoch took 60 s with 2 threads, 24 s with 1, and 13 s on the idle machine. So a CPU job:
 
-1. lets waiting threads sleep instead of spin (:func:`start_cpu_work`, before torch is imported:
-   OpenMP reads its settings once, when it loads; a user who set ``OMP_WAIT_POLICY``,
-   ``KMP_BLOCKTIME`` or ``GOMP_SPINCOUNT`` keeps theirs);
+1. starts reading the load when the command starts (:func:`start_cpu_work`), so the first choice
+   needs no pause;
 2. counts the cores other processes keep busy (``/proc/stat``, less this process's own CPU time)
    and uses the rest, at least one, within its affinity mask and cgroup CPU quota
    (:func:`choose_threads`, a pure function of those readings);
 3. chooses again between epochs (:class:`AdaptiveThreads`).
 
-``--threads N`` (or ``MNIST_CNN_THREADS=N``) wins. The thread count changes the order of a run's
-floating-point sums, so pin it for bit-for-bit reproducible training.
+OpenMP's own waiting (spin, then sleep) is left as it is: with threads matched to the free cores no
+thread waits for a descheduled sibling, and passive waiting measured 1.65x slower per model1 epoch on
+the idle machine (benchmarks/contention.py). ``--threads N`` (or ``MNIST_CNN_THREADS=N``) wins. The
+thread count changes the order of a run's floating-point sums, so pin it for bit-for-bit reproducible
+training.
 
 Only the standard library here: this module is imported before torch.
 """
@@ -40,8 +42,7 @@ HINT = "--threads to override"
 # How OpenMP threads wait, set before OpenMP loads. GNU libgomp (PyTorch's Linux wheels) and LLVM's
 # libomp read OMP_WAIT_POLICY (unset, libgomp spins ~300,000 times, a few ms, before it sleeps);
 # Intel's libiomp sleeps after KMP_BLOCKTIME ms (default 200).
-PASSIVE_WAITING = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
-WAIT_VARS = ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "GOMP_SPINCOUNT")  # set any: the user chose, left alone
+WAIT_VARS = ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "GOMP_SPINCOUNT")  # how OpenMP threads wait: the user's, untouched
 
 
 @dataclass(frozen=True)
@@ -212,12 +213,8 @@ def process_meter() -> LoadMeter:
 
 
 def start_cpu_work() -> bool:
-    """Call first in a CPU-heavy command, before torch is imported: waiting OpenMP threads sleep
-    instead of spinning (unless the user set any of ``WAIT_VARS``), and the load reading starts, so
-    the first choice needs no pause. Returns False when torch (OpenMP) was already loaded: the
-    waiting policy then stays as it was."""
-    if not any(key in os.environ for key in WAIT_VARS):
-        os.environ.update(PASSIVE_WAITING)
+    """Call first in a CPU-heavy command: the load reading starts, so the first choice (a command's
+    start-up later) needs no pause. Returns whether torch was still unloaded."""
     process_meter()
     return "torch" not in sys.modules
 

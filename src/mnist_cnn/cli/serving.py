@@ -173,7 +173,7 @@ def serve_cmd(
     open_page: bool,
 ) -> None:
     """Serve the drawing web app (/) and the REST API (/api/..., docs at /docs)."""
-    start_cpu_work()  # before torch loads: threads asked for (--threads N) sleep instead of spin
+    start_cpu_work()  # the load reading starts now
     import uvicorn
 
     from mnist_cnn.serving.server import Limits, load_app, tune_malloc, uvicorn_config

@@ -100,7 +100,7 @@ def train_cmd(
     **flags: Any,
 ) -> None:
     """Train a model and write a run folder (weights, metrics, report, plots)."""
-    start_cpu_work()  # before torch loads: OpenMP reads how its threads wait only then
+    start_cpu_work()  # the load reading starts now: the first choice needs no pause
     cfg = build_config(recipe, config_file, flags)
     if nproc > 1:
         _relaunch_with_torchrun(nproc)
