@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -102,32 +103,25 @@ POOL_MIN_FILES = 64  # fewer files than this are preprocessed in this process: a
 def prepare_files(
     files: list[Path], multi: bool = False, workers: int = 1, progress: Callable[[int], None] | None = None
 ) -> list[Prepared]:
-    """Decode and preprocess ``files``, in order, in ``workers`` processes (one per free core: the
-    image pipeline runs in Python and NumPy, one core each); ``progress(n)`` after each ``n`` files.
+    """Decode and preprocess ``files``, in order, in ``workers`` processes (the image pipeline runs in
+    Python and NumPy, one core each); ``progress(n)`` after each ``n`` files.
 
     The pool is forked, so its workers start in milliseconds with everything imported; call this
-    before the model first runs (an OpenMP runtime that has run does not survive a fork)."""
-    if workers <= 1 or len(files) < POOL_MIN_FILES or "fork" not in mp.get_all_start_methods():
+    before the model first runs (an OpenMP runtime that has run does not survive a fork; the pipeline
+    keeps OpenCV single-threaded for the same reason)."""
+    one = partial(_prepare_one, multi=multi)
+    with ExitStack() as stack:
+        if workers <= 1 or len(files) < POOL_MIN_FILES or "fork" not in mp.get_all_start_methods():
+            items: Iterable[Prepared] = map(one, files)
+        else:
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")))
+            items = pool.map(one, files, chunksize=max(1, min(64, len(files) // (8 * workers))))
         out = []
-        for f in files:
-            out.append(_prepare_one(f, multi))
-            if progress:
-                progress(1)
-        return out
-    chunk = max(1, min(64, len(files) // (8 * workers)))
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_worker_init) as pool:
-        out = []
-        for item in pool.map(partial(_prepare_one, multi=multi), files, chunksize=chunk):
+        for item in items:
             out.append(item)
             if progress:
                 progress(1)
         return out
-
-
-def _worker_init() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # one process per core already: OpenCV's own threads would only compete
 
 
 def _prepare_one(f: Path, multi: bool) -> Prepared:

@@ -58,7 +58,7 @@ def between(rest: np.ndarray, line: np.ndarray, reach: int) -> np.ndarray:
 
 def horizontal_lines(on: np.ndarray, min_len: float, rule: LineRule, p: Params = DEFAULT) -> np.ndarray:
     """Near-horizontal lines: a Hough transform restricted to small slants (ink counted along each
-    sheared row, one bincount per slant), taking the strongest line, checking that it is thin and
+    sheared row of each slant), taking the strongest line, checking that it is thin and
     long, and removing its pixels from the counts until no line is left."""
     h, w = on.shape
     out = np.zeros_like(on)
