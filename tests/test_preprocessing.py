@@ -355,14 +355,14 @@ def test_a_one_crossing_its_comb_cell_is_not_taken_for_a_divider(width: int, lin
 def test_a_comb_s_dividers_are_told_from_strokes(bbox: tuple[int, int, int, int], area: int, divider: bool) -> None:
     """A straight bar running from one removed line to another is a printed divider (the main stroke
     of a form's comb otherwise: a divider had more ink than a 6 that its cell's side cut in two)."""
-    from mnist_cnn.inference.preprocessing.segment import _divider
+    from mnist_cnn.inference.preprocessing.segment import is_divider
 
     lines = np.zeros((300, 300), bool)
     lines[64:68, 20:280] = True  # the comb's top line, removed (cut where the divider crosses it)
     lines[64:68, 75:88] = False
     lines[160:164, 20:280] = True  # its bottom line
-    assert _divider({"bbox": bbox, "area": area}, lines) is divider
-    assert _divider({"bbox": bbox, "area": area}, None) is False
+    assert is_divider({"bbox": bbox, "area": area}, lines) is divider
+    assert is_divider({"bbox": bbox, "area": area}, None) is False
 
 
 def test_a_page_with_only_lines_or_an_empty_box_has_no_digit() -> None:

@@ -34,7 +34,7 @@ from mnist_cnn.inference.preprocessing.decode import (
 )
 from mnist_cnn.inference.preprocessing.ink import Analysis, polarity
 from mnist_cnn.inference.preprocessing.params import DEFAULT, LineRule, Params
-from mnist_cnn.inference.preprocessing.pipeline import analyse, preprocess, preprocess_multi
+from mnist_cnn.inference.preprocessing.pipeline import analyse, preprocess, preprocess_multi, preprocess_rows
 from mnist_cnn.inference.preprocessing.result import SIGNAL_GAIN, PreprocessResult
 
 COM_TARGET = DEFAULT.com_target  # mean centre of mass (row, col) of MNIST test digits, in pixel indices
@@ -55,6 +55,7 @@ __all__ = [
     "polarity",
     "preprocess",
     "preprocess_multi",
+    "preprocess_rows",
     "read_image_file",
     "standard_mode",
     "upright",

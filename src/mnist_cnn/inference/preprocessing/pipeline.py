@@ -34,6 +34,7 @@ from mnist_cnn.inference.preprocessing.lines import line_mask
 from mnist_cnn.inference.preprocessing.params import DEFAULT, Params
 from mnist_cnn.inference.preprocessing.render import render, stroke_width
 from mnist_cnn.inference.preprocessing.result import PreprocessResult
+from mnist_cnn.inference.preprocessing.rows import RowCrop, find_rows, row_crop
 from mnist_cnn.inference.preprocessing.segment import digit_components, segment_digits
 
 
@@ -51,6 +52,23 @@ def preprocess_multi(image: Any, max_pixels: int = MAX_PIXELS, params: Params = 
     img = load_image(image, max_pixels, params.jpeg_min_side)
     an = analyse(img, params)
     return [_in_input_pixels(render(an, group), img) for group in segment_digits(an)]
+
+
+def preprocess_rows(image: Any, max_pixels: int = MAX_PIXELS, params: Params = DEFAULT) -> list[RowCrop]:
+    """The rows of handwriting (numbers) in an image, top to bottom, as the number reader's input;
+    boxes in the input's pixels."""
+    img = load_image(image, max_pixels, params.jpeg_min_side)
+    an = analyse(img, params)
+    crops = [row_crop(an, row) for row in find_rows(an)]
+    full = img.info.get(FULL_SIZE)
+    if full is not None:  # decoded reduced: boxes and scales in the file's pixels
+        sx, sy = full[0] / img.width, full[1] / img.height
+        for c in crops:
+            l, t, r, b = c.box
+            c.box = (int(l * sx), int(t * sy), min(full[0], int(np.ceil(r * sx))), min(full[1], int(np.ceil(b * sy))))
+            c.scale /= sx
+            c.size = (int(full[0]), int(full[1]))
+    return crops
 
 
 def _in_input_pixels(result: PreprocessResult, img: Image.Image) -> PreprocessResult:
@@ -114,8 +132,9 @@ def find_ink(pic: _Picture, bg: np.ndarray, lines: np.ndarray | None = None) -> 
     if lines is None:
         lines = line_mask(ink > max(p.noise_k * noise, p.min_contrast / 2), p.line_min_span * min(ink.shape), p)
     ink[lines] = np.minimum(ink[lines], 0.0)
-    flat = ink.ravel()
-    peak = float(np.partition(flat, -20)[-20]) if flat.size > 20 else float(flat.max())  # 20th strongest pixel
+    peak = _peak(ink)
+    if peak < max(p.min_contrast, 2 * p.noise_k * noise):  # faint, or buried in noise: denoised, it may stand out
+        ink, noise, peak = _denoised(ink, lines, p)
     if peak < max(p.min_contrast, 2 * p.noise_k * noise):
         raise ImageError(
             f"no digit found: the image is blank or too faint (ink {round(peak)} grey levels above a "
@@ -127,6 +146,28 @@ def find_ink(pic: _Picture, bg: np.ndarray, lines: np.ndarray | None = None) -> 
         ink[frame] = np.minimum(ink[frame], 0.0)
         an = _segment(pic, bg, ink, noise, peak, lines | frame)
     return an
+
+
+def _peak(ink: np.ndarray) -> float:
+    """The ink's 20th strongest pixel: the contrast of real strokes, not of a few hot pixels."""
+    flat = ink.ravel()
+    return float(np.partition(flat, -20)[-20]) if flat.size > 20 else float(flat.max())
+
+
+def _denoised(ink: np.ndarray, lines: np.ndarray, p: Params) -> tuple[np.ndarray, float, float]:
+    """A noisy picture (low light: the sensor's gain turned up) smoothed at a growing scale until its
+    strokes stand out of the noise, which is measured without the paper lines (a dense grid is not
+    noise): (ink, noise, peak) of the first scale that shows ink, else of the last tried."""
+    from scipy import ndimage as ndi
+
+    out = (ink, robust_sigma(np.where(lines, 0.0, ink)), _peak(ink))
+    for sigma in (1.0, 2.0):
+        smooth = ndi.gaussian_filter(ink, sigma)
+        smooth[lines] = np.minimum(smooth[lines], 0.0)
+        out = (smooth, robust_sigma(np.where(lines, 0.0, smooth)), _peak(smooth))
+        if out[2] >= max(p.min_contrast, 2 * p.noise_k * out[1]):
+            break
+    return out
 
 
 def _segment(pic: _Picture, bg: np.ndarray, ink: np.ndarray, noise: float, peak: float, lines: np.ndarray) -> Analysis:

@@ -42,19 +42,19 @@ def render(an: Analysis, comps: list[dict[str, Any]]) -> PreprocessResult:
         min(W, int(np.ceil((r + 1) * s))),
         min(H, int(np.ceil((b + 1) * s))),
     )
-    v = _soft_ink(an, box, keep)  # float32 [bh, bw] 0..1 at (up to) full resolution
+    v = soft_ink(an, box, keep)  # float32 [bh, bw] 0..1 at (up to) full resolution
     work_scale = 1.0  # full-res px per work px
     if max(v.shape) > an.p.work_side:  # box-reduce huge crops: still >= 50x the final 20 px
         f = -(-max(v.shape) // an.p.work_side)
         v = np.asarray(Image.fromarray(v, mode="F").reduce(f))
         work_scale = float(f)
-    v = _tight(v)
+    v = tight(v)
     # MNIST's widths were measured at half its ink level: the same cut here, in v's 0..1 units
     lo = ink_floor(an)
     cut = float(np.clip((0.5 * an.level - lo) / max(an.level - lo, 1.0), 0.05, 0.95))
     width = stroke_width(v, cut) * BOX / max(v.shape)  # at the 28x28 scale
     v, filt = _fix_stroke(v, width, an.p)
-    small = _scale_to_box(_tight(v))
+    small = _scale_to_box(tight(v))
     image, shift = _paste_centred(small, an.p.com_target)
     bbox_full = (box[0], box[1], box[2], box[3])
     return PreprocessResult(
@@ -73,7 +73,7 @@ def render(an: Analysis, comps: list[dict[str, Any]]) -> PreprocessResult:
     )
 
 
-def _soft_ink(an: Analysis, box: tuple[int, int, int, int], keep: np.ndarray) -> np.ndarray:
+def soft_ink(an: Analysis, box: tuple[int, int, int, int], keep: np.ndarray) -> np.ndarray:
     """Ink 0..1 of the full-resolution crop ``box``: background (upsampled from the analysis copy)
     removed, 0 at the noise floor, 1 at the typical stroke level; outside the digit's mask 0."""
     x0, y0, x1, y1 = box
@@ -106,7 +106,7 @@ def ink_floor(an: Analysis) -> float:
     return min(an.low, max(3.0 * an.noise, an.p.min_contrast / 4))
 
 
-def _tight(v: np.ndarray, floor: float = 0.05) -> np.ndarray:
+def tight(v: np.ndarray, floor: float = 0.05) -> np.ndarray:
     """``v`` cropped to the box of its pixels above ``floor`` (of the max)."""
     on = v > floor * float(v.max())
     if not on.any():  # e.g. a faint 1-px stroke that stroke thinning removed

@@ -21,7 +21,7 @@ def _touches_border(bbox: tuple[int, int, int, int], shape: tuple[int, ...]) -> 
     return left == 0 or top == 0 or right == shape[1] or bottom == shape[0]
 
 
-def _along_border(bbox: tuple[int, int, int, int], shape: tuple[int, ...]) -> int:
+def along_border(bbox: tuple[int, int, int, int], shape: tuple[int, ...]) -> int:
     """How far a component's box runs along the picture's border where it touches it (0: it does not)."""
     left, top, right, bottom = bbox
     along = 0
@@ -46,7 +46,7 @@ def _main_component(an: Analysis) -> dict[str, Any]:
         off = np.hypot((left + right) / w - 1, (top + bottom) / h - 1) / np.sqrt(2)  # 0 centre .. 1 corner
         # a comb's divider likewise (validation renderings, seed 1: form_box 291 -> 292 of 300,
         # notebook_all 247 -> 248; leaving dividers out of the digit's pieces too lost 9 form_box digits)
-        aside = _touches_border(c["bbox"], an.labels.shape) or _divider(c, an.lines)
+        aside = _touches_border(c["bbox"], an.labels.shape) or is_divider(c, an.lines)
         return c["mass"] ** p.mass_pow * (p.aside if aside else 1.0) * (1 - 0.6 * off)
 
     if not an.comps:  # everything was paper lines or a form's empty box
@@ -57,14 +57,14 @@ def _main_component(an: Analysis) -> dict[str, Any]:
     return best
 
 
-def _divider(c: dict[str, Any], lines: np.ndarray | None) -> bool:
+def is_divider(c: dict[str, Any], lines: np.ndarray | None) -> bool:
     """Whether ``c`` is a printed divider: a straight bar (thin, filling its box) running from one
     removed line to another, like the dividers of a comb of boxes between its top and bottom lines."""
     if lines is None:
         return False
     l, t, r, b = c["bbox"]
     if b - t < r - l:  # a horizontal bar: the same test on the transpose
-        return _divider({**c, "bbox": (t, l, b, r)}, lines.T)
+        return is_divider({**c, "bbox": (t, l, b, r)}, lines.T)
     if r - l > 0.2 * (b - t) or c["area"] < 0.6 * (r - l) * (b - t):
         return False
     m = 3  # px: the bar's ends stop at the lines' (removed) pixels, or cross them (kept: look beside)
@@ -87,7 +87,7 @@ def digit_components(an: Analysis) -> list[dict[str, Any]]:
     # things running along the picture's border (a page edge, the table, a neighbour's digit) are
     # not the digit's; a stroke's end that just reaches the border is
     keep = [main]
-    rest = [c for c in an.comps if c is not main and _along_border(c["bbox"], an.labels.shape) <= 0.5 * size]
+    rest = [c for c in an.comps if c is not main and along_border(c["bbox"], an.labels.shape) <= 0.5 * size]
     box = main["bbox"]
     grew = True
     while grew and rest:

@@ -1,0 +1,162 @@
+"""Stage 5b, rows: where the handwritten numbers are, and each as the number reader's input.
+
+:func:`find_rows` keeps the components that look like handwriting (not paper lines or a form's box,
+which the earlier stages took out; not a comb's dividers; not what runs along the picture's border,
+like a page edge or the table beyond it; not specks), measures the writing's height from the
+heaviest of them, and groups them into rows by vertical overlap, splitting a row at a gap wider than
+2.5 digit heights. Rows much lighter than the heaviest (a stray scribble) are dropped. Rows come back
+top to bottom, pieces left to right.
+
+:func:`row_crop` cuts a row out at full resolution as soft ink (0..1, lines crossing it removed
+except where strokes cross them) and scales it so the ink is 24 px tall in a 32-px crop, the input of
+:class:`~mnist_cnn.models.reader.Crnn`. :class:`RowCrop` maps crop pixels back to the picture's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from mnist_cnn.errors import ImageError
+from mnist_cnn.inference.preprocessing.ink import Analysis
+from mnist_cnn.inference.preprocessing.render import soft_ink, stroke_width, tight
+from mnist_cnn.inference.preprocessing.segment import along_border, is_divider
+
+HEIGHT, INK_TOP, INK_HEIGHT, PAD = 32, 4, 24, 4  # crop height, the ink's top row and height, side margin (px)
+MIN_STROKE = 1.8  # px at the crop's scale: thinner strokes (a fine pen on a big photo) are thickened
+Comp = dict[str, Any]
+
+
+@dataclass
+class RowCrop:
+    """A row of handwriting as the reader's input and where it came from."""
+
+    image: np.ndarray  # float32 [32, W] 0..1, bright ink; W a multiple of 4
+    box: tuple[int, int, int, int]  # the ink's box in the decoded picture's pixels (l, t, r, b)
+    scale: float  # crop px per picture px
+    size: tuple[int, int] = (0, 0)  # the picture's (width, height)
+
+    def to_picture(self, x0: float, x1: float) -> tuple[int, int, int, int]:
+        """The box (picture px) of the ink between crop columns ``x0`` and ``x1``."""
+        a, b = max(0, int(x0)), min(self.image.shape[1], int(np.ceil(x1)))
+        cols = self.image[:, a:b]
+        rows = np.flatnonzero(cols.max(axis=1) > 0.2) if cols.size else np.array([], int)
+        on = np.flatnonzero(cols.max(axis=0) > 0.2) if cols.size else np.array([], int)
+        if rows.size == 0 or on.size == 0:
+            rows, on = np.array([INK_TOP, INK_TOP + INK_HEIGHT - 1]), np.array([0, max(0, b - a - 1)])
+        l, t = self.box[0], self.box[1]
+        s = self.scale
+        return (
+            int(l + (a + on[0] - PAD) / s),
+            int(t + (rows[0] - INK_TOP) / s),
+            int(np.ceil(l + (a + on[-1] + 1 - PAD) / s)),
+            int(np.ceil(t + (rows[-1] + 1 - INK_TOP) / s)),
+        )
+
+
+def _height(c: Comp) -> int:
+    return c["bbox"][3] - c["bbox"][1]
+
+
+def find_rows(an: Analysis) -> list[list[Comp]]:
+    """The rows of handwriting, top to bottom, each a list of components left to right."""
+    comps = [c for c in an.comps if c["area"] >= 4 and not is_divider(c, an.lines)]
+    if not comps:
+        raise ImageError("no digit found: only lines, an empty box or specks; photograph the digits themselves")
+    ref = float(np.median([_height(c) for c in sorted(comps, key=lambda c: -c["mass"])[:8]]))
+    shape = an.labels.shape
+    comps = [c for c in comps if along_border(c["bbox"], shape) <= 1.2 * ref]  # a page edge, the table
+    big = max((c["mass"] for c in comps), default=0.0)
+    sig = [c for c in comps if 0.4 * ref <= _height(c) <= 3 * ref and c["mass"] >= 0.03 * big]
+    if not sig:
+        raise ImageError("no digit found: only the page's edge or the table; photograph the digits themselves")
+    rows: list[list[Comp]] = []
+    for c in sorted(sig, key=lambda c: (c["bbox"][1] + c["bbox"][3]) / 2):
+        row = next((r for r in rows if _overlap(r, c) >= 0.5 * _height(c)), None)
+        if row is None:
+            rows.append([c])
+        else:
+            row.append(c)
+    pieces = [p for r in rows for p in _split(sorted(r, key=lambda c: c["bbox"][0]), 2.5 * ref)]
+    heaviest = max(sum(c["mass"] for c in p) for p in pieces)
+    pieces = [p for p in pieces if sum(c["mass"] for c in p) >= 0.2 * heaviest]
+    pieces = [_with_small_parts(p, comps, ref) for p in pieces]
+    return sorted(pieces, key=lambda p: (min(c["bbox"][1] for c in p), min(c["bbox"][0] for c in p)))
+
+
+def _overlap(row: list[Comp], c: Comp) -> int:
+    top, bottom = min(m["bbox"][1] for m in row), max(m["bbox"][3] for m in row)
+    return min(bottom, c["bbox"][3]) - max(top, c["bbox"][1])
+
+
+def _split(row: list[Comp], gap: float) -> list[list[Comp]]:
+    """A row (left to right) cut where the ink pauses for more than ``gap`` px."""
+    out, right = [[row[0]]], row[0]["bbox"][2]
+    for c in row[1:]:
+        if c["bbox"][0] - right > gap:
+            out.append([c])
+        else:
+            out[-1].append(c)
+        right = max(right, c["bbox"][2])
+    return out
+
+
+def _with_small_parts(row: list[Comp], comps: list[Comp], ref: float) -> list[Comp]:
+    """The row plus the smaller pieces inside its band (a broken stroke, a 1's serif)."""
+    l, t = min(c["bbox"][0] for c in row), min(c["bbox"][1] for c in row)
+    r, b = max(c["bbox"][2] for c in row), max(c["bbox"][3] for c in row)
+    m = 0.3 * ref
+    extra = [
+        c
+        for c in comps
+        if c not in row
+        and c["bbox"][0] >= l - m
+        and c["bbox"][2] <= r + m
+        and c["bbox"][1] >= t - m
+        and c["bbox"][3] <= b + m
+    ]
+    return sorted(row + extra, key=lambda c: c["bbox"][0])
+
+
+def row_crop(an: Analysis, row: list[Comp]) -> RowCrop:
+    """``row`` cut out of the picture at full resolution as the reader's 32-px-tall input."""
+    from scipy import ndimage as ndi
+
+    keep = ndi.binary_dilation(np.isin(an.labels, [c["label"] for c in row]), iterations=2)
+    if an.lines is not None and an.lines.any():
+        keep &= ~an.lines
+    s = an.scale
+    H, W = an.pixels.shape[:2]
+    box = (
+        max(0, int((min(c["bbox"][0] for c in row) - 2) * s)),
+        max(0, int((min(c["bbox"][1] for c in row) - 2) * s)),
+        min(W, int(np.ceil((max(c["bbox"][2] for c in row) + 2) * s))),
+        min(H, int(np.ceil((max(c["bbox"][3] for c in row) + 2) * s))),
+    )
+    v = soft_ink(an, box, keep)  # float32 [bh, bw] 0..1
+    on = v > 0.05 * float(v.max()) if v.size else v
+    if not v.size or not on.any():
+        raise ImageError("no digit found after background removal; try a photo with more contrast")
+    ys, xs = np.flatnonzero(on.any(axis=1)), np.flatnonzero(on.any(axis=0))
+    v = tight(v)
+    ink = (box[0] + int(xs[0]), box[1] + int(ys[0]), box[0] + int(xs[-1]) + 1, box[1] + int(ys[-1]) + 1)
+    f = INK_HEIGHT / v.shape[0]
+    width = stroke_width(v, 0.5) * f
+    if 0 < width < MIN_STROKE:
+        k = int(round((MIN_STROKE + 0.4 - width) / f)) + 1
+        v = ndi.maximum_filter(v, size=k)
+    w = max(1, round(v.shape[1] * f))
+    small = np.asarray(
+        Image.fromarray(v.astype(np.float32), mode="F").resize(
+            (w, INK_HEIGHT), Image.Resampling.LANCZOS, reducing_gap=3.0
+        )
+    )
+    small = np.clip(small, 0, None)
+    small = small / max(float(small.max()), 1e-6)
+    total = -(-(w + 2 * PAD) // 4) * 4
+    out = np.zeros((HEIGHT, total), np.float32)
+    out[INK_TOP : INK_TOP + INK_HEIGHT, PAD : PAD + w] = small
+    return RowCrop(out, ink, f, (W, H))
