@@ -29,6 +29,8 @@ one change each, ``notebook_all`` a realistic mix of all of them:
 * ``ballpoint``: 1.5-4 px strokes on a big photo; ``marker``: strokes 1.5-2x MNIST's width
 * ``stray_marks``: scribbles, dots, a neighbouring digit cut by the border
 * ``small_jpeg``: downscaled to 60-160 px, JPEG quality 10-35; ``notebook_all``: all of these at random
+* ``crossed_line``: a ruled line that always crosses the strokes; ``cut_border``: a box too small, one
+  side cutting through the digit; ``low_light``: a dark photo (20-45% light) with strong sensor noise
 
 Each condition also reports the mean confidence and the expected calibration error (15 bins).
 Tune with ``--split val --seed 1``; report with test digits and ``--seed 2``:
@@ -96,6 +98,9 @@ CONDITIONS = [
     "stray_marks",
     "small_jpeg",
     "notebook_all",
+    "crossed_line",
+    "cut_border",
+    "low_light",
 ]
 PAGE_CONDITIONS = CONDITIONS[CONDITIONS.index("ruled") :]
 EXAMPLES = 2  # examples per condition in the --examples figure

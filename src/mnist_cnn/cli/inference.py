@@ -42,7 +42,19 @@ DEFAULT_MIN_CONFIDENCE = 0.5  # = inference.predictors.DEFAULT_MIN_CONFIDENCE (n
     type=click.Path(path_type=Path, file_okay=False),
     help="Also write each image's 28x28 preprocessed version (PNG) into this folder.",
 )
-@click.option("--multi", is_flag=True, help="Read a row of several digits (e.g. a year), left to right.")
+@click.option(
+    "--multi",
+    is_flag=True,
+    help="Read whole numbers (a year, a meter reading, a code in a row of boxes) with the number reader: "
+    "the string, each digit's box and probability, and the probability of the whole number.",
+)
+@click.option(
+    "--reader",
+    "reader_spec",
+    default="default",
+    show_default=True,
+    help="With --multi: the number reader (.safetensors) or `default` (the bundled one).",
+)
 @click.option(
     "--min-confidence",
     type=click.FloatRange(0.0, 1.0),
@@ -58,6 +70,7 @@ def predict_cmd(
     top_k: int,
     save_dir: Path | None,
     multi: bool,
+    reader_spec: str,
     min_confidence: float,
 ) -> None:
     """Predict the digit in each IMAGE (photo, scan, drawing; PNG, JPEG, ...). Folders are walked.
@@ -65,15 +78,19 @@ def predict_cmd(
     Each image is preprocessed like MNIST (polarity, background removal, crop, 20 px, centre of
     mass) first. Probabilities are calibrated (see `mnist-cnn calibrate`); an answer below
     --min-confidence is printed as "unsure" with its top two classes ("unsure": true in JSON).
+    With --multi the rows of handwriting are found and each is read whole (touching digits too);
+    --min-confidence then applies to the whole number.
     Files that cannot be read are reported and skipped; the exit code is then 1."""
     from mnist_cnn.cpu import start_cpu_work, usable_cpus, use_free_cores
 
     start_cpu_work()  # the load reading starts now: the choice below needs no pause
-    from mnist_cnn.inference.batch import image_files, predict_files, prepare_files
+    from mnist_cnn.inference.batch import image_files, predict_files, prepare_files, read_files
     from mnist_cnn.inference.predictors import load_predictor
 
     images = _chosen_images(images, example)
-    predictor = load_predictor(model_spec)  # a bad --model fails before any image is read
+    # a bad --model or --reader fails before any image is read
+    predictor = None if multi else load_predictor(model_spec)
+    reader = _load_reader(reader_spec) if multi else None
     files = image_files(list(images))
     if not files:
         raise ConfigError(
@@ -88,10 +105,14 @@ def predict_cmd(
         say(f"{len(files):,} images; {workers} preprocessing processes; model {choice.line}")
     with _progress(len(files)) as advance:
         prepared = prepare_files(files, multi, workers=workers, progress=advance)
-    top_k = min(top_k, len(predictor.classes))
-    records = predict_files(
-        predictor, files, top_k=top_k, multi=multi, save_dir=save_dir, min_confidence=min_confidence, prepared=prepared
-    )
+    if reader is not None:
+        records = read_files(prepared, reader, save_dir, min_confidence)
+    else:
+        assert predictor is not None
+        top_k = min(top_k, len(predictor.classes))
+        records = predict_files(
+            predictor, files, top_k=top_k, save_dir=save_dir, min_confidence=min_confidence, prepared=prepared
+        )
     for rec in records:
         if as_json:
             click.echo(json.dumps(rec))
@@ -140,16 +161,29 @@ def _chosen_images(images: tuple[Path, ...], example: bool) -> tuple[Path, ...]:
 def _line(rec: dict[str, Any]) -> str:
     """``file: 7 (98.3%)  top-3: 7 98.3% | 1 1.1% | 2 0.3%``; unsure: ``file: unsure: 4 or 9? (48.0%)...``;
     for --multi the digits read."""
-    if "digits" in rec:
-        each = " ".join(
-            f"{a['label']}({100 * a['probability']:.0f}%{'?' if a['unsure'] else ''})" for a in rec["items"]
-        )
-        return f"{rec['file']}: {rec['digits']}  (all right: {100 * rec['probability']:.1f}%; {each})"
+    if "rows" in rec:
+        return "\n".join(_row_line(rec["file"], row) for row in rec["rows"])
     top = " | ".join(f"{t['label']} {100 * t['probability']:.1f}%" for t in rec["top_k"])
     answer = rec["label"]
     if rec["unsure"]:
         answer = "unsure: " + " or ".join(t["label"] for t in rec["top_k"][:2]) + "?"
     return f"{rec['file']}: {answer} ({100 * rec['probability']:.1f}%)  top-{len(rec['top_k'])}: {top}"
+
+
+def _row_line(file: str, row: dict[str, Any]) -> str:
+    """``file: 1928 (97.1%)  digits: 1 99% | 9 98% | ...``; unsure: ``file: unsure: 1928? (3 or 4 digits?; 48.0%)``."""
+    each = " | ".join(f"{d['label']} {100 * d['probability']:.0f}%" for d in row["digits"])
+    if row["unsure"]:
+        alt = "".join(f" or {a['number']}" for a in row["alternatives"][:1])
+        doubt = f"{row['reason']}; {100 * row['probability']:.1f}%"
+        return f"{file}: unsure: {row['number']}{alt}? ({doubt})  digits: {each}"
+    return f"{file}: {row['number']} ({100 * row['probability']:.1f}%)  digits: {each}"
+
+
+def _load_reader(spec: str) -> Any:
+    from mnist_cnn.inference.reader import NumberReader
+
+    return NumberReader(None if spec == "default" else spec)
 
 
 @click.command("calibrate")

@@ -70,6 +70,14 @@ def export_cmd(
     show_default=True,
     help="Run folder, .safetensors, .onnx (ONNX Runtime, no torch) or `default`.",
 )
+@click.option(
+    "--reader",
+    "reader_spec",
+    default="default",
+    show_default=True,
+    help="The number reader of /api/read (rows of handwritten digits in a photo): a reader .safetensors, "
+    "`default` (the bundled one; while it is not installed /api/read answers 503) or `none`. It runs on PyTorch.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0: all).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port (0: any free).")
 @click.option(
@@ -156,6 +164,7 @@ def export_cmd(
 @click.option("--open", "open_page", is_flag=True, help="Open the drawing page in your web browser once serving.")
 def serve_cmd(
     model_spec: str,
+    reader_spec: str,
     host: str,
     port: int,
     max_upload_mb: float,
@@ -195,7 +204,8 @@ def serve_cmd(
     tune_malloc()  # freed image buffers go back to the OS instead of staying in the heap
     raise_fd_limit(max_connections + 256)
     choice = model_threads(threads)
-    app = load_app(model_spec, limits, threads=choice.threads)  # the model loads once, before the port opens
+    # the model and the number reader load once, before the port opens
+    app = load_app(model_spec, limits, threads=choice.threads, reader=reader_spec)
     apply_threads(choice)  # PyTorch's intra-op threads, when the model runs on PyTorch
     sock = bind_socket(host, port)
     shown = f"[{host}]" if ":" in host else host
@@ -204,6 +214,8 @@ def serve_cmd(
         f"(API docs at /docs; Ctrl-C stops)"
     )
     click.echo(f"model {choice.line}", err=True)
+    service = app.state.service
+    click.echo(f"number reader {service.reader_id}" if service.reader else f"note: {service.no_reader}", err=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo("note: listening beyond this machine; there is no authentication", err=True)
     server = uvicorn.Server(uvicorn_config(app, limits, log_level=log_level, timeout_graceful_shutdown=5))

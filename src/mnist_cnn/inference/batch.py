@@ -60,15 +60,18 @@ def predict_files(
     save_dir: Path | None = None,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     prepared: list[Prepared] | None = None,
+    reader: Any = None,
 ) -> list[dict[str, Any]]:
     """One record per file: ``file``, ``digit`` (class index), ``label``, ``probability``, ``unsure``
     (probability below ``min_confidence``), ``top_k`` and the preprocessing diagnostics; with ``multi``
-    the digits of a row (``digits``, ``items``, each with its own ``unsure``; the row is unsure when
-    one of them is); ``file`` and ``error`` for a file that failed. ``prepared``: the files already
-    preprocessed by :func:`prepare_files` (else they are, here, in this process). The images go through
-    the model in batches of :data:`MODEL_BATCH`."""
+    the number(s) read by ``reader`` (a :class:`~mnist_cnn.inference.reader.NumberReader`, the
+    bundled one if None; see :func:`read_files`); ``file`` and ``error`` for a file that failed.
+    ``prepared``: the files already preprocessed by :func:`prepare_files` (else they are, here, in this
+    process). The images go through the model in batches of :data:`MODEL_BATCH`."""
     if prepared is None:
         prepared = prepare_files(files, multi)
+    if multi:
+        return read_files(prepared, reader, save_dir, min_confidence)
     images = [r.image for item in prepared if isinstance(item, tuple) for r in item[1]]
     contrast = [r.signal for item in prepared if isinstance(item, tuple) for r in item[1]]
     probs = np.zeros((0, len(predictor.classes)))
@@ -88,9 +91,32 @@ def predict_files(
         answers = [_answer(predictor, probs[i + j], top_k, r, min_confidence) for j, r in enumerate(results)]
         i += len(results)
         if save_dir is not None:
-            for j, r in enumerate(results):
-                names.save(f, j if multi else None, r.image)
-        records.append(_multi_record(f, answers) if multi else {"file": str(f), **answers[0]})
+            names.save(f, None, results[0].image)
+        records.append({"file": str(f), **answers[0]})
+    return records
+
+
+def read_files(
+    prepared: list[Prepared], reader: Any = None, save_dir: Path | None = None, min_confidence: float = 0.5
+) -> list[dict[str, Any]]:
+    """``predict --multi``: one record per file, the file's :class:`~mnist_cnn.inference.reader.Reading`
+    as a dict (``number``, ``probability`` of the whole string, ``unsure``, ``reason``, ``digits`` with
+    boxes, ``rows``); each row's crop (the reader's input) saved to ``save_dir`` as ``<name>-row<k>.png``."""
+    from mnist_cnn.inference.reader import NumberReader, Reading
+
+    reader = reader or NumberReader()
+    names = _SaveNames(save_dir)
+    records = []
+    for item in prepared:
+        if isinstance(item, dict):
+            records.append(item)
+            continue
+        f, crops = item
+        reading = Reading([reader.read_crop(c, min_confidence) for c in crops], crops[0].size)
+        records.append({"file": str(f), **reading.to_dict()})
+        if save_dir is not None:
+            for k, c in enumerate(crops):
+                names.save(f, f"row{k}", np.clip(np.rint(c.image * 255), 0, 255).astype(np.uint8))
     return records
 
 
@@ -125,10 +151,10 @@ def prepare_files(
 
 
 def _prepare_one(f: Path, multi: bool) -> Prepared:
-    from mnist_cnn.inference.preprocessing import preprocess, preprocess_multi
+    from mnist_cnn.inference.preprocessing import preprocess, preprocess_rows
 
     try:
-        return (f, preprocess_multi(f) if multi else [preprocess(f)])
+        return (f, preprocess_rows(f) if multi else [preprocess(f)])
     except MnistCnnError as exc:
         return {"file": str(f), "error": str(exc)}
 
@@ -146,19 +172,8 @@ def _answer(predictor: Predictor, p: np.ndarray, top_k: int, pre: Any, min_confi
     }
 
 
-def _multi_record(f: Path, answers: list[dict[str, Any]]) -> dict[str, Any]:
-    """A row of digits: the string read, the probability that every digit is right (product)."""
-    return {
-        "file": str(f),
-        "digits": "".join(a["label"] for a in answers),
-        "probability": float(np.prod([a["probability"] for a in answers])),
-        "unsure": any(a["unsure"] for a in answers),
-        "items": answers,
-    }
-
-
 class _SaveNames:
-    """Writes preprocessed 28x28 PNGs to ``DIR/<image name>[-k].png`` (k: digit of a --multi row),
+    """Writes preprocessed images to ``DIR/<image name>[-k].png`` (k: ``row0``... for --multi's row crops),
     never overwriting a file: one written in the same run (two 'a.jpg' in different folders: a.png,
     a-2.png), an earlier run's, or an input (DIR may be the input folder: a.png stays, a-2.png is written)."""
 
@@ -166,7 +181,7 @@ class _SaveNames:
         self.folder = folder
         self.used: set[str] = set()
 
-    def save(self, f: Path, k: int | None, image: np.ndarray) -> None:
+    def save(self, f: Path, k: int | str | None, image: np.ndarray) -> None:
         import io
 
         from PIL import Image

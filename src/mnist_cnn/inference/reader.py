@@ -221,11 +221,12 @@ def string_logp(logp: np.ndarray, text: str) -> float:
     alpha[0] = logp[0, blank]
     if s_len > 1:
         alpha[1] = logp[0, ext[1]]
+    # a character may follow the one two places back directly (skipping the blank) unless it repeats it
+    allow = np.array([k >= 2 and ext[k] != blank and ext[k] != ext[k - 2] for k in range(s_len)])
     for t in range(1, len(logp)):
-        prev = alpha.copy()
+        prev = alpha
         shift1 = np.concatenate([[-np.inf], prev[:-1]])
-        shift2 = np.concatenate([[-np.inf, -np.inf], prev[:-2]])
-        allow = np.array([k >= 2 and ext[k] != blank and ext[k] != ext[k - 2] for k in range(s_len)])
+        shift2 = np.concatenate([[-np.inf, -np.inf], prev[:-2]])[:s_len]
         shift2 = np.where(allow, shift2, -np.inf)
         alpha = np.logaddexp(np.logaddexp(prev, shift1), shift2) + logp[t, ext]
     return float(np.logaddexp(alpha[-1], alpha[-2]) if s_len > 1 else alpha[-1])

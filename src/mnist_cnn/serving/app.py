@@ -5,6 +5,9 @@
   ``{"pixels": 28x28 0..255}`` / ``{"image": base64 PNG/JPEG}``.
 * ``POST /api/predict/batch``: several images (multipart fields ``file`` repeated, or JSON
   ``{"items": [{"pixels": ...} | {"image": ...}, ...]}``).
+* ``POST /api/read``: one photo of a handwritten number (the same body forms as ``/api/predict``):
+  the string read by the number reader, its probability, each digit's box. Without a reader
+  (``serve --reader``) it answers 503 and is left out of the OpenAPI schema.
 * ``GET /api/health``, ``GET /api/model``, ``GET /docs`` (OpenAPI, served offline when
   ``fastapi-offline`` is installed).
 
@@ -42,10 +45,12 @@ from mnist_cnn.serving.limits import DEFAULT_LIMITS, Limits
 from mnist_cnn.serving.schemas import (
     HTTP_ERRORS,
     PREDICT_ERRORS,
+    READ_ERRORS,
     BatchAnswer,
     Health,
     ModelInfo,
     PredictAnswer,
+    ReadAnswer,
     request_body,
 )
 from mnist_cnn.serving.service import Service, status_of
@@ -55,9 +60,13 @@ DOCS_PATHS = ("/docs", "/redoc")  # Swagger UI, ReDoc
 log = logging.getLogger("mnist_cnn.server")
 
 
-def create_app(predictor: Any, limits: Limits = DEFAULT_LIMITS) -> Any:
-    """The FastAPI app serving ``predictor`` (an object with ``predict_proba``, ``classes``, ``info``)."""
-    service = Service(predictor, limits)
+def create_app(
+    predictor: Any, limits: Limits = DEFAULT_LIMITS, reader: Any = None, no_reader: str | None = None
+) -> Any:
+    """The FastAPI app serving ``predictor`` (an object with ``predict_proba``, ``classes``, ``info``)
+    and, for ``/api/read``, ``reader`` (a loaded :class:`~mnist_cnn.inference.reader.NumberReader`;
+    None: ``/api/read`` answers 503 with ``no_reader``, or a default message)."""
+    service = Service(predictor, limits, reader, no_reader)
 
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
@@ -153,6 +162,30 @@ def create_app(predictor: Any, limits: Limits = DEFAULT_LIMITS) -> Any:
             service.release()
         return JSONResponse({"results": results, "model_id": service.model_id, "latency_ms": _ms_since(t0)})
 
+    @app.post(
+        "/api/read",
+        openapi_extra=request_body(False, limits.max_batch),
+        response_class=JSONResponse,
+        responses={200: {"model": ReadAnswer, "description": "the number(s) read"}, **READ_ERRORS},
+        tags=["read"],
+        include_in_schema=service.reader is not None,  # a server without a reader does not offer it
+    )
+    async def read(request: Request) -> JSONResponse:
+        """Read the handwritten number(s) in one photo: the string, its calibrated probability,
+        whether it is ``unsure`` (and why), each digit's box and probability, each row's alternatives.
+        ``min_confidence`` applies to each row's whole string."""
+        if service.reader is None:
+            return JSONResponse({"error": service.no_reader}, status_code=503)
+        if not service.admit():
+            return busy()
+        try:
+            t0 = time.perf_counter()
+            sources, min_confidence = await parse_sources(request, service, batch=False)
+            answer = await service.read_source(sources[0], min_confidence)
+        finally:
+            service.release()
+        return JSONResponse({**answer, "latency_ms": _ms_since(t0)})
+
     @app.get(
         "/api/health",
         response_class=JSONResponse,
@@ -160,7 +193,10 @@ def create_app(predictor: Any, limits: Limits = DEFAULT_LIMITS) -> Any:
         tags=["meta"],
     )
     async def health() -> JSONResponse:
-        return JSONResponse({"status": "ok", "model_id": service.model_id, "backend": predictor.info.get("backend")})
+        backend = predictor.info.get("backend")
+        return JSONResponse(
+            {"status": "ok", "model_id": service.model_id, "backend": backend, "reader_id": service.reader_id}
+        )
 
     @app.get(
         "/api/model",

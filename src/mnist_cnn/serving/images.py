@@ -71,10 +71,13 @@ def decode_reduced(img: Any, max_pixels: int) -> Any:
 
     JPEG is decoded at 1/2, 1/4 or 1/8 scale and in greyscale straight from the file (``draft``);
     other formats are decoded whole (their size is capped by ``max_pixels`` of the request limits),
-    then box-reduced by an integer factor (``reduce``) before anything else is done with them."""
+    then box-reduced by an integer factor (``reduce``) before anything else is done with them.
+    ``info[FULL_SIZE]`` holds the upright size at full resolution, as the library's own reduced
+    decode does, so that boxes found in the image (``/api/read``) are given in the file's pixels."""
     from PIL import Image
 
     from mnist_cnn.inference.preprocessing import standard_mode
+    from mnist_cnn.inference.preprocessing.decode import FULL_SIZE
 
     w, h = img.size
     f = math.ceil(math.sqrt(w * h / max_pixels))
@@ -97,7 +100,9 @@ def decode_reduced(img: Any, max_pixels: int) -> Any:
     img = standard_mode(img).convert("L")  # transparency composited as the library does, then grey
     if orientation in _UPRIGHT:
         img = img.transpose(getattr(Image.Transpose, _UPRIGHT[orientation]))
-    return Image.fromarray(np.asarray(img), mode="L")  # no metadata left that could rotate it again
+    out = Image.fromarray(np.asarray(img), mode="L")  # no metadata left that could rotate it again
+    out.info[FULL_SIZE] = (h, w) if orientation in (5, 6, 7, 8) else (w, h)  # boxes found in it map back to the file's
+    return out
 
 
 def _reducible(img: Any) -> Any:

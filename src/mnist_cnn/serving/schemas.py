@@ -1,10 +1,10 @@
 """The OpenAPI schema: what goes in and out of the API, stated exactly.
 
 The pydantic models describe every answer (:class:`PredictAnswer`, :class:`BatchAnswer`,
-:class:`Health`, :class:`ModelInfo`, :class:`Error`); :data:`HTTP_ERRORS` and
-:data:`PREDICT_ERRORS` list every refusal; :func:`request_body` is every request body a predict
-route takes. The server enforces exactly this schema (:mod:`~mnist_cnn.serving.decoding`,
-``tests/test_schemathesis.py``).
+:class:`ReadAnswer`, :class:`Health`, :class:`ModelInfo`, :class:`Error`); :data:`HTTP_ERRORS`,
+:data:`PREDICT_ERRORS` and :data:`READ_ERRORS` list every refusal; :func:`request_body` is every
+request body a predict route (and ``/api/read``) takes. The server enforces exactly this schema
+(:mod:`~mnist_cnn.serving.decoding`, ``tests/test_schemathesis.py``).
 """
 
 from __future__ import annotations
@@ -64,11 +64,70 @@ class BatchAnswer(BaseModel):
     latency_ms: float
 
 
+Box = list[int]
+_BOX = "(left, top, right, bottom) in the uploaded image's pixels (EXIF orientation applied), within `size`"
+
+
+class ReadChoice(BaseModel):
+    """One of a digit's most probable classes."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: str
+    digit: int
+    probability: float
+
+
+class ReadDigit(BaseModel):
+    """One digit of the string read: its class, probability, box and top-k classes."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: str = Field(description="the digit as text")
+    digit: int
+    probability: float = Field(description="the digit's probability at the frame where it peaks")
+    bbox: Box = Field(min_length=4, max_length=4, description=_BOX)
+    top_k: list[ReadChoice] = Field(description="the most probable digits there, best first")
+
+
+class ReadAlternative(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    number: str
+    probability: float
+
+
+class ReadRow(BaseModel):
+    """One row of handwriting read whole."""
+
+    model_config = ConfigDict(extra="forbid")
+    number: str = Field(description="the digit string (leading zeros kept; empty when nothing was read)")
+    probability: float = Field(description="calibrated probability that the whole string is right")
+    unsure: bool
+    reason: str | None = Field(description='why unsure: "low confidence", or "3 or 4 digits?"')
+    bbox: Box = Field(min_length=4, max_length=4, description=_BOX)
+    digits: list[ReadDigit]
+    alternatives: list[ReadAlternative] = Field(description="the next most probable strings")
+
+
+class ReadAnswer(BaseModel):
+    """``POST /api/read``: the number(s) in the image, each digit's box, and the server-side latency."""
+
+    model_config = ConfigDict(extra="forbid")
+    number: str = Field(description="every row's string, top to bottom, joined by newlines")
+    probability: float = Field(description="probability that every row is read right")
+    unsure: bool = Field(description="a row is unsure: below min_confidence, or its length is in doubt")
+    reason: str | None = Field(description="the unsure rows' reasons joined by '; ', else null")
+    digits: list[ReadDigit] = Field(description="every row's digits, top to bottom, left to right")
+    rows: list[ReadRow]
+    size: list[int] = Field(min_length=2, max_length=2, description="the image's (width, height) in pixels")
+    model_id: str = Field(description="the number reader's id: file stem and sha256 prefix")
+    latency_ms: float = Field(description="server time: body read, decode, rows, reader")
+
+
 class Health(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Literal["ok"]
     model_id: str
     backend: str | None
+    reader_id: str | None = Field(description="the number reader of /api/read; null: the server reads no numbers")
 
 
 class ModelInfo(BaseModel):
@@ -116,6 +175,17 @@ PREDICT_ERRORS = {
     503: _error(
         "--max-concurrent requests already in progress, or more than --max-connections connections open; "
         "retry after the Retry-After seconds",
+        retry_after=True,
+    ),
+}
+
+
+READ_ERRORS = {
+    **{k: v for k, v in PREDICT_ERRORS.items() if k != 503},
+    422: _error("the image is empty, undecodable or truncated, has more than --max-pixels pixels, or shows no number"),
+    503: _error(
+        "--max-concurrent requests already in progress (retry after the Retry-After seconds), more than "
+        "--max-connections connections open, or the server has no number reader (--reader)",
         retry_after=True,
     ),
 }

@@ -14,12 +14,14 @@ progress (503 beyond), and, at the HTTP layer, header size, read timeouts and op
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from mnist_cnn.serving.app import create_app
 from mnist_cnn.serving.guards import guarded_protocol
 from mnist_cnn.serving.limits import DEFAULT_LIMITS, Limits, tune_malloc
+from mnist_cnn.serving.service import load_reader_for_serving
 
 __all__ = ["Limits", "load_app", "load_predictor_for_serving", "tune_malloc", "uvicorn_config"]
 
@@ -38,9 +40,18 @@ def load_predictor_for_serving(model_spec: str, threads: int | None = None) -> A
     return load_predictor(model_spec)
 
 
-def load_app(model_spec: str, limits: Limits = DEFAULT_LIMITS, threads: int | None = None) -> Any:
-    """Load the model once and build the app (errors are MnistCnnError, before any port is bound)."""
-    return create_app(load_predictor_for_serving(model_spec, threads), limits)
+def load_app(
+    model_spec: str,
+    limits: Limits = DEFAULT_LIMITS,
+    threads: int | None = None,
+    reader: str | os.PathLike[str] | None = None,
+) -> Any:
+    """Load the model (and the number reader ``reader``: a file, ``"default"`` for the bundled one if
+    installed, None or ``"none"`` for none) once and build the app (errors are MnistCnnError, before
+    any port is bound). Without a reader ``/api/read`` answers 503; a reader loads torch."""
+    predictor = load_predictor_for_serving(model_spec, threads)
+    number_reader, no_reader = load_reader_for_serving(reader)
+    return create_app(predictor, limits, number_reader, no_reader)
 
 
 def uvicorn_config(app: Any, limits: Limits = DEFAULT_LIMITS, **kwargs: Any) -> Any:

@@ -7,12 +7,17 @@ concurrent requests (:class:`~mnist_cnn.serving.batcher.Batcher`), so the event 
 other clients. :class:`Service` also admits a bounded number of requests at once and words each
 image's answer. :func:`status_of` is the HTTP status of a refused request or image;
 :func:`public_info` describes the model without this machine's file system.
+
+The number reader (``/api/read``, :func:`load_reader_for_serving`) is loaded once too, when there
+is one: its rows are found in the pool and read by the CRNN in a thread of its own, one image at a
+time (:meth:`Service.read_source`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from mnist_cnn.artifacts.runs import card_for
+from mnist_cnn.artifacts.runs import card_for, model_id
 from mnist_cnn.errors import ImageError, MnistCnnError, RequestError
 from mnist_cnn.inference.predictors import DEFAULT_MIN_CONFIDENCE, is_unsure
+from mnist_cnn.inference.reader import DEFAULT_READER, Reading
 from mnist_cnn.serving.batcher import Batcher
 from mnist_cnn.serving.images import Source, decode_bounded, png_data_url, untrusted
 from mnist_cnn.serving.limits import DEFAULT_LIMITS, Limits, malloc_trim
@@ -36,12 +42,43 @@ def status_of(exc: MnistCnnError) -> int:
     return 400
 
 
-class Service:
-    """The loaded model plus the request -> answer logic (no HTTP here: easy to test and reuse)."""
+NO_READER = "this server reads no numbers: it was started without a number reader (mnist-cnn serve --reader FILE)"
 
-    def __init__(self, predictor: Any, limits: Limits = DEFAULT_LIMITS):
+
+def load_reader_for_serving(spec: str | os.PathLike[str] | None) -> tuple[Any, str | None]:
+    """The number reader ``serve --reader`` names, loaded once: ``(reader, None)``, or ``(None, why)``
+    when there is none: ``None`` or ``"none"``, or ``"default"`` while the bundled reader is not
+    installed. A file that is named but missing or not a reader is a
+    :class:`~mnist_cnn.errors.CheckpointError` (before any port is bound). Loading it imports torch."""
+    if spec is None or str(spec).lower() == "none":
+        return None, NO_READER
+    path = Path(spec)
+    if str(spec) == "default":
+        if not DEFAULT_READER.is_file():
+            return None, (
+                f"this server reads no numbers: the bundled number reader ({DEFAULT_READER.name}) is not "
+                "installed; start it with --reader FILE"
+            )
+        path = DEFAULT_READER
+    from mnist_cnn.inference.reader import NumberReader
+
+    return NumberReader(path), None
+
+
+class Service:
+    """The loaded model plus the request -> answer logic (no HTTP here: easy to test and reuse).
+
+    ``reader``: a :class:`~mnist_cnn.inference.reader.NumberReader` for ``/api/read``, or None
+    (``no_reader`` then says why, in the 503 that ``/api/read`` answers)."""
+
+    def __init__(
+        self, predictor: Any, limits: Limits = DEFAULT_LIMITS, reader: Any = None, no_reader: str | None = None
+    ):
         self.predictor = predictor
         self.limits = limits
+        self.reader = reader
+        self.no_reader = no_reader or NO_READER
+        self.reader_id = _reader_id(reader)
         self.classes = [str(c) for c in predictor.classes]
         self.model_id = str(predictor.info.get("model_id", "unknown"))
         self.card = card_for((predictor.info.get("provenance") or {}).get("file"))  # the default model's card
@@ -58,6 +95,8 @@ class Service:
             # decoding + preprocessing: a few threads (Limits.pool_size), so images decoded at once stay
             # bounded and the threads do not fight over the cores (and the GIL) with the event loop
             self.pool = ThreadPoolExecutor(self.limits.pool_size(), thread_name_prefix="mnist-cnn-prep")
+            # the number reader's CRNN: one thread of its own, like the batcher's (no oversubscription)
+            self.reader_thread = ThreadPoolExecutor(1, thread_name_prefix="mnist-cnn-reader")
             self.closed = False
 
     def close(self) -> None:
@@ -65,6 +104,7 @@ class Service:
             self.closed = True
             self.batcher.close()
             self.pool.shutdown(wait=False, cancel_futures=True)
+            self.reader_thread.shutdown(wait=False, cancel_futures=True)
 
     def model_info(self) -> dict[str, Any]:
         info = public_info(_jsonable(self.predictor.info))
@@ -162,6 +202,69 @@ class Service:
             "model_id": self.model_id,
             "preprocessed": preview,
         }
+
+    # ---- reading numbers (/api/read)
+
+    async def read_source(self, src: Source, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> dict[str, Any]:
+        """One image's reading (:meth:`~mnist_cnn.inference.reader.Reading.to_dict`, boxes within the
+        image, and the reader's ``model_id``): rows found in the pool, read by the CRNN in the reader's
+        thread. A refused image raises its :class:`~mnist_cnn.errors.MnistCnnError`."""
+        if self.reader is None:
+            raise RuntimeError("read_source needs a number reader; check Service.reader first")
+        crops = await self.run(self.prepare_rows, src)
+        loop = asyncio.get_running_loop()
+        rows = await loop.run_in_executor(self.reader_thread, self.read_rows, crops, min_confidence)
+        return reading_answer(Reading(rows, crops[0].size).to_dict(), self.reader_id)
+
+    def prepare_rows(self, src: Source) -> list[Any]:
+        """One source -> the rows of handwriting in it (reader crops, boxes in the file's pixels). Runs in the pool."""
+        from PIL import Image
+
+        from mnist_cnn.inference.preprocessing import preprocess_rows
+
+        if isinstance(src, MnistCnnError):
+            raise src
+        if isinstance(src, np.ndarray):
+            img = Image.fromarray(src, mode="L")
+        else:
+            img, _ = self.decode(src, self.limits.max_request_pixels)
+        crops = untrusted(preprocess_rows, img, max_pixels=self.limits.max_pixels)
+        if not crops:
+            raise ImageError("no digit found: the image shows no row of handwriting; send a photo of a number")
+        return list(crops)
+
+    def read_rows(self, crops: list[Any], min_confidence: float) -> list[Any]:
+        """Each row crop read by the CRNN (in the reader's thread)."""
+        return [self.reader.read_crop(c, min_confidence) for c in crops]
+
+
+def reading_answer(reading: dict[str, Any], reader_id: str | None) -> dict[str, Any]:
+    """A reading's dict with every box clamped to the image (rounding may put an edge a pixel out)."""
+    w, h = reading["size"]
+
+    def inside(box: list[int]) -> list[int]:
+        x0, y0, x1, y1 = (int(v) for v in box)
+        x0, y0 = min(max(x0, 0), w), min(max(y0, 0), h)
+        return [x0, y0, min(max(x1, x0), w), min(max(y1, y0), h)]
+
+    for row in reading["rows"]:
+        row["bbox"] = inside(row["bbox"])
+        for d in row["digits"]:  # the same dicts as the top-level "digits"
+            d["bbox"] = inside(d["bbox"])
+    return {**reading, "model_id": reader_id or "unknown"}
+
+
+def _reader_id(reader: Any) -> str | None:
+    """``<file stem>-<sha256 prefix>`` of the reader's file, like a model's id (None: no reader)."""
+    if reader is None:
+        return None
+    path = getattr(reader, "path", None)
+    if path is None:
+        return "reader"
+    try:
+        return model_id(path)
+    except OSError:
+        return Path(path).stem
 
 
 def public_info(info: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from PIL import Image
 
 from mnist_cnn.synth.paper import (
     INKS,
+    PAPER_LINES,
+    draw_layer,
     encode,
     form_box,
     homography,
@@ -37,6 +39,9 @@ PAGE_CONDITIONS = [
     "stray_marks",
     "small_jpeg",
     "notebook_all",
+    "crossed_line",
+    "cut_border",
+    "low_light",
 ]
 
 
@@ -45,7 +50,7 @@ def page_options(cond: str, rng: np.random.Generator) -> dict[str, Any]:
     o: dict[str, Any] = {
         "height": int(rng.integers(70, 161)),
         "canvas": rng.uniform(2.0, 3.2),
-        "paper": "plain",  # plain | ruled | grid | form_box
+        "paper": "plain",  # plain | ruled | grid | form_box | crossed_line | cut_border
         "pen": "normal",  # normal | ballpoint | marker
         "shadow": False,
         "edge": False,
@@ -53,8 +58,9 @@ def page_options(cond: str, rng: np.random.Generator) -> dict[str, Any]:
         "stray": False,
         "small": 0,  # longer side of the downscaled photo (0: full size)
         "jpeg": int(rng.integers(80, 96)),  # phones save JPEGs
+        "dark": 0.0,  # 0: daylight; else the light level (0.2-0.45), with the sensor's noise
     }
-    if cond in ("ruled", "grid", "form_box"):
+    if cond in ("ruled", "grid", "form_box", "crossed_line", "cut_border"):
         o["paper"] = cond
     elif cond == "shadow":
         o["shadow"] = True
@@ -66,6 +72,8 @@ def page_options(cond: str, rng: np.random.Generator) -> dict[str, Any]:
         o["pen"] = cond
     elif cond == "stray_marks":
         o["stray"] = True
+    elif cond == "low_light":
+        o["dark"] = rng.uniform(0.2, 0.45)
     elif cond == "small_jpeg":
         o["canvas"] = rng.uniform(1.5, 2.5)
         o["small"], o["jpeg"] = int(rng.integers(60, 161)), int(rng.integers(10, 36))
@@ -119,6 +127,10 @@ def render_page(digit: np.ndarray, cond: str, rng: Rng, pool: Pool = None, recor
         layers += ruled(shape, height, rng, grid=o["paper"] == "grid")
     elif o["paper"] == "form_box":
         layers += form_box(shape, ink_box, height, rng)
+    elif o["paper"] == "crossed_line":
+        layers.append(crossing_line(shape, ink_box, height, rng))
+    elif o["paper"] == "cut_border":
+        layers.append(cutting_border(shape, ink_box, height, rng))
     if o["stray"]:
         layers.append((stray_marks(shape, ink_box, height, rng, pool, pen), INKS[-1]))
     ink = INKS[int(rng.integers(len(INKS)))] if rng.random() < 0.5 else INKS[-1]
@@ -136,9 +148,48 @@ def render_page(digit: np.ndarray, cond: str, rng: Rng, pool: Pool = None, recor
     if o["shadow"]:
         img *= shadow(shape, rng)[..., None]
     img = gaussian_filter(img, (rng.uniform(0.3, 1.0),) * 2 + (0,))  # camera optics
-    img += rng.normal(0, rng.uniform(1.5, 5.0), img.shape)
+    if o["dark"]:
+        img = img * o["dark"] + rng.normal(0, rng.uniform(5.0, 12.0), img.shape)  # the sensor's gain turned up
+    else:
+        img += rng.normal(0, rng.uniform(1.5, 5.0), img.shape)
     im = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), mode="RGB")
     if o["small"]:
         f = o["small"] / max(im.size)
-        im = im.resize((max(8, round(im.width * f)), max(8, round(im.height * f))), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        im = im.resize(
+            (max(8, round(im.width * f)), max(8, round(im.height * f))), Image.Resampling.BILINEAR, reducing_gap=2.0
+        )
     return encode(im, "JPEG", quality=o["jpeg"])
+
+
+def crossing_line(shape: tuple[int, int], ink_box: tuple[int, int, int, int], height: float, rng: Rng) -> tuple:
+    """A ruled line (1-3 px, slightly slanted) that always crosses the digit's strokes, through its
+    middle 15-85%, as a (coverage, colour) layer."""
+    h, w = shape
+    left, t, r, b = ink_box
+    y = t + rng.uniform(0.15, 0.85) * (b - t)
+    slope = np.tan(np.radians(rng.uniform(-3, 3)))
+    lw = rng.uniform(1.0, 1.0 + height / 50)
+    colour = PAPER_LINES[int(rng.integers(len(PAPER_LINES)))] if rng.random() < 0.7 else (40, 40, 90)
+    y0, y1 = y - slope * (left + r) / 2, y + slope * (w - (left + r) / 2)
+
+    def line(d: Any, ss: int) -> None:
+        d.line([(0, y0 * ss), (w * ss, y1 * ss)], fill=255, width=max(1, round(lw * ss)))
+
+    return draw_layer(shape, line), colour
+
+
+def cutting_border(shape: tuple[int, int], ink_box: tuple[int, int, int, int], height: float, rng: Rng) -> tuple:
+    """A printed box too small for the digit: one side (sometimes two) cuts through its strokes,
+    5-25% of the digit inside its edge; the others clear of it."""
+    left, t, r, b = ink_box
+    m = [rng.uniform(0.05, 0.3) * height for _ in range(4)]
+    for side in rng.choice(4, size=2 if rng.random() < 0.3 else 1, replace=False):
+        m[side] = -rng.uniform(0.05, 0.25) * ((r - left) if side in (0, 2) else (b - t))
+    box = (left - m[0], t - m[1], r + m[2], b + m[3])
+    lw = rng.uniform(1.5, 2 + height / 40)
+    colour = tuple(int(v) for v in rng.uniform(20, 120, 3))
+
+    def draw(d: Any, ss: int) -> None:
+        d.rectangle([v * ss for v in box], outline=255, width=max(1, round(lw * ss)))
+
+    return draw_layer(shape, draw), colour

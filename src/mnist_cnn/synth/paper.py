@@ -282,7 +282,9 @@ def warp(img: np.ndarray, hom: np.ndarray, fill: np.ndarray) -> np.ndarray:
     for c in range(img.shape[2]):
         ch = Image.fromarray(np.ascontiguousarray(img[..., c]), mode="F")
         out[..., c] = np.asarray(
-            ch.transform((w, h), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BICUBIC, fillcolor=float(fill[c]))
+            ch.transform(
+                (w, h), Image.Transform.PERSPECTIVE, coeffs, Image.Resampling.BICUBIC, fillcolor=float(fill[c])
+            )
         )
     return out
 

@@ -9,7 +9,10 @@ from PIL import Image
 def upscale(digit: np.ndarray, height: float) -> np.ndarray:
     """uint8 [28, 28] -> ink coverage float [s, s] in 0..1 with the 20-px digit about ``height`` tall."""
     side = max(28, int(round(height * 28 / 20)))
-    return np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), dtype=np.float32).clip(0, 255) / 255
+    return (
+        np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), dtype=np.float32).clip(0, 255)
+        / 255
+    )
 
 
 def thin(alpha: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:

@@ -47,13 +47,13 @@ class RowCrop:
         on = np.flatnonzero(cols.max(axis=0) > 0.2) if cols.size else np.array([], int)
         if rows.size == 0 or on.size == 0:
             rows, on = np.array([INK_TOP, INK_TOP + INK_HEIGHT - 1]), np.array([0, max(0, b - a - 1)])
-        l, t = self.box[0], self.box[1]
-        s = self.scale
+        x, y, s = self.box[0], self.box[1], self.scale
+        w, h = self.size if self.size != (0, 0) else (self.box[2], self.box[3])
         return (
-            int(l + (a + on[0] - PAD) / s),
-            int(t + (rows[0] - INK_TOP) / s),
-            int(np.ceil(l + (a + on[-1] + 1 - PAD) / s)),
-            int(np.ceil(t + (rows[-1] + 1 - INK_TOP) / s)),
+            int(np.clip(x + (a + on[0] - PAD) / s, 0, w)),
+            int(np.clip(y + (rows[0] - INK_TOP) / s, 0, h)),
+            int(np.clip(np.ceil(x + (a + on[-1] + 1 - PAD) / s), 0, w)),
+            int(np.clip(np.ceil(y + (rows[-1] + 1 - INK_TOP) / s), 0, h)),
         )
 
 

@@ -3,6 +3,9 @@
 // one request in flight at a time, and a stale answer never overwrites a newer drawing's.
 // Probabilities are the model's calibrated ones; an answer the server marks "unsure" (below
 // min_confidence: the page's ?min_confidence=P, else the server's default) names the top two.
+// "Read a number from a photo" -> POST /api/read -> the string in large type, its probability,
+// "unsure" and why, and the photo with a box over each digit (positioned in % of the image's
+// size, so the boxes follow the photo's displayed size), each with its digit and probability.
 "use strict";
 
 (() => {
@@ -234,6 +237,95 @@
   }
   $("upload").addEventListener("change", photoChosen);
   $("camera").addEventListener("change", photoChosen);   // capture="environment": the phone's back camera
+
+  // ------------------------------------------------------------------ read a number from a photo
+  const READ_URL = "/api/read" + (minConfidence === null ? "" : "?min_confidence=" + encodeURIComponent(minConfidence));
+  const rd = {
+    reading: $("reading"), number: $("read-number"), prob: $("read-prob"), unsure: $("read-unsure"),
+    alts: $("read-alts"), photo: $("read-photo"), img: $("read-img"), boxes: $("read-boxes"), status: $("read-status"),
+  };
+  let readSeq = 0, photoUrl = null;
+  const pct = (p) => (100 * p < 0.1 ? "<0.1" : (100 * p).toFixed(1)) + "%";
+  const oneLine = (text) => String(text).split("\n")[0];
+
+  function readStatus(text, isError) {
+    rd.status.textContent = text;
+    rd.status.classList.toggle("error", !!isError);
+  }
+
+  async function readChosen(ev) {
+    const file = ev.target.files[0];
+    ev.target.value = "";
+    if (!file) return;
+    const id = ++readSeq;
+    rd.reading.hidden = true;
+    rd.boxes.replaceChildren();
+    readStatus("Reading " + file.name + "…", false);
+    const body = new FormData();
+    body.append("file", file, file.name);
+    let res, data = null;
+    try {
+      res = await fetch(READ_URL, { method: "POST", body });
+    } catch (err) {
+      if (id === readSeq) readStatus("Cannot reach the server: " + err.message, true);
+      return;
+    }
+    try { data = await res.json(); } catch (_) { /* not JSON: a proxy's error page */ }
+    if (id !== readSeq) return;                   // another photo was chosen meanwhile
+    if (!res.ok || !data) {
+      readStatus(oneLine((data && data.error) || ("Request failed (" + res.status + ")")), true);
+      return;
+    }
+    if (photoUrl) URL.revokeObjectURL(photoUrl);
+    photoUrl = URL.createObjectURL(file);
+    rd.img.src = photoUrl;
+    showReading(data);
+  }
+
+  function place(el, box, w, h) {                 // a box in image pixels -> % of the displayed photo
+    const [l, t, r, b] = box;
+    el.style.left = (100 * l / w) + "%";
+    el.style.top = (100 * t / h) + "%";
+    el.style.width = (100 * (r - l) / w) + "%";
+    el.style.height = (100 * (b - t) / h) + "%";
+    return el;
+  }
+
+  function digitBox(d, w, h) {
+    const el = document.createElement("div");
+    el.className = "read-box" + (d.probability < 0.5 ? " low" : "");
+    const tag = document.createElement("span");
+    tag.className = "read-tag";
+    tag.textContent = d.label + " · " + pct(d.probability);
+    el.append(tag);
+    el.title = "digit " + d.label + ": " + d.top_k.map((k) => k.label + " " + pct(k.probability)).join(", ");
+    return place(el, d.bbox, w, h);
+  }
+
+  function showReading(r) {
+    const [w, h] = r.size;
+    const unsure = r.unsure === true;
+    rd.number.textContent = r.number || "(nothing read)";
+    rd.number.classList.toggle("unsure", unsure);
+    rd.prob.textContent = (unsure ? "only " : "") + pct(r.probability) + " sure";
+    rd.unsure.hidden = !unsure;
+    rd.unsure.textContent = unsure ? "unsure: " + (r.reason || "low confidence") : "";
+    const alts = r.rows.length === 1 ? r.rows[0].alternatives : [];
+    rd.alts.textContent = alts.length ? "or: " + alts.map((a) => a.number + " (" + pct(a.probability) + ")").join(", ") : "";
+    // the photo at its own aspect ratio, at most 70% of the window's height: the boxes scale with it
+    rd.photo.style.aspectRatio = w + " / " + h;
+    rd.photo.style.width = "min(100%, " + (70 * w / h).toFixed(3) + "vh)";
+    const rows = r.rows.map((row) => {
+      const el = document.createElement("div");
+      el.className = "read-row";
+      return place(el, row.bbox, w, h);
+    });
+    rd.boxes.replaceChildren(...rows, ...r.digits.map((d) => digitBox(d, w, h)));
+    rd.reading.hidden = false;
+    const n = r.digits.length;
+    readStatus(n + (n === 1 ? " digit" : " digits") + " · " + r.latency_ms.toFixed(0) + " ms on the server · " + r.model_id, false);
+  }
+  $("read-upload").addEventListener("change", readChosen);
 
   // ------------------------------------------------------------------ start
   $("clear").addEventListener("click", clearAll);

@@ -1,0 +1,157 @@
+"""The number reader: the renderer of numbers, the row finder, the CRNN file, CTC decoding and probabilities."""
+
+from __future__ import annotations
+
+import io
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+from mnist_cnn.errors import CheckpointError, ImageError
+from mnist_cnn.inference.preprocessing import preprocess_rows
+from mnist_cnn.inference.reader import NumberReader, beam_search, string_logp
+from mnist_cnn.models.reader import BLANK, Crnn, load_reader, save_reader
+from mnist_cnn.synth.numbers import NUMBER_CONDITIONS, render_number
+from mnist_cnn.training.reader_data import covers, load_rows, make_rows, save_rows
+
+
+def fake_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """MNIST-like 28x28 strokes: a digit-ish blob per class (a ring for 0, a bar for 1, ...)."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((n, 28, 28), np.uint8)
+    labels = rng.integers(0, 10, n)
+    for k, lab in enumerate(labels):
+        img = Image.new("L", (28, 28), 0)
+        d = ImageDraw.Draw(img)
+        if lab == 1:
+            d.line([(14, 4), (14, 24)], fill=255, width=3)
+        else:
+            d.ellipse([6, 4, 22, 24], outline=255, width=3)
+            d.line([(6 + lab, 14), (22, 4 + lab)], fill=255, width=3)
+        out[k] = np.asarray(img)
+    return out, labels
+
+
+@pytest.mark.parametrize("cond", NUMBER_CONDITIONS)
+def test_every_condition_renders_a_number_the_row_finder_holds(cond: str) -> None:
+    digits, labels = fake_digits(4, seed=3)
+    rng = np.random.default_rng(7)
+    data, info = render_number(digits, cond, rng, labels, height=(40, 60))
+    assert info["text"] == "".join(map(str, labels)) and len(info["boxes"]) == 4
+    im = Image.open(io.BytesIO(data))
+    w, h = im.size
+    assert all(0 <= b[0] < b[2] <= w and 0 <= b[1] < b[3] <= h for b in info["boxes"])  # inside the photo
+    lefts = [b[0] for b in info["boxes"]]
+    assert lefts == sorted(lefts)
+    rows = preprocess_rows(data)
+    assert any(covers(r.box, info["boxes"]) for r in rows)
+    for r in rows:
+        assert r.image.shape[0] == 32 and r.image.shape[1] % 4 == 0 and r.image.dtype == np.float32
+        assert 0.99 <= r.image.max() <= 1.0 and r.size == (w, h)
+
+
+def test_gaps_follow_the_condition() -> None:
+    digits, labels = fake_digits(5, seed=1)
+
+    def gaps(cond: str) -> float:
+        _, info = render_number(digits, cond, np.random.default_rng(2), labels, height=(60, 60))
+        b = info["boxes"]
+        return float(np.mean([b[i + 1][0] - b[i][2] for i in range(len(b) - 1)]))
+
+    assert gaps("overlapping") < gaps("touching") < 0 < gaps("tight") < gaps("spaced")
+
+
+def test_rows_are_found_top_to_bottom_and_blank_pages_say_no_digit() -> None:
+    img = Image.new("L", (600, 400), 250)
+    d = ImageDraw.Draw(img)
+    for y, xs in ((60, (60, 160, 260)), (250, (120, 220))):
+        for x in xs:
+            d.ellipse([x, y, x + 60, y + 90], outline=10, width=9)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    rows = preprocess_rows(buf.getvalue())
+    assert len(rows) == 2
+    assert rows[0].box[1] < 100 < 240 < rows[1].box[1]
+    assert rows[0].box[0] < 70 and rows[0].box[2] > 310  # three rings, left to right
+    blank = io.BytesIO()
+    Image.new("L", (300, 200), 240).save(blank, format="PNG")
+    with pytest.raises(ImageError, match="no digit found"):
+        preprocess_rows(blank.getvalue())
+
+
+def test_beam_search_and_the_forward_algorithm_agree_with_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    t, classes = 5, 3  # digits "0", "1" and the blank (index 2)
+    logp = np.log(rng.dirichlet(np.ones(classes), size=t))
+    totals: dict[str, float] = {}
+    for path in itertools.product(range(classes), repeat=t):
+        s = "".join(str(c) for k, c in enumerate(path) if c != classes - 1 and (k == 0 or path[k - 1] != c))
+        totals[s] = totals.get(s, 0.0) + float(np.exp(sum(logp[k, c] for k, c in enumerate(path))))
+    for s, p in totals.items():
+        assert np.exp(string_logp(logp, s)) == pytest.approx(p, rel=1e-9)
+    best = max(totals, key=lambda s: totals[s])
+    cands = beam_search(logp, beam=64)  # a beam this wide keeps every prefix: exact
+    assert cands[0][0] == best and cands[0][1] == pytest.approx(totals[best])
+
+
+def test_string_probability_matches_torch_ctc_loss() -> None:
+    torch.manual_seed(0)
+    logp = torch.randn(12, 1, BLANK + 1).log_softmax(-1)
+    target = torch.tensor([[1, 9, 9, 8]])
+    loss = F.ctc_loss(logp, target, torch.tensor([12]), torch.tensor([4]), blank=BLANK, reduction="sum")
+    assert string_logp(logp[:, 0].numpy().astype(np.float64), "1998") == pytest.approx(-float(loss), rel=1e-5)
+
+
+def test_reader_files_round_trip_and_bad_files_are_refused(tmp_path) -> None:
+    model = Crnn(width=4, hidden=8)
+    save_reader(tmp_path / "r.safetensors", model, {"temperature": 1.3})
+    loaded, meta = load_reader(tmp_path / "r.safetensors")
+    assert meta["temperature"] == 1.3 and meta["kind"] == "reader"
+    x = torch.rand(2, 1, 32, 64)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model.eval()(x))
+        assert loaded(x).shape == (16, 2, BLANK + 1)
+    save_reader(tmp_path / "big.safetensors", Crnn(width=8, hidden=8), {})
+    bad = load_reader(tmp_path / "big.safetensors")[1]
+    bad["args"]["width"] = 4
+    from mnist_cnn.artifacts.files import load_tensors, save_tensors
+
+    tensors, _ = load_tensors(tmp_path / "big.safetensors")
+    save_tensors(tmp_path / "lies.safetensors", tensors, bad)
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_reader(tmp_path / "lies.safetensors")
+    save_tensors(tmp_path / "hot.safetensors", tensors, {**bad, "args": {"width": 8, "hidden": 8}, "temperature": 0})
+    with pytest.raises(CheckpointError, match="temperature"):
+        load_reader(tmp_path / "hot.safetensors")
+
+
+def test_a_reading_has_boxes_inside_the_image_and_a_probability_per_digit(tmp_path) -> None:
+    save_reader(tmp_path / "r.safetensors", Crnn(width=4, hidden=8), {"temperature": 1.0})
+    digits, labels = fake_digits(3, seed=5)
+    data, _ = render_number(digits, "spaced", np.random.default_rng(1), labels, height=(50, 50))
+    reading = NumberReader(tmp_path / "r.safetensors").read(data, min_confidence=1.0)
+    d = reading.to_dict()
+    w, h = d["size"]
+    assert d["number"] == "\n".join(r["number"] for r in d["rows"])
+    for row in d["rows"]:
+        assert 0 <= row["probability"] <= 1 and row["unsure"]  # nothing is sure at min_confidence 1
+        assert len(row["digits"]) == len(row["number"])
+        for digit in row["digits"]:
+            left, top, right, bottom = digit["bbox"]
+            assert 0 <= left <= right <= w and 0 <= top <= bottom <= h
+            assert digit["top_k"][0]["probability"] >= digit["top_k"][-1]["probability"]
+
+
+def test_row_sets_round_trip(tmp_path) -> None:
+    digits, labels = fake_digits(40, seed=2)
+    rows = make_rows(digits, labels, 6, seed=3, height=(30, 40))
+    assert len(rows.crops) + rows.missed == 6 and len(rows.crops) >= 4
+    assert all(t.isdigit() and 2 <= len(t) <= 8 for t in rows.texts)
+    save_rows(str(tmp_path / "rows.npz"), rows)
+    back = load_rows(str(tmp_path / "rows.npz"))
+    assert back.texts == rows.texts and back.missed == rows.missed
+    assert all(np.array_equal(a, b) for a, b in zip(back.crops, rows.crops, strict=True))
