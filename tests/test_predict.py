@@ -302,29 +302,38 @@ def test_predict_save_preprocessed(run_dir: Path, images: Path, tmp_path: Path) 
     assert a.shape == (28, 28) and a.dtype == np.uint8 and a.max() == 255 and a[0].max() == 0
 
 
-def test_predict_multi(run_dir: Path, tmp_path: Path) -> None:
+def tiny_reader(folder: Path) -> Path:
+    """An untrained number reader: it reads some string; these tests check the answer's form, not its digits."""
+    from mnist_cnn.models.reader import Crnn, save_reader
+
+    path = folder / "reader.safetensors"
+    save_reader(path, Crnn(width=4, hidden=8), {"temperature": 1.0})
+    return path
+
+
+def test_predict_multi(tmp_path: Path) -> None:
     img = Image.new("L", (520, 200), 255)
     d = ImageDraw.Draw(img)
     for x in (40, 200, 360):
         d.line([(x, 40), (x + 80, 40), (x + 30, 160)], fill=0, width=12)
     img.save(tmp_path / "row.png")
-    res = run_cli(
-        "predict",
-        str(tmp_path / "row.png"),
-        "--model",
-        str(run_dir),
-        "--multi",
-        "--json",
-        "--save-preprocessed",
-        str(tmp_path / "pre"),
-    )
+    reader = tiny_reader(tmp_path)
+    args = ("predict", str(tmp_path / "row.png"), "--multi", "--reader", str(reader))
+    res = run_cli(*args, "--json", "--save-preprocessed", str(tmp_path / "pre"))
     assert res.exit_code == 0, res.stderr
     rec = json.loads(res.stdout)
-    assert len(rec["digits"]) == 3 and len(rec["items"]) == 3
-    assert rec["probability"] == pytest.approx(np.prod([i["probability"] for i in rec["items"]]))
-    lefts = [i["preprocessing"]["bbox"][0] for i in rec["items"]]
+    assert rec["number"] == rec["rows"][0]["number"] and len(rec["rows"]) == 1
+    assert len(rec["digits"]) == len(rec["number"]) and rec["size"] == [520, 200]
+    lefts = [d["bbox"][0] for d in rec["digits"]]
     assert lefts == sorted(lefts)
-    assert sorted(p.name for p in (tmp_path / "pre").iterdir()) == ["row-0.png", "row-1.png", "row-2.png"]
+    assert 0 <= rec["probability"] <= 1 and isinstance(rec["unsure"], bool)
+    assert sorted(p.name for p in (tmp_path / "pre").iterdir()) == ["row-row0.png"]
+    crop = np.asarray(Image.open(tmp_path / "pre" / "row-row0.png"))
+    assert crop.shape[0] == 32 and crop.max() == 255
+    text = run_cli(*args, "--min-confidence", "1")
+    assert text.exit_code == 0 and text.stdout.startswith(f"{tmp_path / 'row.png'}: unsure: ")
+    bad = run_cli("predict", str(tmp_path / "row.png"), "--multi", "--reader", str(tmp_path / "row.png"))
+    assert bad.exit_code != 0 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
 
 
 def test_predict_errors_are_one_line(run_dir: Path, tmp_path: Path) -> None:
@@ -425,17 +434,6 @@ def test_predict_min_confidence_text_and_json(run_dir: Path, images: Path) -> No
     assert bad.exit_code == 2 and "--min-confidence" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_predict_multi_marks_each_digit(run_dir: Path, tmp_path: Path) -> None:
-    img = Image.new("L", (360, 200), 255)
-    for x in (40, 200):
-        ImageDraw.Draw(img).line([(x, 40), (x + 80, 40), (x + 30, 160)], fill=0, width=12)
-    img.save(tmp_path / "row.png")
-    res = run_cli("predict", str(tmp_path / "row.png"), "--model", str(run_dir), "--multi", "--json")
-    rec = json.loads(res.stdout)
-    assert all(isinstance(i["unsure"], bool) for i in rec["items"])
-    assert rec["unsure"] is any(i["unsure"] for i in rec["items"])
-
-
 def test_predict_files_marks_unsure_itself(run_dir: Path, images: Path, tmp_path: Path) -> None:
     """The library marks ``unsure`` (one threshold, ``is_unsure``), not the CLI afterwards."""
     from mnist_cnn.inference.batch import predict_files
@@ -448,8 +446,11 @@ def test_predict_files_marks_unsure_itself(run_dir: Path, images: Path, tmp_path
     assert "error" in failed and "unsure" not in failed
     assert predict_files(p, files[:1], min_confidence=0.0)[0]["unsure"] is False
     assert predict_files(p, files[:1], min_confidence=1.0)[0]["unsure"] is True
-    row = predict_files(p, [images / "a.png"], multi=True, min_confidence=1.0)[0]
-    assert row["unsure"] is any(i["unsure"] for i in row["items"]) and all("unsure" in i for i in row["items"])
+    from mnist_cnn.inference.reader import NumberReader
+
+    reader = NumberReader(tiny_reader(tmp_path))
+    row = predict_files(p, [images / "a.png"], multi=True, min_confidence=1.0, reader=reader)[0]
+    assert row["unsure"] is True and row["rows"][0]["unsure"] is True and row["reason"]
 
 
 def noisy_digit_png(path: Path, ink: int, sigma: float, seed: int = 0) -> Path:

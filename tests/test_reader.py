@@ -155,3 +155,35 @@ def test_row_sets_round_trip(tmp_path) -> None:
     back = load_rows(str(tmp_path / "rows.npz"))
     assert back.texts == rows.texts and back.missed == rows.missed
     assert all(np.array_equal(a, b) for a, b in zip(back.crops, rows.crops, strict=True))
+
+
+def test_training_lowers_the_ctc_loss_and_keeps_the_best_validation_epoch(tmp_path) -> None:
+    from mnist_cnn.training.reader import fit_temperature, train
+
+    digits, labels = fake_digits(60, seed=4)
+    rows = make_rows(digits, labels, 12, seed=5, height=(30, 40))
+    torch.manual_seed(0)
+    model, info = train(rows, rows, epochs=6, batch=4, lr=3e-3, seed=0, log=lambda *a, **k: None)
+    losses = [h["loss"] for h in info["history"]]
+    assert losses[-1] < 0.7 * losses[0]
+    assert info["val_exact"] == max(h["val_exact"] for h in info["history"])
+    assert info["best_epoch"] == 1 + [h["val_exact"] for h in info["history"]].index(info["val_exact"])
+    cal = fit_temperature(model, rows)
+    assert 0.5 <= cal["temperature"] <= 4.0 and cal["nll_after"] <= cal["nll_before"] + 1e-9
+
+
+def test_end_to_end_calibration_is_a_monotone_map_fitted_on_photos(tmp_path) -> None:
+    from mnist_cnn.training.reader import fit_platt
+    from mnist_cnn.training.reader_data import read_pages
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.5, 1.0, 400)
+    right = rng.random(400) < (p - 0.3)  # over-confident: right less often than it says
+    fit = fit_platt(p, right)
+    assert fit["ece_after"] < fit["ece_before"] and fit["platt"][0] > 0
+    save_reader(tmp_path / "r.safetensors", Crnn(width=4, hidden=8), {"calibration": {"platt": fit["platt"]}})
+    reader = NumberReader(tmp_path / "r.safetensors")
+    assert reader.calibrated(0.9) < 0.9 and reader.calibrated(0.6) < reader.calibrated(0.9)
+    digits, labels = fake_digits(30, seed=6)
+    probs, ok = read_pages(reader, digits, labels, 3, seed=1)
+    assert len(probs) == len(ok) <= 3 and ((0 <= probs) & (probs <= 1)).all()

@@ -57,7 +57,16 @@ def make_schema():
     from mnist_cnn.serving.app import create_app
     from mnist_cnn.serving.limits import Limits
 
-    app = create_app(UniformModel(), Limits(max_body_bytes=200_000, max_pixels=500 * 500, max_batch=4))
+    import tempfile
+    from pathlib import Path
+
+    from mnist_cnn.inference.reader import NumberReader
+    from mnist_cnn.models.reader import Crnn, save_reader
+
+    path = Path(tempfile.mkdtemp()) / "reader.safetensors"  # /api/read too: a tiny untrained reader
+    save_reader(path, Crnn(width=4, hidden=8), {"temperature": 1.0})
+    limits = Limits(max_body_bytes=200_000, max_pixels=500 * 500, max_batch=4)
+    app = create_app(UniformModel(), limits, NumberReader(path))
     config = schemathesis.config.SchemathesisConfig.from_dict(CONFIG)
     return schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
 

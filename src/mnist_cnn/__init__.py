@@ -9,6 +9,7 @@ The public API (everything else is reachable through the stage subpackages, see 
     model, meta = mnist_cnn.load_model("default")             # a torch module, from safetensors
     predictor = mnist_cnn.load_predictor("default")           # run folder, "default" or model.onnx
     predictor.predict(x_test[:5])                             # (N, 28, 28) arrays, PIL images, paths
+    reading = mnist_cnn.read_number("meter.jpg")              # a whole number: .number, .probability, .rows
 
 Heavy modules (torch) are imported lazily, on first use of a name, so ``mnist-cnn --help`` stays fast.
 """
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from mnist_cnn.errors import MnistCnnError
     from mnist_cnn.inference.evaluate import evaluate_run as evaluate
     from mnist_cnn.inference.predictors import Prediction, Predictor, load_predictor
+    from mnist_cnn.inference.reader import read_number
     from mnist_cnn.models.files import load_model
     from mnist_cnn.models.registry import create_model, list_models, register_model
     from mnist_cnn.training.config import TrainConfig
@@ -40,6 +42,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "load_predictor": ("mnist_cnn.inference.predictors", "load_predictor"),
     "Predictor": ("mnist_cnn.inference.predictors", "Predictor"),
     "Prediction": ("mnist_cnn.inference.predictors", "Prediction"),
+    "read_number": ("mnist_cnn.inference.reader", "read_number"),
     "train": ("mnist_cnn.training.engine", "train"),
     "evaluate": ("mnist_cnn.inference.evaluate", "evaluate_run"),
     "TrainConfig": ("mnist_cnn.training.config", "TrainConfig"),
@@ -62,6 +65,7 @@ __all__ = [
     "load_dataset",
     "load_model",
     "load_predictor",
+    "read_number",
     "recipe_config",
     "register_model",
     "train",

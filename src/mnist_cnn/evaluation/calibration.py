@@ -171,6 +171,13 @@ def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS
     y = np.asarray(labels, dtype=np.int64)
     conf = p.max(axis=1) if len(p) else np.zeros(0)
     right = (p.argmax(axis=1) == y).astype(np.float64) if len(p) else np.zeros(0)
+    return confidence_bins(conf, right, n_bins)
+
+
+def confidence_bins(conf: np.ndarray, right: np.ndarray, n_bins: int = N_BINS) -> ReliabilityBins:
+    """Bin answers by their confidence ``conf`` [N] (0..1); ``right`` [N]: whether each was right."""
+    conf = np.asarray(conf, dtype=np.float64)
+    right = np.asarray(right, dtype=np.float64)
     which = np.minimum((conf * n_bins).astype(np.int64), n_bins - 1)
     counts = np.bincount(which, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):

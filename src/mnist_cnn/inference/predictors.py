@@ -195,6 +195,16 @@ class Predictor:
             for i, p, top, row in zip(best, probs, self.top_k(probs, k), order)
         ]
 
+    def read_number(
+        self, image: Any, min_confidence: float = DEFAULT_MIN_CONFIDENCE, reader: str | os.PathLike[str] | None = None
+    ) -> Any:
+        """The handwritten number(s) in a photo, read whole by the number reader (the bundled one, or
+        ``reader``): a :class:`~mnist_cnn.inference.reader.Reading` (``.number``, ``.probability``,
+        ``.unsure``, ``.rows``, ``.to_dict()``); ``min_confidence`` applies to each whole number."""
+        from mnist_cnn.inference.reader import read_number
+
+        return read_number(image, reader, min_confidence)
+
     def top_k(self, probs: np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
         """Per row of ``probs`` [N, C]: the ``k`` most probable (class, probability), best first."""
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]

@@ -40,6 +40,7 @@ class RowReading:
     bbox: tuple[int, int, int, int]
     digits: list[dict[str, Any]] = field(default_factory=list)
     alternatives: list[dict[str, Any]] = field(default_factory=list)
+    raw_probability: float = 0.0  # the CTC probability before the end-to-end calibration
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +97,10 @@ class NumberReader:
         self.path = Path(path) if path is not None else DEFAULT_READER
         self.model, self.meta = load_reader(self.path)
         self.temperature = float(self.meta.get("temperature", 1.0))
+        platt = (
+            self.meta.get("calibration", {}).get("platt") if isinstance(self.meta.get("calibration"), dict) else None
+        )
+        self.platt = (float(platt[0]), float(platt[1])) if platt else (1.0, 0.0)
         self.top_k = top_k
         self._torch = torch
 
@@ -118,8 +123,9 @@ class NumberReader:
 
         logp = self.log_probs(crop.image)
         cands = beam_search(logp, BEAM)
-        best, p = cands[0]
-        p = float(np.exp(string_logp(logp, best))) if best else 0.0
+        best = cands[0][0]
+        raw = float(np.exp(string_logp(logp, best))) if best else 0.0
+        p = self.calibrated(raw)
         total = sum(q for _, q in cands) or 1.0
         by_len: dict[int, float] = {}
         for s, q in cands:
@@ -132,8 +138,15 @@ class NumberReader:
         elif p < min_confidence:
             reason = "low confidence"
         digits = self._digits(logp, best, crop, STRIDE)
-        alts = [{"number": s, "probability": float(q)} for s, q in cands[1:4] if s != best]
-        return RowReading(best, p, reason is not None, reason, crop.box, digits, alts)
+        alts = [{"number": s, "probability": self.calibrated(q)} for s, q in cands[1:4] if s != best]
+        return RowReading(best, p, reason is not None, reason, crop.box, digits, alts, raw)
+
+    def calibrated(self, p: float) -> float:
+        """The string's probability after the end-to-end calibration fitted on validation photos
+        (``sigmoid(a * logit(p) + b)``: it also accounts for rows the row finder got wrong)."""
+        a, b = self.platt
+        q = min(max(p, 1e-12), 1 - 1e-12)
+        return float(1 / (1 + np.exp(-(a * np.log(q / (1 - q)) + b))))
 
     def _digits(self, logp: np.ndarray, text: str, crop: Any, stride: int) -> list[dict[str, Any]]:
         """Each digit of the best path: its peak frame, probability, top-k and box."""

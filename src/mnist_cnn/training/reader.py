@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from mnist_cnn.models.reader import BLANK, STRIDE, Crnn, save_reader
+from mnist_cnn.training.device import use_bf16
 from mnist_cnn.training.reader_data import RowSet, load_rows
 
 
@@ -64,9 +65,9 @@ def augment(x: torch.Tensor, frames: torch.Tensor, g: torch.Generator) -> tuple[
 
 
 def ctc(
-    model: Crnn, x: torch.Tensor, frames: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor
+    model: Crnn, x: torch.Tensor, frames: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor, bf16: bool = False
 ) -> torch.Tensor:
-    logp = model(x)  # [T, N, 11]
+    logp = model(x, bf16)  # [T, N, 11]
     frames = torch.clamp(frames, max=logp.shape[0])
     return F.ctc_loss(logp, targets, frames, lengths, blank=BLANK, reduction="mean", zero_infinity=True)
 
@@ -132,6 +133,8 @@ def train(
     rng = np.random.default_rng(seed)
     g = torch.Generator().manual_seed(seed)
     model = Crnn()
+    bf16 = use_bf16("auto", torch.device("cpu"))
+    log(f"bf16 autocast for the CNN: {bf16}", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * math.ceil(len(train_rows.texts) / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
@@ -143,7 +146,7 @@ def train(
         for idx in batches(train_rows, batch, rng):
             x, frames, targets, lengths = collate(train_rows, idx)
             x, frames = augment(x, frames, g)
-            loss = ctc(model, x, frames, targets, lengths)
+            loss = ctc(model, x.contiguous(memory_format=torch.channels_last), frames, targets, lengths, bf16)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -154,12 +157,30 @@ def train(
         history.append(
             {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_exact": acc, "seconds": time.perf_counter() - t0}
         )
-        log(json.dumps(history[-1]))
+        log(json.dumps(history[-1]), flush=True)
         if acc > best[0]:
             best = (acc, {k: v.clone() for k, v in model.state_dict().items()}, epoch + 1)
     assert best[1] is not None
     model.load_state_dict(best[1])
     return model.eval(), {"history": history, "best_epoch": best[2], "val_exact": best[0]}
+
+
+def fit_platt(probabilities: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
+    """End-to-end calibration of the string probability on validation *photos* (row finding
+    included, so a row that lost a digit counts as the wrong answer it gives): the logistic
+    regression of correctness on logit(p), ``p' = sigmoid(a * logit(p) + b)``, with its ECE before
+    and after (15 bins)."""
+    from sklearn.linear_model import LogisticRegression
+
+    from mnist_cnn.evaluation.calibration import confidence_bins
+
+    q = np.clip(probabilities, 1e-6, 1 - 1e-6)
+    z = np.log(q / (1 - q))[:, None]
+    fit = LogisticRegression(C=100.0).fit(z, correct.astype(int))
+    a, b = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    after = 1 / (1 + np.exp(-(a * z[:, 0] + b)))
+    before, now = confidence_bins(q, correct).ece, confidence_bins(after, correct).ece
+    return {"platt": [a, b], "ece_before": before, "ece_after": now, "photos": len(q)}
 
 
 def main(argv: list[str] | None = None) -> None:

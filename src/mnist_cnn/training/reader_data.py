@@ -11,6 +11,7 @@ processes, each from its own seed, so a set is the same for the same seed and wo
 from __future__ import annotations
 
 import multiprocessing as mp
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,21 +46,30 @@ def covers(box: tuple[int, int, int, int], digit_boxes: list[list[int]]) -> bool
     return all(left <= (d[0] + d[2]) / 2 <= right and top <= (d[1] + d[3]) / 2 <= bottom for d in digit_boxes)
 
 
-def render_rows(
+def pages(
     images: np.ndarray, labels: np.ndarray, n: int, seed: int, height: tuple[int, int] = (28, 100)
-) -> RowSet:
-    """``n`` pages of numbers drawn from ``images``/``labels`` (conditions at random, ``all`` a third
-    of the time), read back into row crops."""
-    from mnist_cnn.inference.preprocessing import preprocess_rows
+) -> Iterator[tuple[str, bytes, dict[str, Any]]]:
+    """``n`` photographed numbers drawn from ``images``/``labels``: (condition, JPEG, what was drawn);
+    conditions at random, ``all`` a third of the time."""
     from mnist_cnn.synth.numbers import NUMBER_CONDITIONS, render_number
 
     rng = np.random.default_rng(seed)
-    out = RowSet()
     single = NUMBER_CONDITIONS[:-1]
     for _ in range(n):
         cond = "all" if rng.random() < 1 / 3 else str(single[int(rng.integers(len(single)))])
         idx = rng.integers(0, len(images), int(rng.integers(LENGTHS[0], LENGTHS[1] + 1)))
         data, info = render_number(images[idx], cond, rng, labels[idx], height=height)
+        yield cond, data, info
+
+
+def render_rows(
+    images: np.ndarray, labels: np.ndarray, n: int, seed: int, height: tuple[int, int] = (28, 100)
+) -> RowSet:
+    """:func:`pages` read back into row crops (the row holding the whole number)."""
+    from mnist_cnn.inference.preprocessing import preprocess_rows
+
+    out = RowSet()
+    for cond, data, info in pages(images, labels, n, seed, height):
         try:
             rows = preprocess_rows(data)
         except MnistCnnError:
@@ -73,6 +83,25 @@ def render_rows(
         out.texts.append(info["text"])
         out.conditions.append(cond)
     return out
+
+
+def read_pages(reader: Any, images: np.ndarray, labels: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Photos of :func:`pages` read end to end by ``reader`` (a ``NumberReader``): each answer's string
+    probability (before end-to-end calibration) and whether it was right. The answer is the row whose
+    box holds most of the number's digits; a photo where no digit was found gives no answer."""
+    from mnist_cnn.inference.preprocessing import preprocess_rows
+
+    probs, right = [], []
+    for _, data, info in pages(images, labels, n, seed):
+        try:
+            rows = preprocess_rows(data)
+        except MnistCnnError:
+            continue
+        row = max(rows, key=lambda r: sum(covers(r.box, [b]) for b in info["boxes"]))
+        reading = reader.read_crop(row)
+        probs.append(reading.raw_probability)
+        right.append(reading.number == info["text"])
+    return np.array(probs), np.array(right)
 
 
 def make_rows(images: np.ndarray, labels: np.ndarray, n: int, seed: int, workers: int = 1, **kw: Any) -> RowSet:

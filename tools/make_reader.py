@@ -1,0 +1,130 @@
+"""Make the number reader bundled with the package: src/mnist_cnn/pretrained/reader.safetensors.
+
+Renders ``--pages`` numbers of MNIST *training* digits (the default model's training split) and
+``--val-pages`` of its *validation* digits through :mod:`mnist_cnn.synth.numbers`, reads them back
+into row crops with the row finder (:mod:`mnist_cnn.training.reader_data`), trains the CRNN with CTC
+(:mod:`mnist_cnn.training.reader`: the epoch is picked and the temperature fitted on the validation
+rows) and writes the file with its provenance in the metadata: the command, seeds, data checksums,
+row counts, the training history, the calibration and the commit. No test digit is used. ::
+
+    python tools/make_reader.py --data-dir ../shared/data/mnist            # ~40 min on 2 cores
+
+``--rows DIR`` keeps the rendered row sets (``train-<seed>.npz``, ``val-<seed>.npz``) and reuses them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1] / "src" / "mnist_cnn" / "pretrained"
+VAL_SIZE, SPLIT_SEED = 5000, 0  # the default model's validation split (pretrained/default.json)
+
+
+def rows_for(which: str, images, labels, pages: int, seed: int, folder: Path | None, workers: int):  # noqa: ANN001, ANN201
+    from mnist_cnn.training.reader_data import load_rows, make_rows, save_rows
+
+    path = folder / f"{which}-{seed}-{pages}.npz" if folder else None
+    if path is not None and path.exists():
+        print(f"{path}: reused", flush=True)
+        return load_rows(str(path))
+    t0 = time.perf_counter()
+    rows = make_rows(images, labels, pages, seed, workers=workers)
+    print(
+        f"{which}: {pages:,} pages -> {len(rows.texts):,} rows ({rows.missed} pages whose row finder missed "
+        f"a digit) in {time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_rows(str(path), rows)
+    return rows
+
+
+def calibrate_end_to_end(model, temperature: float, images, labels, a: argparse.Namespace) -> dict:  # noqa: ANN001
+    """Platt scaling of the string probability on ``--cal-pages`` validation photos, read end to end."""
+    import tempfile
+
+    from mnist_cnn.inference.reader import NumberReader
+    from mnist_cnn.models.reader import save_reader
+    from mnist_cnn.training.reader import fit_platt
+    from mnist_cnn.training.reader_data import read_pages
+
+    with tempfile.TemporaryDirectory() as tmp:
+        save_reader(Path(tmp) / "r.safetensors", model, {"temperature": temperature})
+        reader = NumberReader(Path(tmp) / "r.safetensors")
+        probs, right = read_pages(reader, images, labels, a.cal_pages, a.seed + 2)
+    fit = fit_platt(probs, right)
+    print(f"end-to-end calibration on {len(probs):,} photos ({right.mean():.4f} right): {json.dumps(fit)}", flush=True)
+    return fit
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-dir", type=Path, default=None)
+    ap.add_argument("--pages", type=int, default=30_000)
+    ap.add_argument("--val-pages", type=int, default=1_600)
+    ap.add_argument(
+        "--cal-pages", type=int, default=1_500, help="validation photos the string probability is calibrated on"
+    )
+    ap.add_argument("--seed", type=int, default=11, help="rendering seed of the training rows (validation: +1)")
+    ap.add_argument("--epochs", type=int, default=14)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rows", type=Path, default=None, help="folder to keep/reuse the rendered row sets in")
+    ap.add_argument("--out", type=Path, default=PACKAGE_DIR / "reader.safetensors")
+    a = ap.parse_args(argv)
+
+    import torch
+
+    from mnist_cnn.data.datasets import load_dataset, resolve_data_dir, train_val_split
+    from mnist_cnn.models.reader import save_reader
+    from mnist_cnn.training.reader import fit_temperature, train
+
+    ds = load_dataset("mnist", a.data_dir)
+    tr, va = train_val_split(ds.train_labels, VAL_SIZE, SPLIT_SEED)
+    train_rows = rows_for("train", ds.train_images[tr], ds.train_labels[tr], a.pages, a.seed, a.rows, a.workers)
+    val_rows = rows_for("val", ds.train_images[va], ds.train_labels[va], a.val_pages, a.seed + 1, a.rows, a.workers)
+    torch.set_num_threads(max(1, a.workers))
+    model, info = train(train_rows, val_rows, epochs=a.epochs, seed=0)
+    cal = fit_temperature(model, val_rows)
+    print(json.dumps(cal), flush=True)
+    cal.update(calibrate_end_to_end(model, cal["temperature"], ds.train_images[va], ds.train_labels[va], a))
+    folder = resolve_data_dir("mnist", a.data_dir)
+    checksums = {
+        f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.glob("train-*")) if f.is_file()
+    }
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+    meta = {
+        "temperature": cal["temperature"],
+        "calibration": {**cal, "fitted_on": f"{len(val_rows.texts):,} validation rows"},
+        "training": {
+            **info,
+            "rows": len(train_rows.texts),
+            "pages": a.pages,
+            "missed_pages": train_rows.missed,
+            "val_rows": len(val_rows.texts),
+            "seed": a.seed,
+            "epochs": a.epochs,
+        },
+        "provenance": {
+            "command": "python tools/make_reader.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+            "commit": commit,
+            "digits": f"MNIST training images minus the validation split (val_size {VAL_SIZE}, seed {SPLIT_SEED})",
+            "data_sha256": checksums,
+            "made": dt.date.today().isoformat(),
+            "torch": torch.__version__,
+        },
+    }
+    save_reader(a.out, model, meta)
+    print(f"wrote {a.out} (validation exact match {info['val_exact']:.4f}, epoch {info['best_epoch']})")
+
+
+if __name__ == "__main__":
+    main()
