@@ -83,6 +83,20 @@ def greedy(logp: torch.Tensor, frames: torch.Tensor) -> list[str]:
     return out
 
 
+def _epoch_rows(rows: RowSet, extra: RowSet | None, n: int, epoch: int) -> RowSet:
+    """``rows`` plus epoch ``epoch``'s slice of ``n`` rows of ``extra`` (cycling through it)."""
+    if extra is None or n <= 0 or not extra.texts:
+        return rows
+    n = min(n, len(extra.texts))
+    start = (epoch * n) % len(extra.texts)
+    idx = [(start + k) % len(extra.texts) for k in range(n)]
+    return RowSet(
+        rows.crops + [extra.crops[i] for i in idx],
+        rows.texts + [extra.texts[i] for i in idx],
+        rows.conditions + [extra.conditions[i] for i in idx],
+    )
+
+
 @torch.no_grad()
 def evaluate(model: Crnn, rows: RowSet, size: int = 256) -> tuple[float, list[str]]:
     """Exact-match accuracy (greedy) and the strings read."""
@@ -127,8 +141,11 @@ def train(
     lr: float = 3e-3,
     seed: int = 0,
     log: Any = print,
+    extra: RowSet | None = None,
+    extra_per_epoch: int = 0,
 ) -> tuple[Crnn, dict[str, Any]]:
-    """Train with AdamW and a one-cycle schedule; the epoch with the best validation exact match is kept."""
+    """Train with AdamW and a one-cycle schedule; the epoch with the best validation exact match is kept.
+    Each epoch also takes the next ``extra_per_epoch`` rows of ``extra`` (composed rows, cycled)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     g = torch.Generator().manual_seed(seed)
@@ -136,15 +153,17 @@ def train(
     bf16 = use_bf16("auto", torch.device("cpu"))
     log(f"bf16 autocast for the CNN: {bf16}", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    steps = epochs * math.ceil(len(train_rows.texts) / batch)
+    per_epoch = len(train_rows.texts) + (min(extra_per_epoch, len(extra.texts)) if extra else 0)
+    steps = epochs * math.ceil(per_epoch / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     best: tuple[float, dict[str, torch.Tensor] | None, int] = (-1.0, None, -1)
     history = []
     for epoch in range(epochs):
         model.train()
         t0, losses = time.perf_counter(), []
-        for idx in batches(train_rows, batch, rng):
-            x, frames, targets, lengths = collate(train_rows, idx)
+        rows = _epoch_rows(train_rows, extra, extra_per_epoch, epoch)
+        for idx in batches(rows, batch, rng):
+            x, frames, targets, lengths = collate(rows, idx)
             x, frames = augment(x, frames, g)
             loss = ctc(model, x.contiguous(memory_format=torch.channels_last), frames, targets, lengths, bf16)
             opt.zero_grad(set_to_none=True)
@@ -152,7 +171,7 @@ def train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         acc, _ = evaluate(model, val_rows)
         history.append(
             {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_exact": acc, "seconds": time.perf_counter() - t0}
