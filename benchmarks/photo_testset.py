@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mnist_cnn.synth.page import Pool, Record, Rng, page_options, render_page  # noqa: F401 (re-exported)
+from mnist_cnn.synth.page import PAGE_CONDITIONS, Pool, Record, Rng, page_options, render_page  # noqa: F401
 from mnist_cnn.synth.paper import (  # noqa: F401 (re-exported: tests and tools use them from here)
     INKS,
     encode,
@@ -86,23 +86,9 @@ CONDITIONS = [
     "blur",
     "thin_pen",
     "all",
-    # a digit on a page, photographed (rendered by ``render_page``)
-    "ruled",
-    "grid",
-    "form_box",
-    "shadow",
-    "page_edge",
-    "perspective",
-    "ballpoint",
-    "marker",
-    "stray_marks",
-    "small_jpeg",
-    "notebook_all",
-    "crossed_line",
-    "cut_border",
-    "low_light",
+    *PAGE_CONDITIONS,  # a digit on a page, photographed (rendered by ``render_page``)
 ]
-PAGE_CONDITIONS = CONDITIONS[CONDITIONS.index("ruled") :]
+
 EXAMPLES = 2  # examples per condition in the --examples figure
 
 

@@ -216,3 +216,29 @@ def check_two_workers_exact(storage: str, data: Path, n: int = 8) -> list:
     assert all(t.user_attrs["config"]["model"] == "convnet" for t in trials)
     assert f"{n} trials" in r.stdout
     return trials
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def chromium_or_skip() -> str:
+    """The chromium the browser tests drive (``MNIST_CNN_CHROMIUM``, else /usr/bin/chromium); called at a
+    test module's top, it skips the whole module with the reason when there is none."""
+    import os
+
+    import pytest
+
+    path = os.environ.get("MNIST_CNN_CHROMIUM", "/usr/bin/chromium")
+    if not Path(path).exists():
+        pytest.skip(
+            f"chromium not found at {path} (apt-get install -y chromium, or set MNIST_CNN_CHROMIUM)",
+            allow_module_level=True,
+        )
+    return path

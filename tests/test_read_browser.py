@@ -6,7 +6,6 @@ Skips with a reason when the playwright package or /usr/bin/chromium (apt-get in
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import threading
@@ -19,25 +18,13 @@ import pytest
 from PIL import Image
 
 from mnist_cnn.inference.predictors import Predictor
+from tests.helpers import CHROMIUM_ARGS, chromium_or_skip
 
 pytestmark = pytest.mark.slow  # a real browser against a live uvicorn server
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
-CHROMIUM = os.environ.get("MNIST_CNN_CHROMIUM", "/usr/bin/chromium")
-if not Path(CHROMIUM).exists():
-    pytest.skip(
-        f"chromium not found at {CHROMIUM} (apt-get install -y chromium, or set MNIST_CNN_CHROMIUM)",
-        allow_module_level=True,
-    )
-
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
+CHROMIUM = chromium_or_skip()
+ARGS = CHROMIUM_ARGS
 SAMPLES = Path(__file__).resolve().parent.parent / "src" / "mnist_cnn" / "samples"
 
 

@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import click
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, write_dataset
@@ -38,6 +39,7 @@ HOW = {
     'pip install -e ".[serve]"': "test_install_line (parsed: the package, its command and the extra are defined here)",
     "mnist-cnn predict --example": "test_quickstart_prints_what_the_readme_shows",
     "mnist-cnn predict my-photo.jpg": "test_predict_your_own_photo (the sample photo of a 3, copied)",
+    "mnist-cnn predict --multi meter.jpg": "test_read_a_whole_number (the sample digits 1, 9, 2, 8 written on a page)",
     "mnist-cnn serve --open": "test_serve_open (slow; --port 0, $BROWSER records the URL)",
     "mnist-cnn data download": "test_get_mnist (from a local mirror)",
     "export MNIST_CNN_DATA_DIR=/path/to/your/mnist": "test_get_mnist (a tiny data set's folder)",
@@ -139,6 +141,21 @@ def test_predict_your_own_photo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     r = run_cli(*shlex.split("mnist-cnn predict my-photo.jpg")[1:])
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith("my-photo.jpg: 3 (")
+
+
+def test_read_a_whole_number(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from PIL import Image
+
+    from mnist_cnn.artifacts.runs import SAMPLES_DIR
+    from mnist_cnn.synth.numbers import render_number
+
+    digits = np.stack([np.asarray(Image.open(SAMPLES_DIR / f"digit-{d}.png")) for d in (1, 9, 2, 8)])
+    photo, _ = render_number(digits, "spaced", np.random.default_rng(0), height=(90, 90))
+    monkeypatch.chdir(tmp_path)
+    Path("meter.jpg").write_bytes(photo)
+    r = run_cli(*shlex.split("mnist-cnn predict --multi meter.jpg")[1:])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.startswith("meter.jpg: 1928 ("), r.stdout
 
 
 @pytest.mark.slow  # a server process loading the bundled model

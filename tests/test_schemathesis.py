@@ -54,14 +54,13 @@ class UniformModel(Predictor):
 
 
 def make_schema():
-    from mnist_cnn.serving.app import create_app
-    from mnist_cnn.serving.limits import Limits
-
     import tempfile
     from pathlib import Path
 
     from mnist_cnn.inference.reader import NumberReader
     from mnist_cnn.models.reader import Crnn, save_reader
+    from mnist_cnn.serving.app import create_app
+    from mnist_cnn.serving.limits import Limits
 
     path = Path(tempfile.mkdtemp()) / "reader.safetensors"  # /api/read too: a tiny untrained reader
     save_reader(path, Crnn(width=4, hidden=8), {"temperature": 1.0})

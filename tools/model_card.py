@@ -24,6 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 PRETRAINED = REPO / "src" / "mnist_cnn" / "pretrained"
 RESULTS = REPO / "benchmarks" / "results"
@@ -31,6 +33,7 @@ CARD = PRETRAINED / "README.md"
 CALIBRATION_RESULTS = RESULTS / "calibration-default.json"
 PHOTO_RESULTS = RESULTS / "photo-testset-default.json"
 PAGES_RESULTS = RESULTS / "photo-pages-default.json"  # digits on notebook pages, forms, tables
+NUMBERS_RESULTS = RESULTS / "numbers.json"  # the number reader on photographed numbers
 DATA = "../shared/data/mnist"  # the data folder in the commands (from the repository root)
 
 TEMPLATE = """\
@@ -51,8 +54,8 @@ safetensors, sha256 `{sha256}`), trained with the `{recipe}` recipe, seed {seed}
 ## Intended use
 
 - Reading a single handwritten digit: drawn on the web page, photographed or scanned on paper
-  (`mnist-cnn predict photo.jpg`, `POST /api/predict`), or a row of digits split one by one
-  (`predict --multi`).
+  (`mnist-cnn predict photo.jpg`, `POST /api/predict`). Whole numbers are read by the number
+  reader bundled beside it (below).
 - A reference model for learning and comparing digit classifiers on MNIST.
 - Not for: letters, symbols or anything that is not one digit 0–9 (see Limitations); decisions that
   matter (cheques, forms, postcodes) without a person checking the answers marked `unsure`.
@@ -81,6 +84,10 @@ Test loss (cross-entropy, before calibration): {test_loss:.4f}. `mnist-cnn evalu
 ### Digits on pages
 
 {pages}
+
+## The number reader (`reader.safetensors`)
+
+{reader}
 
 ## Limitations
 
@@ -338,6 +345,8 @@ def render(
     calibration: dict[str, Any] | None = None,
     photos: dict[str, Any] | None = None,
     pages: dict[str, Any] | None = None,
+    numbers: dict[str, Any] | None = None,
+    pretrained: Path = PRETRAINED,
 ) -> str:
     """The card for the model described by ``prov`` (default.json) and the benchmark results."""
     cal_text, ece_test = calibration_section(prov, calibration)
@@ -365,6 +374,7 @@ def render(
         calibration=cal_text,
         photos=photo_section(prov, photos),
         pages=photo_section(prov, pages, PAGES_WHAT, "photo-pages-default.json --n 500 --seed 2"),
+        reader=reader_section(pretrained, numbers),
         min_confidence=min_confidence(),
         train_n=60_000 - val_n,
         split_seed=cfg.get("seed", prov.get("seed")),
@@ -376,6 +386,49 @@ def render(
         torch_version=env.get("torch"),
         git_commit=(env.get("git_commit") or "unknown")[:12],
         command=prov["command"],
+    )
+
+
+def reader_section(pretrained: Path, numbers: dict[str, Any] | None) -> str:
+    """What the bundled number reader is, how it was made, and its figures from numbers.json."""
+    import hashlib
+
+    from mnist_cnn.artifacts.files import load_tensors
+
+    path = pretrained / "reader.safetensors"
+    if not path.exists():
+        return "Not bundled in this build."
+    tensors, meta = load_tensors(path)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    params = sum(int(np.prod(t.shape)) for t in tensors.values())
+    tr, prov, cal = meta.get("training", {}), meta.get("provenance", {}), meta.get("calibration", {})
+    text = (
+        f"`predict --multi`, `read_number()` and `POST /api/read` read whole numbers with a second model: a\n"
+        f"CRNN (a small CNN over the row, a bidirectional LSTM, CTC; {params:,} parameters, "
+        f"{path.stat().st_size / 1e6:.2f} MB,\nsha256 `{sha}`). It was trained on "
+        f"{tr.get('rows', 0):,} rows found on {tr.get('pages', 0):,} rendered photos of numbers of MNIST\n"
+        f"*training* digits plus {tr.get('composed_rows', 0):,} rows composed at its scale "
+        f"({tr.get('composed_per_epoch', 0):,} per epoch), {tr.get('epochs')} epochs;\n"
+        f"the epoch ({tr.get('best_epoch')}) was picked on {tr.get('val_rows', 0):,} rows of *validation* digits "
+        f"(exact match {pct(tr.get('val_exact', 0.0))}),\n"
+        f"where the temperature ({meta.get('temperature', 1.0):.3f}) was fitted too; the string probability is "
+        f"calibrated end to end on {cal.get('photos', 0):,}\nvalidation photos (ECE {cal.get('ece_before', 0):.3f} "
+        f"-> {cal.get('ece_after', 0):.3f}). No test digit was used. Made by\n`{prov.get('command')}` "
+        f"at commit `{str(prov.get('commit', ''))[:12]}`."
+    )
+    if not numbers or "combined" not in numbers:
+        return text + "\n\nNot yet measured: `python benchmarks/numbers.py --out benchmarks/results/numbers.json`."
+    c, t = numbers["combined"], numbers.get("touching", {})
+    worst = min(numbers["conditions"].items(), key=lambda kv: kv[1]["exact"])
+    big = numbers.get("big") or {}
+    return text + (
+        f"\n\nOn {c['n']:,} photographed numbers of 2-8 MNIST *test* digits (`benchmarks/numbers.py`, "
+        f"{len(numbers['conditions'])} conditions,\nseed {numbers.get('seed')}): **{pct(c['exact'])}** "
+        f"of numbers exactly right, {pct(c['digits'])} of digits; touching or overlapping digits\n"
+        f"{pct(t.get('exact', 0.0))}; the hardest condition, `{worst[0]}`, {pct(worst[1]['exact'])}. "
+        f"Answers at probability >= 0.9: {pct(c['calibration']['accuracy_at_90'] or 0.0)} right;\n"
+        f"ECE {c['calibration']['ece']:.3f}. A 12-megapixel photo is read in {big.get('p50_s', float('nan')):.3f} s "
+        f"(p50, one core). Details: docs/inference.md."
     )
 
 
@@ -393,6 +446,8 @@ def current(pretrained: Path = PRETRAINED, results: Path = RESULTS) -> str:
         read_results(results / CALIBRATION_RESULTS.name),
         read_results(results / PHOTO_RESULTS.name),
         read_results(results / PAGES_RESULTS.name),
+        read_results(results / NUMBERS_RESULTS.name),
+        pretrained,
     )
 
 

@@ -26,6 +26,7 @@ from PIL import Image
 
 from mnist_cnn.synth.paper import (
     INKS,
+    apply_layers,
     draw_layer,
     encode,
     homography,
@@ -230,9 +231,7 @@ def _paper(shape, ink, boxes, whole, o, rng) -> tuple[np.ndarray, np.ndarray]:
         layers.append((_box(shape, whole, h, rng), tuple(int(v) for v in rng.uniform(20, 140, 3))))
     colour = INKS[int(rng.integers(len(INKS) - 1))] if o["colour"] else INKS[-1]
     layers.append((ink, colour))
-    for cov, c in layers:  # ink absorbs light: layers multiply
-        tint = 1 - (1 - np.array(c, np.float32) / 255 * rng.uniform(0.9, 1.1)) * rng.uniform(0.85, 1.0)
-        img *= 1 - cov[..., None] * (1 - np.clip(tint, 0, 1))[None, None, :]
+    apply_layers(img, layers, rng)
     fill = paper
     if o["edge"]:
         on_page, table = page_edge(shape, whole, h, rng)

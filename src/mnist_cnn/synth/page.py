@@ -10,6 +10,7 @@ from PIL import Image
 from mnist_cnn.synth.paper import (
     INKS,
     PAPER_LINES,
+    apply_layers,
     draw_layer,
     encode,
     form_box,
@@ -135,9 +136,7 @@ def render_page(digit: np.ndarray, cond: str, rng: Rng, pool: Pool = None, recor
         layers.append((stray_marks(shape, ink_box, height, rng, pool, pen), INKS[-1]))
     ink = INKS[int(rng.integers(len(INKS)))] if rng.random() < 0.5 else INKS[-1]
     layers.append((a, ink))
-    for cov, colour in layers:  # ink absorbs light: layers multiply
-        tint = 1 - (1 - np.array(colour, np.float32) / 255 * rng.uniform(0.9, 1.1)) * rng.uniform(0.85, 1.0)
-        img *= 1 - cov[..., None] * (1 - np.clip(tint, 0, 1))[None, None, :]
+    apply_layers(img, layers, rng)
     fill = paper
     if o["edge"]:
         on_page, table = page_edge(shape, ink_box, height, rng)

@@ -297,3 +297,11 @@ def place_at(alpha: np.ndarray, shape: tuple[int, int], y: int, x: int) -> np.nd
     ys, xs = slice(max(0, y), min(h, y + sh)), slice(max(0, x), min(w, x + sw))
     out[ys, xs] = alpha[ys.start - y : ys.stop - y, xs.start - x : xs.stop - x]
     return out
+
+
+def apply_layers(img: np.ndarray, layers: list[tuple], rng: np.random.Generator) -> None:
+    """Print each (coverage [h, w], RGB colour) layer onto ``img`` [h, w, 3] in place: ink absorbs
+    light, so layers multiply; each colour a little lighter or darker than named."""
+    for cov, colour in layers:
+        tint = 1 - (1 - np.array(colour, np.float32) / 255 * rng.uniform(0.9, 1.1)) * rng.uniform(0.85, 1.0)
+        img *= 1 - cov[..., None] * (1 - np.clip(tint, 0, 1))[None, None, :]
