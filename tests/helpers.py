@@ -242,3 +242,39 @@ def chromium_or_skip() -> str:
             allow_module_level=True,
         )
     return path
+
+
+def live_server(app: Any) -> Any:
+    """A generator for a fixture: uvicorn serving ``app`` on a free 127.0.0.1 port in a thread of this
+    process; yields its URL, stops it afterwards."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY by asyncio
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def browser_page(browser: Any, url: str, expect: Any, **context: Any) -> tuple[Any, list[str]]:
+    """A new page at ``url`` (after the drawing page's 10 bars appear) and the list its errors go to."""
+    ctx = browser.new_context(**context)
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(url)
+    expect(page.locator("#bars li")).to_have_count(10)
+    return page, errors

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import itertools
 import re
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import CHROMIUM_ARGS, chromium_or_skip, digit_image
+from tests.helpers import CHROMIUM_ARGS, browser_page, chromium_or_skip, digit_image, live_server
 
 pytestmark = pytest.mark.slow  # a real browser against a live uvicorn server
 
@@ -27,23 +24,9 @@ DIGIT = re.compile(r"^\d$")
 @pytest.fixture(scope="module")
 def server_url(run_dir: Path):
     """uvicorn serving the app on a free 127.0.0.1 port, in a thread of this process."""
-    import uvicorn
-
     from mnist_cnn.serving.server import load_app
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY by asyncio
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(load_app(str(run_dir)), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    yield from live_server(load_app(str(run_dir)))
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +38,7 @@ def browser():
 
 
 def open_page(browser, url: str, **context):
-    ctx = browser.new_context(**context)
-    page = ctx.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.goto(url)
-    playwright_api.expect(page.locator("#bars li")).to_have_count(10)
-    return page, errors
+    return browser_page(browser, url, playwright_api.expect, **context)
 
 
 def stroke_points(box: dict) -> list[tuple[float, float]]:

@@ -7,9 +7,6 @@ Skips with a reason when the playwright package or /usr/bin/chromium (apt-get in
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,7 +15,7 @@ import pytest
 from PIL import Image
 
 from mnist_cnn.inference.predictors import Predictor
-from tests.helpers import CHROMIUM_ARGS, chromium_or_skip
+from tests.helpers import CHROMIUM_ARGS, browser_page, chromium_or_skip, live_server
 
 pytestmark = pytest.mark.slow  # a real browser against a live uvicorn server
 
@@ -42,7 +39,6 @@ class UniformModel(Predictor):
 def server_url(tmp_path_factory: pytest.TempPathFactory):
     """uvicorn serving the app with a tiny seeded reader on a free 127.0.0.1 port, in a thread of this process."""
     import torch
-    import uvicorn
 
     from mnist_cnn.inference.reader import NumberReader
     from mnist_cnn.models.reader import Crnn, save_reader
@@ -52,19 +48,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("reader") / "reader.safetensors"
     save_reader(path, Crnn(width=4, hidden=8), {"temperature": 1.0})
     app = create_app(UniformModel(), reader=NumberReader(path))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY by asyncio
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    yield from live_server(app)
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +60,7 @@ def browser():
 
 
 def open_page(browser, url: str, **context):
-    ctx = browser.new_context(**context)
-    page = ctx.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.goto(url)
-    playwright_api.expect(page.locator("#bars li")).to_have_count(10)
-    return page, errors
+    return browser_page(browser, url, playwright_api.expect, **context)
 
 
 @pytest.fixture(scope="module")

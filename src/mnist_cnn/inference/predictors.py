@@ -34,14 +34,7 @@ from mnist_cnn.errors import CheckpointError, ImageError, first_line
 from mnist_cnn.evaluation.calibration import contrast_factors, contrast_power, soften, softmax
 from mnist_cnn.inference.inputs import Preprocess, as_batch_with_contrast
 from mnist_cnn.inference.onnx import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, onnx_input, onnx_session
-
-DEFAULT_MIN_CONFIDENCE = 0.5  # below this calibrated probability an answer is "unsure" (a coin flip or worse)
-
-
-def is_unsure(probability: float, min_confidence: float) -> bool:
-    """An answer less probable than ``min_confidence`` is reported as unsure; 0: never unsure, 1: always
-    (a float32 probability can round to exactly 1.0, which is not certainty)."""
-    return probability < min_confidence or min_confidence >= 1
+from mnist_cnn.inference.unsure import DEFAULT_MIN_CONFIDENCE, is_unsure  # noqa: F401 (re-exported)
 
 
 def check_images(images: Any) -> np.ndarray:

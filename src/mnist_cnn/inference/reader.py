@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mnist_cnn.inference.predictors import DEFAULT_MIN_CONFIDENCE
+from mnist_cnn.inference.unsure import DEFAULT_MIN_CONFIDENCE, is_unsure
 
 BEAM = 8  # prefixes kept by the beam search
 LENGTH_DOUBT = 0.1  # another length with this share of the candidates' probability: "3 or 4 digits?"
@@ -135,7 +135,7 @@ class NumberReader:
         if other is not None and by_len[other] >= LENGTH_DOUBT:
             a, b = sorted((len(best), other))
             reason = f"{a} or {b} digits?"
-        elif p < min_confidence:
+        elif is_unsure(p, min_confidence):
             reason = "low confidence"
         digits = self._digits(logp, best, crop, STRIDE)
         alts = [{"number": s, "probability": self.calibrated(q)} for s, q in cands[1:4] if s != best]
