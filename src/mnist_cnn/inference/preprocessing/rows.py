@@ -66,7 +66,8 @@ def find_rows(an: Analysis) -> list[list[Comp]]:
     comps = [c for c in an.comps if c["area"] >= 4 and not is_divider(c, an.lines)]
     if not comps:
         raise ImageError("no digit found: only lines, an empty box or specks; photograph the digits themselves")
-    ref = float(np.median([_height(c) for c in sorted(comps, key=lambda c: -c["mass"])[:8]]))
+    heavy = sorted(comps, key=lambda c: -c["mass"])[:8]
+    ref = float(np.median([_height(c) for c in heavy if c["mass"] >= 0.1 * heavy[0]["mass"]]))  # not specks
     shape = an.labels.shape
     comps = [c for c in comps if along_border(c["bbox"], shape) <= 1.2 * ref]  # a page edge, the table
     big = max((c["mass"] for c in comps), default=0.0)
@@ -74,17 +75,21 @@ def find_rows(an: Analysis) -> list[list[Comp]]:
     if not sig:
         raise ImageError("no digit found: only the page's edge or the table; photograph the digits themselves")
     rows: list[list[Comp]] = []
-    for c in sorted(sig, key=lambda c: (c["bbox"][1] + c["bbox"][3]) / 2):
-        row = next((r for r in rows if _overlap(r, c) >= 0.5 * _height(c)), None)
-        if row is None:
-            rows.append([c])
+    for c in sorted(sig, key=lambda c: -c["mass"]):  # the heaviest seed the rows: a broken piece never does
+        fits = [r for r in rows if _overlap(r, c) >= 0.5 * min(_height(c), _band(r))]
+        if fits:
+            max(fits, key=lambda r: _overlap(r, c)).append(c)
         else:
-            row.append(c)
+            rows.append([c])
     pieces = [p for r in rows for p in _split(sorted(r, key=lambda c: c["bbox"][0]), 2.5 * ref)]
     heaviest = max(sum(c["mass"] for c in p) for p in pieces)
     pieces = [p for p in pieces if sum(c["mass"] for c in p) >= 0.2 * heaviest]
     pieces = [_with_small_parts(p, comps, ref) for p in pieces]
     return sorted(pieces, key=lambda p: (min(c["bbox"][1] for c in p), min(c["bbox"][0] for c in p)))
+
+
+def _band(row: list[Comp]) -> int:
+    return max(m["bbox"][3] for m in row) - min(m["bbox"][1] for m in row)
 
 
 def _overlap(row: list[Comp], c: Comp) -> int:
