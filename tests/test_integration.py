@@ -68,3 +68,37 @@ def test_fast99_recipe_trains_on_real_data(real_data, tmp_path):
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "f" / "metrics.json").read_text())
     assert m["test_accuracy"] > 0.95
+
+
+def test_the_bundled_reader_reads_photographed_numbers_of_test_digits(real_data):
+    """A sanity floor on real digits (benchmarks/numbers.py has the figures): 40 numbers of 2-8 MNIST
+    test digits written on a page (spaced, tight, touching, ruled) and photographed; the bundled
+    reader reads at least 85% exactly, and its string probability is higher when it is right."""
+    import numpy as np
+
+    from mnist_cnn.data.datasets import load_dataset
+    from mnist_cnn.errors import ImageError
+    from mnist_cnn.inference.reader import DEFAULT_READER, NumberReader
+    from mnist_cnn.synth.numbers import render_number
+
+    if not DEFAULT_READER.exists():
+        pytest.skip(f"no number reader bundled at {DEFAULT_READER}")
+    ds = load_dataset("mnist", real_data)
+    reader = NumberReader()
+    rng = np.random.default_rng(7)
+    right, probs = [], []
+    for k in range(40):
+        idx = rng.integers(0, len(ds.test_labels), int(rng.integers(2, 9)))
+        cond = ("spaced", "tight", "touching", "ruled")[k % 4]
+        data, info = render_number(ds.test_images[idx], cond, rng, ds.test_labels[idx])
+        try:
+            reading = reader.read(data)
+        except ImageError:
+            right.append(False)
+            probs.append(0.0)
+            continue
+        right.append(reading.number == info["text"])
+        probs.append(reading.probability)
+    assert np.mean(right) >= 0.85, np.mean(right)
+    ok, p = np.array(right), np.array(probs)
+    assert p[ok].mean() > p[~ok].mean() if (~ok).any() else True

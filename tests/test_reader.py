@@ -187,3 +187,20 @@ def test_end_to_end_calibration_is_a_monotone_map_fitted_on_photos(tmp_path) -> 
     digits, labels = fake_digits(30, seed=6)
     probs, ok = read_pages(reader, digits, labels, 3, seed=1)
     assert len(probs) == len(ok) <= 3 and ((0 <= probs) & (probs <= 1)).all()
+
+
+def test_a_digit_broken_in_two_stays_in_its_row_and_specks_do_not_set_the_height() -> None:
+    """The heaviest components seed the rows: the upper half of a broken 3 (higher than the rest of the
+    row) once seeded a row of its own, which was then dropped as too light, and the 3 with it."""
+    img = Image.new("L", (500, 240), 250)
+    d = ImageDraw.Draw(img)
+    d.arc([60, 40, 110, 100], 180, 90, fill=10, width=8)  # a 3's upper half, higher than the row...
+    d.arc([70, 112, 110, 140], 270, 150, fill=10, width=8)  # ...apart from its lower half, a short stroke
+    for x in (160, 270, 380):
+        d.ellipse([x, 60, x + 60, 160], outline=10, width=9)
+    for x in range(420, 490, 12):
+        d.ellipse([x, 200, x + 3, 203], fill=10)  # specks: more of them than digits
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    rows = preprocess_rows(buf.getvalue())
+    assert len(rows) == 1 and rows[0].box[0] < 70 and rows[0].box[2] > 430
