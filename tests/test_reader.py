@@ -204,3 +204,17 @@ def test_a_digit_broken_in_two_stays_in_its_row_and_specks_do_not_set_the_height
     img.save(buf, format="PNG")
     rows = preprocess_rows(buf.getvalue())
     assert len(rows) == 1 and rows[0].box[0] < 70 and rows[0].box[2] > 430
+
+
+def test_a_printed_bar_at_a_rows_end_is_left_out_and_a_written_one_is_kept() -> None:
+    """A box's side or a page's edge left in the ink reads as a 1; a written 1 (a pen's stroke) stays."""
+    img = Image.new("L", (520, 240), 250)
+    d = ImageDraw.Draw(img)
+    d.line([(40, 50), (46, 175)], fill=20, width=3)  # a printed side: thin, a little taller than the digits
+    for x in (110, 220, 330):
+        d.ellipse([x, 65, x + 60, 165], outline=10, width=9)
+    d.line([(450, 65), (446, 165)], fill=10, width=10)  # a written 1
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    (row,) = preprocess_rows(buf.getvalue())
+    assert 100 < row.box[0] < 115 and row.box[2] > 450

@@ -14,7 +14,7 @@ except where strokes cross them) and scales it so the ink is 24 px tall in a 32-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,8 @@ class RowCrop:
     box: tuple[int, int, int, int]  # the ink's box in the decoded picture's pixels (l, t, r, b)
     scale: float  # crop px per picture px
     size: tuple[int, int] = (0, 0)  # the picture's (width, height)
+    analysis: Analysis | None = None  # what the row was found in (for rendering single digits of it)
+    parts: list[tuple[float, float, Comp]] = field(default_factory=list)  # components, crop x from/to
 
     def to_picture(self, x0: float, x1: float) -> tuple[int, int, int, int]:
         """The box (picture px) of the ink between crop columns ``x0`` and ``x1``."""
@@ -84,7 +86,7 @@ def find_rows(an: Analysis) -> list[list[Comp]]:
     pieces = [p for r in rows for p in _split(sorted(r, key=lambda c: c["bbox"][0]), 2.5 * ref)]
     heaviest = max(sum(c["mass"] for c in p) for p in pieces)
     pieces = [p for p in pieces if sum(c["mass"] for c in p) >= 0.2 * heaviest]
-    pieces = [_with_small_parts(p, comps, ref) for p in pieces]
+    pieces = [_without_rules(_with_small_parts(p, comps, ref)) for p in pieces]
     return sorted(pieces, key=lambda p: (min(c["bbox"][1] for c in p), min(c["bbox"][0] for c in p)))
 
 
@@ -107,6 +109,25 @@ def _split(row: list[Comp], gap: float) -> list[list[Comp]]:
             out[-1].append(c)
         right = max(right, c["bbox"][2])
     return out
+
+
+def _without_rules(row: list[Comp]) -> list[Comp]:
+    """The row without the straight printed bars at its ends: a form box's side or a page's edge left
+    in the ink, which would read as a 1. A bar is as tall as the digits but much thinner than their
+    strokes: its area over its length is under 6.4% of their height (on validation renderings: box
+    sides and page edges 5.5-5.8%, written 1s 7.2% and up; MNIST's strokes are 13%)."""
+    tall = [_height(c) for c in row if _height(c) >= 0.5 * max(_height(m) for m in row)]
+    median = float(np.median(tall)) if tall else 0.0
+
+    def bar(c: Comp) -> bool:
+        w, h = c["bbox"][2] - c["bbox"][0], _height(c)
+        return w < 0.5 * median and h >= 0.8 * median and c["area"] / float(np.hypot(w, h)) < 0.064 * median
+
+    while len(row) > 1 and bar(row[0]):
+        row = row[1:]
+    while len(row) > 1 and bar(row[-1]):
+        row = row[:-1]
+    return row
 
 
 def _with_small_parts(row: list[Comp], comps: list[Comp], ref: float) -> list[Comp]:
@@ -164,4 +185,6 @@ def row_crop(an: Analysis, row: list[Comp]) -> RowCrop:
     total = -(-(w + 2 * PAD) // 4) * 4
     out = np.zeros((HEIGHT, total), np.float32)
     out[INK_TOP : INK_TOP + INK_HEIGHT, PAD : PAD + w] = small
-    return RowCrop(out, ink, f, (W, H))
+    # where each component lies along the crop (crop x = PAD + (picture x - ink left) * f)
+    parts = [(PAD + (c["bbox"][0] * s - ink[0]) * f, PAD + (c["bbox"][2] * s - ink[0]) * f, c) for c in row]
+    return RowCrop(out, ink, f, (W, H), an, parts)
