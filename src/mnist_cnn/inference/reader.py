@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from mnist_cnn.errors import MnistCnnError
 from mnist_cnn.inference.unsure import DEFAULT_MIN_CONFIDENCE, is_unsure
 
 BEAM = 8  # prefixes kept by the beam search
@@ -90,7 +89,7 @@ class Reading:
 class NumberReader:
     """The reader model loaded once; :meth:`read` an image (bytes, path, PIL image, array)."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, top_k: int = 3, classifier: Any = None):
+    def __init__(self, path: str | os.PathLike[str] | None = None, top_k: int = 3):
         import torch
 
         from mnist_cnn.models.reader import load_reader
@@ -103,7 +102,6 @@ class NumberReader:
         )
         self.platt = (float(platt[0]), float(platt[1])) if platt else (1.0, 0.0)
         self.top_k = top_k
-        self.classifier = classifier  # a Predictor: a second opinion on digits that stand alone
         self._torch = torch
 
     def read(self, image: Any, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> Reading:
@@ -131,13 +129,7 @@ class NumberReader:
         for s, q in cands:
             by_len[len(s)] = by_len.get(len(s), 0.0) + q / total
         dists, cuts = self._distributions(logp, best, crop.image.shape[1], STRIDE)
-        if self.classifier is not None and dists:
-            dists = self._second_opinion(dists, cuts, crop)
-            best = "".join(str(int(np.argmax(d))) for d in dists)
-            # the length's share of the beam times each digit's (combined) probability
-            raw = by_len.get(len(best), 0.0) * float(np.prod([d.max() for d in dists]))
-        else:
-            raw = float(np.exp(string_logp(logp, best))) if best else 0.0
+        raw = float(np.exp(string_logp(logp, best))) if best else 0.0
         p = self.calibrated(raw)
         reason = None
         other = max((n for n in by_len if n != len(best)), key=lambda n: by_len[n], default=None)
@@ -177,37 +169,6 @@ class NumberReader:
             "bbox": list(bbox),
             "top_k": [{"label": str(int(i)), "digit": int(i), "probability": float(d[i])} for i in order],
         }
-
-    def _second_opinion(self, dists: list[np.ndarray], cuts: list[float], crop: Any) -> list[np.ndarray]:
-        """Each digit that stands alone (its components lie within its columns, no other reaches in)
-        rendered at full resolution like a single digit and read by the classifier too: the two
-        distributions multiplied (independent opinions) and renormalised."""
-        from mnist_cnn.inference.preprocessing.render import render
-
-        if crop.analysis is None or not crop.parts:
-            return dists
-        alone, images = [], []
-        for k in range(len(dists)):
-            lo, hi = cuts[k], cuts[k + 1]
-            mine = [c for x0, x1, c in crop.parts if lo <= (x0 + x1) / 2 < hi]
-            clean = mine and all(
-                (lo - 2 <= x0 and x1 <= hi + 2) if lo <= (x0 + x1) / 2 < hi else (x1 <= lo + 2 or x0 >= hi - 2)
-                for x0, x1, _ in crop.parts
-            )
-            if clean:
-                try:
-                    images.append(render(crop.analysis, mine).image)
-                except MnistCnnError:
-                    continue
-                alone.append(k)
-        if not images:
-            return dists
-        probs = self.classifier.predict_proba(np.stack(images))
-        out = list(dists)
-        for k, q in zip(alone, probs, strict=True):
-            both = dists[k] * np.asarray(q, np.float64)[:10]
-            out[k] = both / both.sum() if both.sum() > 0 else dists[k]
-        return out
 
 
 def _peaks(logp: np.ndarray, text: str) -> list[int]:

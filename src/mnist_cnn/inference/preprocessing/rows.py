@@ -14,7 +14,7 @@ except where strokes cross them) and scales it so the ink is 24 px tall in a 32-
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,8 +38,6 @@ class RowCrop:
     box: tuple[int, int, int, int]  # the ink's box in the decoded picture's pixels (l, t, r, b)
     scale: float  # crop px per picture px
     size: tuple[int, int] = (0, 0)  # the picture's (width, height)
-    analysis: Analysis | None = None  # what the row was found in (for rendering single digits of it)
-    parts: list[tuple[float, float, Comp]] = field(default_factory=list)  # components, crop x from/to
 
     def to_picture(self, x0: float, x1: float) -> tuple[int, int, int, int]:
         """The box (picture px) of the ink between crop columns ``x0`` and ``x1``."""
@@ -185,6 +183,4 @@ def row_crop(an: Analysis, row: list[Comp]) -> RowCrop:
     total = -(-(w + 2 * PAD) // 4) * 4
     out = np.zeros((HEIGHT, total), np.float32)
     out[INK_TOP : INK_TOP + INK_HEIGHT, PAD : PAD + w] = small
-    # where each component lies along the crop (crop x = PAD + (picture x - ink left) * f)
-    parts = [(PAD + (c["bbox"][0] * s - ink[0]) * f, PAD + (c["bbox"][2] * s - ink[0]) * f, c) for c in row]
-    return RowCrop(out, ink, f, (W, H), an, parts)
+    return RowCrop(out, ink, f, (W, H))
