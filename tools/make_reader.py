@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rows", type=Path, default=None, help="folder to keep/reuse the rendered row sets in")
     ap.add_argument("--out", type=Path, default=PACKAGE_DIR / "reader.safetensors")
     a = ap.parse_args(argv)
+    # the commit the rows are rendered and read with (taken now: the tree may move on while it trains)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
 
     import torch
 
@@ -106,7 +108,6 @@ def main(argv: list[str] | None = None) -> None:
     checksums = {
         f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.glob("train-*")) if f.is_file()
     }
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     meta = {
         "temperature": cal["temperature"],
         "calibration": {**cal, "fitted_on": f"{len(val_rows.texts):,} validation rows"},
