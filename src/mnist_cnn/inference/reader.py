@@ -138,7 +138,10 @@ class NumberReader:
             reason = f"{a} or {b} digits?"
         elif is_unsure(p, min_confidence):
             reason = "low confidence"
-        digits = [self._digit(d, crop.to_picture(cuts[k], cuts[k + 1])) for k, d in enumerate(dists)]
+        digits = [
+            self._digit(int(ch), d, crop.to_picture(cuts[k], cuts[k + 1]))
+            for k, (ch, d) in enumerate(zip(best, dists, strict=True))
+        ]
         alts = [{"number": s, "probability": self.calibrated(q)} for s, q in cands[1:4] if s != best]
         return RowReading(best, p, reason is not None, reason, crop.box, digits, alts, raw)
 
@@ -159,8 +162,8 @@ class NumberReader:
         cuts = [0.0] + [(a + b) / 2 for a, b in zip(xs, xs[1:], strict=False)] + [float(width)]
         return [probs[t, :10] / max(float(probs[t, :10].sum()), 1e-12) for t in peaks], cuts
 
-    def _digit(self, d: np.ndarray, bbox: tuple[int, int, int, int]) -> dict[str, Any]:
-        k = int(np.argmax(d))
+    def _digit(self, k: int, d: np.ndarray, bbox: tuple[int, int, int, int]) -> dict[str, Any]:
+        """Digit ``k`` of the string: its probability and the top-k at its peak strip, its box."""
         order = np.argsort(-d)[: self.top_k]
         return {
             "label": str(k),
