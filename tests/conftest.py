@@ -31,7 +31,7 @@ os.environ.setdefault("MNIST_CNN_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATA_VARS = ("MNIST_CNN_REAL_DATA", "MNIST_CNN_DATA_DIR")
-BROWSER_MODULES = ("tests/test_browser.py", "tests/test_report_browser.py")
+BROWSER_MODULES = ("tests/test_browser.py", "tests/test_read_browser.py", "tests/test_report_browser.py")
 
 
 def real_data_dir(env: Mapping[str, str] = os.environ) -> Path:
