@@ -27,10 +27,10 @@ from PIL import Image
 from mnist_cnn.synth.paper import (
     INKS,
     apply_layers,
+    beyond_edge,
     draw_layer,
     encode,
     homography,
-    page_edge,
     place_at,
     ruled,
     shadow,
@@ -234,9 +234,7 @@ def _paper(shape, ink, boxes, whole, o, rng) -> tuple[np.ndarray, np.ndarray]:
     apply_layers(img, layers, rng)
     fill = paper
     if o["edge"]:
-        on_page, table = page_edge(shape, whole, h, rng)
-        img = img * on_page[..., None] + table * (1 - on_page[..., None])
-        fill = table.mean(axis=(0, 1))
+        img, fill = beyond_edge(img, whole, h, rng)
     return img, fill
 
 

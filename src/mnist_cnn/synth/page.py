@@ -11,11 +11,11 @@ from mnist_cnn.synth.paper import (
     INKS,
     PAPER_LINES,
     apply_layers,
+    beyond_edge,
     draw_layer,
     encode,
     form_box,
     homography,
-    page_edge,
     place_at,
     ruled,
     shadow,
@@ -139,9 +139,7 @@ def render_page(digit: np.ndarray, cond: str, rng: Rng, pool: Pool = None, recor
     apply_layers(img, layers, rng)
     fill = paper
     if o["edge"]:
-        on_page, table = page_edge(shape, ink_box, height, rng)
-        img = img * on_page[..., None] + table * (1 - on_page[..., None])
-        fill = table.mean(axis=(0, 1))
+        img, fill = beyond_edge(img, ink_box, height, rng)
     if o["tilt"]:
         img = warp(img.astype(np.float32), homography(w, h, o["tilt"], rng), fill)
     if o["shadow"]:

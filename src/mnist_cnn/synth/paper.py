@@ -190,6 +190,15 @@ def stray_marks(
     return out
 
 
+def beyond_edge(
+    img: np.ndarray, ink_box: tuple[int, int, int, int], height: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """``img`` with the page's edge and the table beyond it (:func:`page_edge`), and the colour a
+    perspective warp fills in beyond the page: (image, fill RGB)."""
+    on_page, table = page_edge(img.shape[:2], ink_box, height, rng)
+    return img * on_page[..., None] + table * (1 - on_page[..., None]), table.mean(axis=(0, 1))
+
+
 def page_edge(shape: tuple[int, int], ink_box: tuple[int, int, int, int], height: float, rng: np.random.Generator):
     """(on-page mask float [h, w], table RGB [h, w, 3]): one or two page edges (a corner) at
     0.1-0.8 digit heights from the ink, up to 15 degrees off the axes; beyond them a textured table."""
