@@ -102,7 +102,8 @@ def read_files(
     """``predict --multi``: one record per file, the file's :class:`~mnist_cnn.inference.reader.Reading`
     as a dict (``number``, ``probability`` of the whole string, ``unsure``, ``reason``, ``digits`` with
     boxes, ``rows``); each row's crop (the reader's input) saved to ``save_dir`` as ``<name>-row<k>.png``."""
-    from mnist_cnn.inference.reader import NumberReader, Reading
+    from mnist_cnn.inference.preprocessing.rows import as_uint8
+    from mnist_cnn.inference.reader import NumberReader
 
     reader = reader or NumberReader()
     names = _SaveNames(save_dir)
@@ -112,11 +113,10 @@ def read_files(
             records.append(item)
             continue
         f, crops = item
-        reading = Reading([reader.read_crop(c, min_confidence) for c in crops], crops[0].size)
-        records.append({"file": str(f), **reading.to_dict()})
+        records.append({"file": str(f), **reader.read_rows(crops, min_confidence).to_dict()})
         if save_dir is not None:
             for k, c in enumerate(crops):
-                names.save(f, f"row{k}", np.clip(np.rint(c.image * 255), 0, 255).astype(np.uint8))
+                names.save(f, f"row{k}", as_uint8(c.image))
     return records
 
 

@@ -107,7 +107,10 @@ class NumberReader:
     def read(self, image: Any, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> Reading:
         from mnist_cnn.inference.preprocessing import preprocess_rows
 
-        crops = preprocess_rows(image)
+        return self.read_rows(preprocess_rows(image), min_confidence)
+
+    def read_rows(self, crops: list[Any], min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> Reading:
+        """The reading of a picture's row crops (:func:`~mnist_cnn.inference.preprocessing.preprocess_rows`)."""
         return Reading([self.read_crop(c, min_confidence) for c in crops], crops[0].size)
 
     def log_probs(self, crop_image: np.ndarray) -> np.ndarray:
@@ -183,7 +186,7 @@ def _peaks(logp: np.ndarray, text: str) -> list[int]:
             runs[-1] = (c, runs[-1][1], t)
         else:
             runs.append((int(c), t, t))
-    chars = [r for r in runs if r[0] != 10]
+    chars = [r for r in runs if r[0] != logp.shape[1] - 1]  # not the blank
     if "".join(str(r[0]) for r in chars) == text:
         return [r[1] + int(np.argmax(logp[r[1] : r[2] + 1, r[0]])) for r in chars]
     # the beam's best differs from the greedy path: each character at its most probable frame, in order

@@ -28,7 +28,7 @@ import numpy as np
 from mnist_cnn.artifacts.runs import card_for, model_id
 from mnist_cnn.errors import ImageError, MnistCnnError, RequestError
 from mnist_cnn.inference.predictors import DEFAULT_MIN_CONFIDENCE, is_unsure
-from mnist_cnn.inference.reader import DEFAULT_READER, Reading
+from mnist_cnn.inference.reader import DEFAULT_READER
 from mnist_cnn.serving.batcher import Batcher
 from mnist_cnn.serving.images import Source, decode_bounded, png_data_url, untrusted
 from mnist_cnn.serving.limits import DEFAULT_LIMITS, Limits, malloc_trim
@@ -213,8 +213,8 @@ class Service:
             raise RuntimeError("read_source needs a number reader; check Service.reader first")
         crops = await self.run(self.prepare_rows, src)
         loop = asyncio.get_running_loop()
-        rows = await loop.run_in_executor(self.reader_thread, self.read_rows, crops, min_confidence)
-        return reading_answer(Reading(rows, crops[0].size).to_dict(), self.reader_id)
+        reading = await loop.run_in_executor(self.reader_thread, self.reader.read_rows, crops, min_confidence)
+        return reading_answer(reading.to_dict(), self.reader_id)
 
     def prepare_rows(self, src: Source) -> list[Any]:
         """One source -> the rows of handwriting in it (reader crops, boxes in the file's pixels). Runs in the pool."""
@@ -232,10 +232,6 @@ class Service:
         if not crops:
             raise ImageError("no digit found: the image shows no row of handwriting; send a photo of a number")
         return list(crops)
-
-    def read_rows(self, crops: list[Any], min_confidence: float) -> list[Any]:
-        """Each row crop read by the CRNN (in the reader's thread)."""
-        return [self.reader.read_crop(c, min_confidence) for c in crops]
 
 
 def reading_answer(reading: dict[str, Any], reader_id: str | None) -> dict[str, Any]:

@@ -68,6 +68,7 @@ def render_rows(
 ) -> RowSet:
     """:func:`pages` read back into row crops (the row holding the whole number)."""
     from mnist_cnn.inference.preprocessing import preprocess_rows
+    from mnist_cnn.inference.preprocessing.rows import as_uint8
 
     out = RowSet()
     for cond, data, info in pages(images, labels, n, seed, height):
@@ -80,7 +81,7 @@ def render_rows(
         if row is None:
             out.missed += 1
             continue
-        out.crops.append(np.clip(np.rint(row.image * 255), 0, 255).astype(np.uint8))
+        out.crops.append(as_uint8(row.image))
         out.texts.append(info["text"])
         out.conditions.append(cond)
     return out
@@ -189,18 +190,17 @@ def _to_reader_scale(canvas: np.ndarray, rng: np.random.Generator) -> np.ndarray
     """A composed row cut to its ink, scaled so the ink is 24 px tall, in the reader's 32-px crop."""
     from scipy import ndimage as ndi
 
+    from mnist_cnn.inference.preprocessing.rows import INK_HEIGHT, as_uint8, to_reader_crop
+
     on = canvas > 0.1
     if not on.any():
         return None
     ys, xs = np.flatnonzero(on.any(1)), np.flatnonzero(on.any(0))
     v = canvas[ys[0] : ys[-1] + 1, xs[0] : xs[-1] + 1]
-    f = 24 / v.shape[0]
+    f = INK_HEIGHT / v.shape[0]
     w = max(1, round(v.shape[1] * f))
-    v = np.asarray(Image.fromarray(v).resize((w, 24), Image.Resampling.BILINEAR))
+    v = np.asarray(Image.fromarray(v).resize((w, INK_HEIGHT), Image.Resampling.BILINEAR))
     if rng.random() < 0.3:
         v = ndi.gaussian_filter(v, rng.uniform(0.4, 1.0))
     v = np.clip(v * rng.uniform(0.7, 1.0) + rng.normal(0, rng.uniform(0, 0.06), v.shape), 0, 1)
-    total = -(-(w + 8) // 4) * 4
-    crop = np.zeros((32, total), np.float32)
-    crop[4:28, 4 : 4 + w] = v / max(float(v.max()), 1e-6)
-    return np.clip(np.rint(crop * 255), 0, 255).astype(np.uint8)
+    return as_uint8(to_reader_crop(v))

@@ -112,10 +112,9 @@ def polarity(a: np.ndarray, bg: np.ndarray, p: Params = DEFAULT) -> float:
     noise down and leaves strokes a few pixels wide."""
     from scipy import ndimage as ndi
 
+    departure = a - bg
     for smooth in (0.0, 1.5):
-        d = a - bg
-        if smooth:
-            d = ndi.gaussian_filter(d, (smooth, smooth, 0))
+        d = ndi.gaussian_filter(departure, (smooth, smooth, 0)) if smooth else departure
         bright, dark = channel_max(d).ravel(), channel_max(-d).ravel()
         k = max(10, bright.size // 5000)
         if bright.size <= 2 * k:

@@ -62,11 +62,9 @@ def preprocess_rows(image: Any, max_pixels: int = MAX_PIXELS, params: Params = D
     crops = [row_crop(an, row) for row in find_rows(an)]
     full = img.info.get(FULL_SIZE)
     if full is not None:  # decoded reduced: boxes and scales in the file's pixels
-        sx, sy = full[0] / img.width, full[1] / img.height
         for c in crops:
-            l, t, r, b = c.box
-            c.box = (int(l * sx), int(t * sy), min(full[0], int(np.ceil(r * sx))), min(full[1], int(np.ceil(b * sy))))
-            c.scale /= sx
+            c.box = _box_in_input(c.box, img, full)
+            c.scale /= full[0] / img.width
             c.size = (int(full[0]), int(full[1]))
     return crops
 
@@ -76,12 +74,22 @@ def _in_input_pixels(result: PreprocessResult, img: Image.Image) -> PreprocessRe
     full = img.info.get(FULL_SIZE)
     if full is None:
         return result
-    sx, sy = full[0] / img.width, full[1] / img.height
-    l, t, r, b = result.bbox
-    result.bbox = (int(l * sx), int(t * sy), min(full[0], int(np.ceil(r * sx))), min(full[1], int(np.ceil(b * sy))))
+    result.bbox = _box_in_input(result.bbox, img, full)
     result.size = (int(full[0]), int(full[1]))
-    result.stroke_filter = int(round(result.stroke_filter * sx))
+    result.stroke_filter = int(round(result.stroke_filter * full[0] / img.width))
     return result
+
+
+def _box_in_input(box: tuple[int, int, int, int], img: Image.Image, full: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A box of the reduced decode ``img`` in the pixels of the file (``full`` = its size)."""
+    sx, sy = full[0] / img.width, full[1] / img.height
+    left, top, right, bottom = box
+    return (
+        int(left * sx),
+        int(top * sy),
+        min(full[0], int(np.ceil(right * sx))),
+        min(full[1], int(np.ceil(bottom * sy))),
+    )
 
 
 @dataclass
@@ -133,9 +141,9 @@ def find_ink(pic: _Picture, bg: np.ndarray, lines: np.ndarray | None = None) -> 
         lines = line_mask(ink > max(p.noise_k * noise, p.min_contrast / 2), p.line_min_span * min(ink.shape), p)
     ink[lines] = np.minimum(ink[lines], 0.0)
     peak = _peak(ink)
-    if peak < max(p.min_contrast, 2 * p.noise_k * noise):  # faint, or buried in noise: denoised, it may stand out
+    if not _stands_out(peak, noise, p):  # faint, or buried in noise: denoised, it may stand out
         ink, noise, peak = _denoised(ink, lines, p)
-    if peak < max(p.min_contrast, 2 * p.noise_k * noise):
+    if not _stands_out(peak, noise, p):
         raise ImageError(
             f"no digit found: the image is blank or too faint (ink {round(peak)} grey levels above a "
             f"background with noise {noise:.1f}); use a darker pen or more light"
@@ -160,14 +168,18 @@ def _denoised(ink: np.ndarray, lines: np.ndarray, p: Params) -> tuple[np.ndarray
     noise): (ink, noise, peak) of the first scale that shows ink, else of the last tried."""
     from scipy import ndimage as ndi
 
-    out = (ink, robust_sigma(np.where(lines, 0.0, ink)), _peak(ink))
     for sigma in (1.0, 2.0):
         smooth = ndi.gaussian_filter(ink, sigma)
         smooth[lines] = np.minimum(smooth[lines], 0.0)
-        out = (smooth, robust_sigma(np.where(lines, 0.0, smooth)), _peak(smooth))
-        if out[2] >= max(p.min_contrast, 2 * p.noise_k * out[1]):
+        noise, peak = robust_sigma(np.where(lines, 0.0, smooth)), _peak(smooth)
+        if _stands_out(peak, noise, p):
             break
-    return out
+    return smooth, noise, peak
+
+
+def _stands_out(peak: float, noise: float, p: Params) -> bool:
+    """Whether ink this strong is a digit: clear of the minimum contrast and of the noise."""
+    return peak >= max(p.min_contrast, 2 * p.noise_k * noise)
 
 
 def _segment(pic: _Picture, bg: np.ndarray, ink: np.ndarray, noise: float, peak: float, lines: np.ndarray) -> Analysis:

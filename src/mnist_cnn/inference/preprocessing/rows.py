@@ -178,9 +178,18 @@ def row_crop(an: Analysis, row: list[Comp]) -> RowCrop:
             (w, INK_HEIGHT), Image.Resampling.LANCZOS, reducing_gap=3.0
         )
     )
-    small = np.clip(small, 0, None)
-    small = small / max(float(small.max()), 1e-6)
-    total = -(-(w + 2 * PAD) // 4) * 4
-    out = np.zeros((HEIGHT, total), np.float32)
-    out[INK_TOP : INK_TOP + INK_HEIGHT, PAD : PAD + w] = small
-    return RowCrop(out, ink, f, (W, H))
+    return RowCrop(to_reader_crop(np.clip(small, 0, None)), ink, f, (W, H))
+
+
+def to_reader_crop(ink: np.ndarray) -> np.ndarray:
+    """Ink [24, w] (any scale) -> the reader's input: float32 [32, W] 0..1, peak 1, the ink at rows
+    4..27 and PAD columns in, W the next multiple of 4."""
+    w = ink.shape[1]
+    out = np.zeros((HEIGHT, -(-(w + 2 * PAD) // 4) * 4), np.float32)
+    out[INK_TOP : INK_TOP + INK_HEIGHT, PAD : PAD + w] = ink / max(float(ink.max()), 1e-6)
+    return out
+
+
+def as_uint8(crop: np.ndarray) -> np.ndarray:
+    """A reader crop (float 0..1) as stored and saved: uint8 0..255."""
+    return np.clip(np.rint(crop * 255), 0, 255).astype(np.uint8)
