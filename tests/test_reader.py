@@ -172,6 +172,30 @@ def test_training_lowers_the_ctc_loss_and_keeps_the_best_validation_epoch(tmp_pa
     assert 0.5 <= cal["temperature"] <= 4.0 and cal["nll_after"] <= cal["nll_before"] + 1e-9
 
 
+def test_augmentation_slants_each_row_and_keeps_the_frames_inside_the_stretched_width() -> None:
+    from mnist_cnn.models.reader import STRIDE
+    from mnist_cnn.training.reader import _warp, augment
+
+    x = torch.zeros(6, 1, 32, 96)
+    x[:, :, 4:28, 46:50] = 1.0  # an upright bar, ink rows 4..27
+    frames = torch.full((6,), 96 // STRIDE)
+    y, f = augment(x, frames, torch.Generator().manual_seed(1))
+    assert y.shape[:3] == (6, 1, 32) and y.shape[3] % STRIDE == 0
+    assert 0.0 <= float(y.min()) and float(y.max()) <= 1.0
+    assert bool((f >= 1).all()) and bool((f <= y.shape[3] // STRIDE).all())
+    w = _warp(x, torch.Generator().manual_seed(2))
+    assert float(w.sum()) > 0.8 * float(x.sum())  # the ink stays in the crop
+    # the bar's lean: the column of its ink near the top minus near the bottom differs from row to row
+    cols = torch.arange(96, dtype=torch.float32)
+    lean = [
+        float((w[k, 0, 8] * cols).sum() / w[k, 0, 8].sum() - (w[k, 0, 23] * cols).sum() / w[k, 0, 23].sum())
+        for k in range(6)
+    ]
+    assert max(lean) - min(lean) > 1.0 and max(abs(v) for v in lean) <= 0.3 * 15 + 1.0
+    again = augment(x, frames, torch.Generator().manual_seed(1))[0]
+    assert torch.equal(y, again)  # the generator alone decides
+
+
 def test_end_to_end_calibration_is_a_monotone_map_fitted_on_photos(tmp_path) -> None:
     from mnist_cnn.training.reader import fit_platt
     from mnist_cnn.training.reader_data import read_pages

@@ -7,7 +7,7 @@ into row crops with the row finder (:mod:`mnist_cnn.training.reader_data`), trai
 rows) and writes the file with its provenance in the metadata: the command, seeds, data checksums,
 row counts, the training history, the calibration and the commit. No test digit is used. ::
 
-    python tools/make_reader.py --data-dir ../shared/data/mnist            # ~40 min on 2 cores
+    python tools/make_reader.py --data-dir ../shared/data/mnist            # ~75 min on 2 cores
 
 ``--rows DIR`` keeps the rendered row sets (``train-<seed>.npz``, ``val-<seed>.npz``) and reuses them.
 """
@@ -69,15 +69,15 @@ def calibrate_end_to_end(model, temperature: float, images, labels, a: argparse.
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", type=Path, default=None)
-    ap.add_argument("--pages", type=int, default=24_000)
+    ap.add_argument("--pages", type=int, default=36_000)
     ap.add_argument("--val-pages", type=int, default=1_600)
     ap.add_argument(
         "--cal-pages", type=int, default=1_500, help="validation photos the string probability is calibrated on"
     )
     ap.add_argument("--seed", type=int, default=21, help="seed of the training rows (validation +1, calibration +2)")
-    ap.add_argument("--epochs", type=int, default=14)
-    ap.add_argument("--synth", type=int, default=80_000, help="rows composed at the reader's scale (cycled)")
-    ap.add_argument("--synth-per-epoch", type=int, default=20_000)
+    ap.add_argument("--epochs", type=int, default=16)
+    ap.add_argument("--synth", type=int, default=160_000, help="rows composed at the reader's scale (cycled)")
+    ap.add_argument("--synth-per-epoch", type=int, default=30_000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rows", type=Path, default=None, help="folder to keep/reuse the rendered row sets in")
     ap.add_argument("--out", type=Path, default=PACKAGE_DIR / "reader.safetensors")

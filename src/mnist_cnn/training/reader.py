@@ -3,7 +3,8 @@
 Rows of *training* digits train it; rows of the *validation* digits (the default model's held-out
 split) pick the epoch and fit the temperature of the string probability. No test digit is used.
 Batches are rows of similar width (little padding); each batch is stretched in width by 0.85-1.15x,
-shifted up or down by up to 2 px, and its ink scaled by 0.6-1.0 (tensor ops on the whole batch).
+and each row slanted, resized in height, shifted, its ink scaled and sometimes blurred and noised
+(tensor ops on the whole batch: :func:`augment`).
 
     python -m mnist_cnn.training.reader --train rows-train.npz --val rows-val.npz --out reader.safetensors
 """
@@ -52,16 +53,38 @@ def collate(rows: RowSet, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 def augment(x: torch.Tensor, frames: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whole-batch width stretch, vertical shift and per-row ink gain."""
+    """Whole-batch width stretch; per row a slant, a height change and a vertical shift (one affine
+    grid), an ink gain, and sometimes blur and sensor-like noise."""
     n, _, h, w = x.shape
     f = 0.85 + 0.3 * float(torch.rand((), generator=g))
     new_w = max(STRIDE, int(round(w * f / STRIDE)) * STRIDE)
     x = F.interpolate(x, size=(h, new_w), mode="bilinear", align_corners=False)
     frames = torch.clamp((frames.float() * f).round().long(), 1, new_w // STRIDE)
-    dy = int(torch.randint(-2, 3, (), generator=g))
-    x = torch.roll(x, dy, dims=2)
+    x = _warp(x, g)
+    if float(torch.rand((), generator=g)) < 0.25:  # defocus or motion: a 3-tap blur along x or y
+        k = torch.tensor([0.25, 0.5, 0.25]).view(1, 1, 1, 3)
+        k = k if float(torch.rand((), generator=g)) < 0.5 else k.transpose(2, 3)
+        x = F.conv2d(x, k, padding=(k.shape[2] // 2, k.shape[3] // 2))
     gain = 0.6 + 0.4 * torch.rand((n, 1, 1, 1), generator=g)
-    return (x * gain).clamp(0, 1), frames
+    noise = 0.05 * torch.rand((n, 1, 1, 1), generator=g) * torch.randn(x.shape, generator=g)
+    return (x * gain + noise).clamp(0, 1), frames
+
+
+def _warp(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Per row: slant of -0.3..0.3 px per px of height, ink height 0.88-1.1x, shift of up to 2 px.
+    The grid maps each output pixel to where it is sampled: x_in = x + slant * y (pixels), so in
+    normalised coordinates the slant is scaled by h / w; the height change is about the crop's middle."""
+    n, _, h, w = x.shape
+    slant = (torch.rand(n, generator=g) - 0.5) * 0.6
+    scale = 1 / (0.88 + 0.22 * torch.rand(n, generator=g))
+    shift = (torch.rand(n, generator=g) - 0.5) * 4 / (h / 2)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = 1.0
+    theta[:, 0, 1] = slant * h / w
+    theta[:, 1, 1] = scale
+    theta[:, 1, 2] = shift
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def ctc(
