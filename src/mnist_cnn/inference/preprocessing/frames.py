@@ -12,7 +12,7 @@ from mnist_cnn.errors import ImageError
 from mnist_cnn.inference.preprocessing.ink import Analysis
 from mnist_cnn.inference.preprocessing.lines import between, horizontal_lines
 from mnist_cnn.inference.preprocessing.params import DEFAULT, Params
-from mnist_cnn.inference.preprocessing.segment import digit_components
+from mnist_cnn.inference.preprocessing.segment import comps_box, digit_components
 
 
 def frame_mask(an: Analysis) -> np.ndarray:
@@ -26,7 +26,7 @@ def frame_mask(an: Analysis) -> np.ndarray:
         comps = digit_components(an)
     except ImageError:
         return out
-    l, t, r, b = (min(c["bbox"][k] for c in comps) if k < 2 else max(c["bbox"][k] for c in comps) for k in range(4))
+    l, t, r, b = comps_box(comps)
     cw, ch = r - l, b - t
     if min(cw, ch) < 8:
         return out

@@ -18,31 +18,15 @@ from mnist_cnn.errors import ImageError
 from mnist_cnn.inference.preprocessing.ink import Analysis, ink_map
 from mnist_cnn.inference.preprocessing.params import DEFAULT, Params
 from mnist_cnn.inference.preprocessing.result import PreprocessResult
+from mnist_cnn.inference.preprocessing.segment import comps_box
 
 OUT_SIZE, BOX = 28, 20  # MNIST: 28x28 frame, digit's longer side 20 px
 
 
 def render(an: Analysis, comps: list[dict[str, Any]]) -> PreprocessResult:
     """Crop the chosen components at full resolution and make the 28x28 MNIST-like image."""
-    from scipy import ndimage as ndi
-
-    keep = np.isin(an.labels, [c["label"] for c in comps])  # [h, w] analysis mask of the digit
-    keep = ndi.binary_dilation(keep, iterations=2)  # room for the anti-aliased stroke edges
-    if an.lines is not None and an.lines.any():  # ... but not for the lines crossing them
-        keep &= ~an.lines
-    l = min(c["bbox"][0] for c in comps)
-    t = min(c["bbox"][1] for c in comps)
-    r = max(c["bbox"][2] for c in comps)
-    b = max(c["bbox"][3] for c in comps)
+    box, v = cut_out(an, comps, margin=1)  # v: float32 [bh, bw] 0..1 at (up to) full resolution
     H, W = an.pixels.shape[:2]
-    s = an.scale
-    box = (
-        max(0, int((l - 1) * s)),
-        max(0, int((t - 1) * s)),
-        min(W, int(np.ceil((r + 1) * s))),
-        min(H, int(np.ceil((b + 1) * s))),
-    )
-    v = soft_ink(an, box, keep)  # float32 [bh, bw] 0..1 at (up to) full resolution
     work_scale = 1.0  # full-res px per work px
     if max(v.shape) > an.p.work_side:  # box-reduce huge crops: still >= 50x the final 20 px
         f = -(-max(v.shape) // an.p.work_side)
@@ -71,6 +55,27 @@ def render(an: Analysis, comps: list[dict[str, Any]]) -> PreprocessResult:
         components=len(comps),
         shift=shift,
     )
+
+
+def cut_out(an: Analysis, comps: list[dict[str, Any]], margin: int) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """The components' ink at full resolution: (box in the picture's pixels, ``margin`` analysis px
+    around their boxes; :func:`soft_ink` of it, only within the components grown by 2 px for the
+    anti-aliased stroke edges, but not into the lines that cross them)."""
+    from scipy import ndimage as ndi
+
+    keep = ndi.binary_dilation(np.isin(an.labels, [c["label"] for c in comps]), iterations=2)
+    if an.lines is not None and an.lines.any():
+        keep &= ~an.lines
+    l, t, r, b = comps_box(comps)
+    H, W = an.pixels.shape[:2]
+    s = an.scale
+    box = (
+        max(0, int((l - margin) * s)),
+        max(0, int((t - margin) * s)),
+        min(W, int(np.ceil((r + margin) * s))),
+        min(H, int(np.ceil((b + margin) * s))),
+    )
+    return box, soft_ink(an, box, keep)
 
 
 def soft_ink(an: Analysis, box: tuple[int, int, int, int], keep: np.ndarray) -> np.ndarray:

@@ -22,8 +22,8 @@ from PIL import Image
 
 from mnist_cnn.errors import ImageError
 from mnist_cnn.inference.preprocessing.ink import Analysis
-from mnist_cnn.inference.preprocessing.render import soft_ink, stroke_width, tight
-from mnist_cnn.inference.preprocessing.segment import along_border, is_divider
+from mnist_cnn.inference.preprocessing.render import cut_out, stroke_width, tight
+from mnist_cnn.inference.preprocessing.segment import along_border, comps_box, is_divider
 
 HEIGHT, INK_TOP, INK_HEIGHT, PAD = 32, 4, 24, 4  # crop height, the ink's top row and height, side margin (px)
 MIN_STROKE = 1.8  # px at the crop's scale: thinner strokes (a fine pen on a big photo) are thickened
@@ -85,15 +85,16 @@ def find_rows(an: Analysis) -> list[list[Comp]]:
     heaviest = max(sum(c["mass"] for c in p) for p in pieces)
     pieces = [p for p in pieces if sum(c["mass"] for c in p) >= 0.2 * heaviest]
     pieces = [_without_rules(_with_small_parts(p, comps, ref)) for p in pieces]
-    return sorted(pieces, key=lambda p: (min(c["bbox"][1] for c in p), min(c["bbox"][0] for c in p)))
+    return sorted(pieces, key=lambda p: comps_box(p)[1::-1])  # top, then left
 
 
 def _band(row: list[Comp]) -> int:
-    return max(m["bbox"][3] for m in row) - min(m["bbox"][1] for m in row)
+    _, top, _, bottom = comps_box(row)
+    return bottom - top
 
 
 def _overlap(row: list[Comp], c: Comp) -> int:
-    top, bottom = min(m["bbox"][1] for m in row), max(m["bbox"][3] for m in row)
+    _, top, _, bottom = comps_box(row)
     return min(bottom, c["bbox"][3]) - max(top, c["bbox"][1])
 
 
@@ -130,8 +131,7 @@ def _without_rules(row: list[Comp]) -> list[Comp]:
 
 def _with_small_parts(row: list[Comp], comps: list[Comp], ref: float) -> list[Comp]:
     """The row plus the smaller pieces inside its band (a broken stroke, a 1's serif)."""
-    l, t = min(c["bbox"][0] for c in row), min(c["bbox"][1] for c in row)
-    r, b = max(c["bbox"][2] for c in row), max(c["bbox"][3] for c in row)
+    l, t, r, b = comps_box(row)
     m = 0.3 * ref
     extra = [
         c
@@ -149,18 +149,8 @@ def row_crop(an: Analysis, row: list[Comp]) -> RowCrop:
     """``row`` cut out of the picture at full resolution as the reader's 32-px-tall input."""
     from scipy import ndimage as ndi
 
-    keep = ndi.binary_dilation(np.isin(an.labels, [c["label"] for c in row]), iterations=2)
-    if an.lines is not None and an.lines.any():
-        keep &= ~an.lines
-    s = an.scale
+    box, v = cut_out(an, row, margin=2)  # v: float32 [bh, bw] 0..1
     H, W = an.pixels.shape[:2]
-    box = (
-        max(0, int((min(c["bbox"][0] for c in row) - 2) * s)),
-        max(0, int((min(c["bbox"][1] for c in row) - 2) * s)),
-        min(W, int(np.ceil((max(c["bbox"][2] for c in row) + 2) * s))),
-        min(H, int(np.ceil((max(c["bbox"][3] for c in row) + 2) * s))),
-    )
-    v = soft_ink(an, box, keep)  # float32 [bh, bw] 0..1
     on = v > 0.05 * float(v.max()) if v.size else v
     if not v.size or not on.any():
         raise ImageError("no digit found after background removal; try a photo with more contrast")

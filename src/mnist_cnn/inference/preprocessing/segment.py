@@ -16,6 +16,16 @@ from mnist_cnn.inference.preprocessing.ink import Analysis
 from mnist_cnn.inference.preprocessing.params import DEFAULT, Params
 
 
+def comps_box(comps: list[dict[str, Any]]) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) around the components' boxes, analysis px."""
+    return (
+        min(c["bbox"][0] for c in comps),
+        min(c["bbox"][1] for c in comps),
+        max(c["bbox"][2] for c in comps),
+        max(c["bbox"][3] for c in comps),
+    )
+
+
 def _touches_border(bbox: tuple[int, int, int, int], shape: tuple[int, ...]) -> bool:
     left, top, right, bottom = bbox
     return left == 0 or top == 0 or right == shape[1] or bottom == shape[0]
@@ -131,8 +141,7 @@ def segment_digits(an: Analysis) -> list[list[dict[str, Any]]]:
     groups: list[list[dict[str, Any]]] = []
     for c in sig:
         if groups:
-            gl = min(g["bbox"][0] for g in groups[-1])
-            gr = max(g["bbox"][2] for g in groups[-1])
+            gl, _, gr, _ = comps_box(groups[-1])
             overlap = min(gr, c["bbox"][2]) - max(gl, c["bbox"][0])
             if overlap > 0.3 * min(gr - gl, c["bbox"][2] - c["bbox"][0]):
                 groups[-1].append(c)
