@@ -13,8 +13,8 @@ from PIL import Image, ImageDraw
 
 from mnist_cnn.errors import CheckpointError, ImageError
 from mnist_cnn.inference.preprocessing import preprocess_rows
-from mnist_cnn.inference.reader import NumberReader, beam_search, string_logp
-from mnist_cnn.models.reader import BLANK, Crnn, load_reader, save_reader
+from mnist_cnn.inference.reader import NumberReader, beam_search, candidates, string_logp
+from mnist_cnn.models.reader import BLANK, Crnn, load_reader, load_readers, save_reader, save_readers
 from mnist_cnn.synth.numbers import NUMBER_CONDITIONS, render_number
 from mnist_cnn.training.reader_data import covers, load_rows, make_rows, save_rows
 
@@ -127,6 +127,52 @@ def test_reader_files_round_trip_and_bad_files_are_refused(tmp_path) -> None:
     save_tensors(tmp_path / "hot.safetensors", tensors, {**bad, "args": {"width": 8, "hidden": 8}, "temperature": 0})
     with pytest.raises(CheckpointError, match="temperature"):
         load_reader(tmp_path / "hot.safetensors")
+
+
+def test_candidates_are_scored_exactly_and_an_ensemble_by_the_geometric_mean() -> None:
+    rng = np.random.default_rng(3)
+    a, b = (np.log(rng.dirichlet(np.ones(BLANK + 1) * 0.3, size=9)) for _ in range(2))
+    one = candidates([a], beam=6)
+    assert [s for s, _ in one] == sorted({s for s, _ in beam_search(a, 6)}, key=lambda s: -string_logp(a, s))
+    assert all(q == pytest.approx(np.exp(string_logp(a, s))) for s, q in one)
+    both = candidates([a, b], beam=6)
+    assert {s for s, _ in both} == {s for s, _ in beam_search(a, 6)} | {s for s, _ in beam_search(b, 6)}
+    for s, q in both:
+        assert q == pytest.approx(np.exp((string_logp(a, s) + string_logp(b, s)) / 2))
+    assert [q for _, q in both] == sorted((q for _, q in both), reverse=True)
+    same = candidates([a, a], beam=6)
+    assert [s for s, _ in same] == [s for s, _ in one] and [q for _, q in same] == pytest.approx([q for _, q in one])
+
+
+def test_an_ensemble_file_round_trips_and_reads_like_its_members(tmp_path) -> None:
+    torch.manual_seed(1)
+    m1, m2 = Crnn(width=4, hidden=8), Crnn(width=6, hidden=8)
+    save_readers(tmp_path / "e.safetensors", [(m1, {"temperature": 1.5}), (m2, {"temperature": 0.8})], {"x": 1})
+    members, meta = load_readers(tmp_path / "e.safetensors")
+    assert [t for _, t in members] == [1.5, 0.8] and meta["x"] == 1 and len(meta["members"]) == 2
+    x = torch.rand(1, 1, 32, 48)
+    with torch.no_grad():
+        assert torch.allclose(members[1][0](x), m2.eval()(x))
+    with pytest.raises(CheckpointError, match="ensemble"):
+        load_reader(tmp_path / "e.safetensors")
+    from mnist_cnn.artifacts.files import load_tensors, save_tensors
+
+    tensors, meta = load_tensors(tmp_path / "e.safetensors")
+    save_tensors(tmp_path / "short.safetensors", tensors, {**meta, "members": meta["members"][:1]})
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_readers(tmp_path / "short.safetensors")
+    save_tensors(tmp_path / "empty.safetensors", tensors, {**meta, "members": []})
+    with pytest.raises(CheckpointError, match="members"):
+        load_readers(tmp_path / "empty.safetensors")
+    # a reader whose two members are the same model answers what that model alone answers
+    save_reader(tmp_path / "one.safetensors", m1, {"temperature": 1.5})
+    save_readers(tmp_path / "twice.safetensors", [(m1, {"temperature": 1.5})] * 2, {})
+    digits, labels = fake_digits(4, seed=7)
+    data, _ = render_number(digits, "spaced", np.random.default_rng(2), labels, height=(50, 50))
+    alone = NumberReader(tmp_path / "one.safetensors").read(data).to_dict()
+    twice = NumberReader(tmp_path / "twice.safetensors").read(data).to_dict()
+    assert twice["number"] == alone["number"] and twice["probability"] == pytest.approx(alone["probability"])
+    assert [d["bbox"] for d in twice["digits"]] == [d["bbox"] for d in alone["digits"]]
 
 
 def test_a_reading_has_boxes_inside_the_image_and_a_probability_per_digit(tmp_path) -> None:

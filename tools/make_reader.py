@@ -10,6 +10,13 @@ row counts, the training history, the calibration and the commit. No test digit 
     python tools/make_reader.py --data-dir ../shared/data/mnist            # ~75 min on 2 cores
 
 ``--rows DIR`` keeps the rendered row sets (``train-<seed>.npz``, ``val-<seed>.npz``) and reuses them.
+``--combine A B ...`` trains nothing: it puts readers made by this script into one file (an ensemble:
+every string found by a member's beam is scored by the geometric mean of the members' probabilities)
+and calibrates that string probability end to end on ``--cal-pages`` validation photos. The bundled
+reader is made so (two members, seeds 21 and 31)::
+
+    python tools/make_reader.py --data-dir ../shared/data/mnist --seed 31 --train-seed 1 --out b.safetensors
+    python tools/make_reader.py --data-dir ../shared/data/mnist --combine a.safetensors b.safetensors
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import json
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -48,22 +56,46 @@ def rows_for(which: str, images, labels, pages: int, seed: int, folder: Path | N
     return rows
 
 
-def calibrate_end_to_end(model, temperature: float, images, labels, a: argparse.Namespace) -> dict:  # noqa: ANN001
-    """Platt scaling of the string probability on ``--cal-pages`` validation photos, read end to end."""
-    import tempfile
-
+def calibrate_end_to_end(path: Path, images, labels, a: argparse.Namespace) -> dict:  # noqa: ANN001
+    """Platt scaling of the string probability of the reader(s) in ``path`` on ``--cal-pages``
+    validation photos, read end to end."""
     from mnist_cnn.inference.reader import NumberReader
-    from mnist_cnn.models.reader import save_reader
     from mnist_cnn.training.reader import fit_platt
     from mnist_cnn.training.reader_data import read_pages
 
-    with tempfile.TemporaryDirectory() as tmp:
-        save_reader(Path(tmp) / "r.safetensors", model, {"temperature": temperature})
-        reader = NumberReader(Path(tmp) / "r.safetensors")
-        probs, right = read_pages(reader, images, labels, a.cal_pages, a.seed + 2)
+    probs, right = read_pages(NumberReader(path), images, labels, a.cal_pages, a.seed + 2)
     fit = fit_platt(probs, right)
     print(f"end-to-end calibration on {len(probs):,} photos ({right.mean():.4f} right): {json.dumps(fit)}", flush=True)
     return fit
+
+
+def provenance(a: argparse.Namespace, argv: list[str] | None, commit: str) -> dict:
+    import torch
+
+    return {
+        "command": "python tools/make_reader.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "commit": commit,
+        "digits": f"MNIST training images minus the validation split (val_size {VAL_SIZE}, seed {SPLIT_SEED})",
+        "made": dt.date.today().isoformat(),
+        "torch": torch.__version__,
+    }
+
+
+def combine(a: argparse.Namespace, argv: list[str] | None, commit: str, images, labels) -> None:  # noqa: ANN001
+    """``--combine``: the readers in the given files as one ensemble file, calibrated end to end."""
+    from mnist_cnn.models.reader import load_reader, save_readers
+
+    members = []
+    for path in a.combine:
+        model, meta = load_reader(path)
+        members.append(
+            (model, {k: meta[k] for k in ("temperature", "calibration", "training", "provenance") if k in meta})
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        save_readers(Path(tmp) / "r.safetensors", members, {})
+        cal = calibrate_end_to_end(Path(tmp) / "r.safetensors", images, labels, a)
+    save_readers(a.out, members, {"calibration": cal, "provenance": provenance(a, argv, commit)})
+    print(f"wrote {a.out} ({len(members)} readers)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,12 +107,14 @@ def main(argv: list[str] | None = None) -> None:
         "--cal-pages", type=int, default=1_500, help="validation photos the string probability is calibrated on"
     )
     ap.add_argument("--seed", type=int, default=21, help="seed of the training rows (validation +1, calibration +2)")
+    ap.add_argument("--train-seed", type=int, default=0, help="seed of the weights' initialisation and batch order")
     ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--synth", type=int, default=160_000, help="rows composed at the reader's scale (cycled)")
     ap.add_argument("--synth-per-epoch", type=int, default=30_000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rows", type=Path, default=None, help="folder to keep/reuse the rendered row sets in")
     ap.add_argument("--out", type=Path, default=PACKAGE_DIR / "reader.safetensors")
+    ap.add_argument("--combine", type=Path, nargs="+", default=None, help="reader files to put in one ensemble file")
     a = ap.parse_args(argv)
     # the commit the rows are rendered and read with (taken now: the tree may move on while it trains)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
@@ -94,16 +128,23 @@ def main(argv: list[str] | None = None) -> None:
 
     ds = load_dataset("mnist", a.data_dir)
     tr, va = train_val_split(ds.train_labels, VAL_SIZE, SPLIT_SEED)
+    if a.combine:
+        combine(a, argv, commit, ds.train_images[va], ds.train_labels[va])
+        return
     train_rows = rows_for("train", ds.train_images[tr], ds.train_labels[tr], a.pages, a.seed, a.rows, a.workers)
     val_rows = rows_for("val", ds.train_images[va], ds.train_labels[va], a.val_pages, a.seed + 1, a.rows, a.workers)
     t0 = time.perf_counter()
     extra = synth_rows(ds.train_images[tr], ds.train_labels[tr], a.synth, a.seed + 3)
     print(f"composed {len(extra.texts):,} rows in {time.perf_counter() - t0:.0f} s", flush=True)
     torch.set_num_threads(max(1, a.workers))
-    model, info = train(train_rows, val_rows, epochs=a.epochs, seed=0, extra=extra, extra_per_epoch=a.synth_per_epoch)
+    model, info = train(
+        train_rows, val_rows, epochs=a.epochs, seed=a.train_seed, extra=extra, extra_per_epoch=a.synth_per_epoch
+    )
     cal = fit_temperature(model, val_rows)
     print(json.dumps(cal), flush=True)
-    cal.update(calibrate_end_to_end(model, cal["temperature"], ds.train_images[va], ds.train_labels[va], a))
+    with tempfile.TemporaryDirectory() as tmp:
+        save_reader(Path(tmp) / "r.safetensors", model, {"temperature": cal["temperature"]})
+        cal.update(calibrate_end_to_end(Path(tmp) / "r.safetensors", ds.train_images[va], ds.train_labels[va], a))
     folder = resolve_data_dir("mnist", a.data_dir)
     checksums = {
         f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.glob("train-*")) if f.is_file()
@@ -118,18 +159,12 @@ def main(argv: list[str] | None = None) -> None:
             "missed_pages": train_rows.missed,
             "val_rows": len(val_rows.texts),
             "seed": a.seed,
+            "train_seed": a.train_seed,
             "epochs": a.epochs,
             "composed_rows": len(extra.texts),
             "composed_per_epoch": a.synth_per_epoch,
         },
-        "provenance": {
-            "command": "python tools/make_reader.py " + shlex.join(sys.argv[1:] if argv is None else argv),
-            "commit": commit,
-            "digits": f"MNIST training images minus the validation split (val_size {VAL_SIZE}, seed {SPLIT_SEED})",
-            "data_sha256": checksums,
-            "made": dt.date.today().isoformat(),
-            "torch": torch.__version__,
-        },
+        "provenance": {**provenance(a, argv, commit), "data_sha256": checksums},
     }
     save_reader(a.out, model, meta)
     print(f"wrote {a.out} (validation exact match {info['val_exact']:.4f}, epoch {info['best_epoch']})")

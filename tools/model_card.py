@@ -401,20 +401,34 @@ def reader_section(pretrained: Path, numbers: dict[str, Any] | None) -> str:
     tensors, meta = load_tensors(path)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     params = sum(int(np.prod(t.shape)) for t in tensors.values())
-    tr, prov, cal = meta.get("training", {}), meta.get("provenance", {}), meta.get("calibration", {})
+    members = meta.get("members") or [meta]
+    prov, cal = meta.get("provenance", {}), meta.get("calibration", {})
+    what = "a CRNN:" if len(members) == 1 else f"an ensemble of {len(members)} CRNNs, each"
     text = (
-        f"`predict --multi`, `read_number()` and `POST /api/read` read whole numbers with a second model: a\n"
-        f"CRNN (a small CNN over the row, a bidirectional LSTM, CTC; {params:,} parameters, "
-        f"{path.stat().st_size / 1e6:.2f} MB,\nsha256 `{sha}`). It was trained on "
-        f"{tr.get('rows', 0):,} rows found on {tr.get('pages', 0):,} rendered photos of numbers of MNIST\n"
-        f"*training* digits plus {tr.get('composed_rows', 0):,} rows composed at its scale "
-        f"({tr.get('composed_per_epoch', 0):,} per epoch), {tr.get('epochs')} epochs;\n"
-        f"the epoch ({tr.get('best_epoch')}) was picked on {tr.get('val_rows', 0):,} rows of *validation* digits "
-        f"(exact match {pct(tr.get('val_exact', 0.0))}),\n"
-        f"where the temperature ({meta.get('temperature', 1.0):.3f}) was fitted too; the string probability is "
-        f"calibrated end to end on {cal.get('photos', 0):,}\nvalidation photos (ECE {cal.get('ece_before', 0):.3f} "
-        f"-> {cal.get('ece_after', 0):.3f}). No test digit was used. Made by\n`{prov.get('command')}` "
-        f"at commit `{str(prov.get('commit', ''))[:12]}`."
+        f"`predict --multi`, `read_number()` and `POST /api/read` read whole numbers with a second model,\n"
+        f"{what} a small CNN over the row, a bidirectional LSTM and CTC ({params:,} parameters in all, "
+        f"{path.stat().st_size / 1e6:.2f} MB,\nsha256 `{sha}`)."
+    )
+    if len(members) > 1:
+        text += (
+            " Every string a member's beam finds is scored by the geometric mean of the members'\n"
+            "probabilities of it; the best is the answer."
+        )
+    for k, m in enumerate(members):
+        tr = m.get("training", {})
+        text += (
+            f"\n\n{'It' if len(members) == 1 else f'Member {k + 1}'} was trained on "
+            f"{tr.get('rows', 0):,} rows found on {tr.get('pages', 0):,} rendered photos of numbers of MNIST\n"
+            f"*training* digits (seed {tr.get('seed')}) plus {tr.get('composed_rows', 0):,} rows composed at its "
+            f"scale ({tr.get('composed_per_epoch', 0):,} per epoch), {tr.get('epochs')} epochs;\n"
+            f"the epoch ({tr.get('best_epoch')}) was picked on {tr.get('val_rows', 0):,} rows of *validation* "
+            f"digits (exact match {pct(tr.get('val_exact', 0.0))}),\nwhere the temperature "
+            f"({m.get('temperature', 1.0):.3f}) was fitted too."
+        )
+    text += (
+        f"\n\nThe string probability is calibrated end to end on {cal.get('photos', 0):,} validation photos "
+        f"(ECE {cal.get('ece_before', 0):.3f}\n-> {cal.get('ece_after', 0):.3f}). No test digit was used. "
+        f"Made by `{prov.get('command')}`\nat commit `{str(prov.get('commit', ''))[:12]}`."
     )
     if not numbers or "combined" not in numbers:
         return text + "\n\nNot yet measured: `python benchmarks/numbers.py --out benchmarks/results/numbers.json`."

@@ -5,7 +5,9 @@
 * ``number``: the digit string (leading zeros kept);
 * ``probability``: the calibrated probability that the whole string is right: the CTC probability
   of exactly this string (every alignment of it summed), from log-probabilities divided by the
-  temperature fitted on validation rows;
+  temperature fitted on validation rows, then calibrated end to end on validation photos; a file
+  holding several readers (an ensemble) scores every string its members' beams found by the
+  geometric mean of their probabilities;
 * ``alternatives``: the next most probable strings (prefix beam search) with their probabilities;
 * ``unsure`` and ``reason``: below ``min_confidence``, or when strings of another length take a
   tenth of the probability ("3 or 4 digits?");
@@ -92,11 +94,10 @@ class NumberReader:
     def __init__(self, path: str | os.PathLike[str] | None = None, top_k: int = 3):
         import torch
 
-        from mnist_cnn.models.reader import load_reader
+        from mnist_cnn.models.reader import load_readers
 
         self.path = Path(path) if path is not None else DEFAULT_READER
-        self.model, self.meta = load_reader(self.path)
-        self.temperature = float(self.meta.get("temperature", 1.0))
+        self.members, self.meta = load_readers(self.path)
         platt = (
             self.meta.get("calibration", {}).get("platt") if isinstance(self.meta.get("calibration"), dict) else None
         )
@@ -113,26 +114,26 @@ class NumberReader:
         """The reading of a picture's row crops (:func:`~mnist_cnn.inference.preprocessing.preprocess_rows`)."""
         return Reading([self.read_crop(c, min_confidence) for c in crops], crops[0].size)
 
-    def log_probs(self, crop_image: np.ndarray) -> np.ndarray:
-        """[T, 11] temperature-scaled log-probabilities of one crop [32, W]."""
+    def log_probs(self, crop_image: np.ndarray) -> list[np.ndarray]:
+        """Each member's [T, 11] temperature-scaled log-probabilities of one crop [32, W]."""
         torch = self._torch
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(crop_image, np.float32))[None, None]
-            logits = self.model(x)[:, 0]  # [T, 11]
-            return (logits / self.temperature).log_softmax(-1).numpy()
+            return [(model(x)[:, 0] / t).log_softmax(-1).numpy() for model, t in self.members]
 
     def read_crop(self, crop: Any, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> RowReading:
         from mnist_cnn.models.reader import STRIDE
 
-        logp = self.log_probs(crop.image)
-        cands = beam_search(logp, BEAM)
+        logps = self.log_probs(crop.image)
+        cands = candidates(logps, BEAM)
         best = cands[0][0]
         total = sum(q for _, q in cands) or 1.0
         by_len: dict[int, float] = {}
         for s, q in cands:
             by_len[len(s)] = by_len.get(len(s), 0.0) + q / total
-        dists, cuts = self._distributions(logp, best, crop.image.shape[1], STRIDE)
-        raw = float(np.exp(string_logp(logp, best))) if best else 0.0
+        mean = np.log(np.mean([np.exp(lp) for lp in logps], axis=0))  # the members' frame probabilities, averaged
+        dists, cuts = self._distributions(mean, best, crop.image.shape[1], STRIDE)
+        raw = cands[0][1] if best else 0.0
         p = self.calibrated(raw)
         reason = None
         other = max((n for n in by_len if n != len(best)), key=lambda n: by_len[n], default=None)
@@ -199,6 +200,14 @@ def _peaks(logp: np.ndarray, text: str) -> list[int]:
     return out
 
 
+def candidates(logps: list[np.ndarray], beam: int = BEAM) -> list[tuple[str, float]]:
+    """The strings the members' beams found, each with its exact probability (every alignment summed,
+    :func:`string_logp`); with several members, the geometric mean of theirs. Best first."""
+    found = list(dict.fromkeys(s for lp in logps for s, _ in beam_search(lp, beam)))
+    scores = np.exp(np.mean([strings_logp(lp, found) for lp in logps], axis=0))
+    return sorted(zip(found, scores.tolist(), strict=True), key=lambda sq: -sq[1])
+
+
 def beam_search(logp: np.ndarray, beam: int = BEAM) -> list[tuple[str, float]]:
     """CTC prefix beam search over [T, 11] log-probabilities: the most probable strings with their
     probabilities (each the sum over its alignments that the beam kept), best first."""
@@ -232,24 +241,33 @@ def beam_search(logp: np.ndarray, beam: int = BEAM) -> list[tuple[str, float]]:
 
 def string_logp(logp: np.ndarray, text: str) -> float:
     """log p(text | row): CTC's forward algorithm over every alignment of ``text``."""
+    return float(strings_logp(logp, [text])[0])
+
+
+def strings_logp(logp: np.ndarray, texts: list[str]) -> np.ndarray:
+    """log p(text | row) of each of ``texts`` at once: CTC's forward algorithm over [K, S] arrays,
+    each text extended with blanks (``-1-9-9-8-``) and padded to the longest (padding stays -inf)."""
     blank = logp.shape[1] - 1
-    ext = [blank]
-    for ch in text:
-        ext += [int(ch), blank]
-    s_len = len(ext)
-    alpha = np.full(s_len, -np.inf)
-    alpha[0] = logp[0, blank]
-    if s_len > 1:
-        alpha[1] = logp[0, ext[1]]
+    ext = [[blank] + [v for ch in t for v in (int(ch), blank)] for t in texts]
+    size = max(len(e) for e in ext)
+    labels = np.full((len(texts), size), blank)
+    valid = np.zeros((len(texts), size), bool)
+    for k, e in enumerate(ext):
+        labels[k, : len(e)], valid[k, : len(e)] = e, True
     # a character may follow the one two places back directly (skipping the blank) unless it repeats it
-    allow = np.array([k >= 2 and ext[k] != blank and ext[k] != ext[k - 2] for k in range(s_len)])
+    allow = np.zeros_like(valid)
+    allow[:, 2:] = (labels[:, 2:] != blank) & (labels[:, 2:] != labels[:, :-2])
+    emit = np.where(valid[None], logp[:, labels], -np.inf)  # [T, K, S]
+    alpha = np.full((len(texts), size), -np.inf)
+    alpha[:, :2] = emit[0, :, :2]
     for t in range(1, len(logp)):
-        prev = alpha
-        shift1 = np.concatenate([[-np.inf], prev[:-1]])
-        shift2 = np.concatenate([[-np.inf, -np.inf], prev[:-2]])[:s_len]
-        shift2 = np.where(allow, shift2, -np.inf)
-        alpha = np.logaddexp(np.logaddexp(prev, shift1), shift2) + logp[t, ext]
-    return float(np.logaddexp(alpha[-1], alpha[-2]) if s_len > 1 else alpha[-1])
+        shift1 = np.pad(alpha[:, :-1], ((0, 0), (1, 0)), constant_values=-np.inf)
+        shift2 = np.where(allow, np.pad(alpha[:, :-2], ((0, 0), (2, 0)), constant_values=-np.inf), -np.inf)
+        alpha = np.logaddexp(np.logaddexp(alpha, shift1), shift2) + emit[t]
+    ends = np.array([len(e) for e in ext])
+    last = alpha[np.arange(len(texts)), ends - 1]
+    before = np.where(ends > 1, alpha[np.arange(len(texts)), np.maximum(ends - 2, 0)], -np.inf)
+    return np.logaddexp(last, before)
 
 
 _READERS: dict[str, NumberReader] = {}

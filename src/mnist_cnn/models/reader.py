@@ -8,7 +8,9 @@ of CTC's *blank* (index 10). Decoding (greedy or beam, :mod:`mnist_cnn.inference
 repeats and drops blanks: ``--7--77-1-`` reads "71".
 
 The file is safetensors with JSON metadata (``kind: "reader"``, the arguments, the temperature);
-:func:`load_reader` checks every tensor's name and shape before anything is built from it.
+:func:`load_reader` checks every tensor's name and shape before anything is built from it. A file may
+hold several readers (an ensemble, :func:`save_readers`): :func:`load_readers` returns each with its
+temperature.
 """
 
 from __future__ import annotations
@@ -77,24 +79,64 @@ def save_reader(path: str | os.PathLike[str], model: Crnn, meta: dict[str, Any])
     save_tensors(path, tensors, {**meta, "kind": KIND, "args": model.args})
 
 
+def save_readers(
+    path: str | os.PathLike[str], members: list[tuple[Crnn, dict[str, Any]]], meta: dict[str, Any]
+) -> None:
+    """Several readers in one file (an ensemble): member ``i``'s tensors are named ``m{i}.<name>``
+    and its metadata (``args``, ``temperature``, its training) is ``meta["members"][i]``."""
+    tensors: dict[str, torch.Tensor] = {}
+    described = []
+    for i, (model, member_meta) in enumerate(members):
+        tensors.update({f"m{i}.{k}": v.detach().cpu().clone() for k, v in model.state_dict().items()})
+        described.append({**member_meta, "args": model.args})
+    save_tensors(path, tensors, {**meta, "kind": KIND, "members": described})
+
+
 def load_reader(path: str | os.PathLike[str]) -> tuple[Crnn, dict[str, Any]]:
     """The reader in ``path`` in eval mode, and its metadata; a file that is not a reader of this
     shape is refused in one line (:class:`~mnist_cnn.errors.CheckpointError`)."""
+    members, meta = load_readers(path)
+    if len(members) != 1:
+        raise CheckpointError(f"{path}: holds {len(members)} readers (an ensemble); load it with load_readers")
+    return members[0][0], meta
+
+
+def load_readers(path: str | os.PathLike[str]) -> tuple[list[tuple[Crnn, float]], dict[str, Any]]:
+    """Every reader in ``path`` (one, or an ensemble's members) with its temperature, and the file's
+    metadata; anything that does not fit is refused in one line."""
     tensors, meta = load_tensors(path)
-    if meta.get("kind") != KIND or not isinstance(meta.get("args"), dict):
+    if meta.get("kind") != KIND:
+        raise CheckpointError(f"{path}: not a number reader (metadata 'kind' must be {KIND!r} with 'args')")
+    if "members" not in meta:
+        return [_build(path, meta, tensors, "")], meta
+    described = meta["members"]
+    if not isinstance(described, list) or not described or not all(isinstance(m, dict) for m in described):
+        raise CheckpointError(f"{path}: metadata 'members' must be a non-empty list of reader descriptions")
+    prefixes = [f"m{i}." for i in range(len(described))]
+    if any(not any(k.startswith(p) for p in prefixes) for k in tensors):
+        raise CheckpointError(f"{path}: the tensors do not fit the reader's arguments (first misfit: extra)")
+    return [_build(path, m, tensors, p) for m, p in zip(described, prefixes, strict=True)], meta
+
+
+def _build(
+    path: str | os.PathLike[str], meta: dict[str, Any], tensors: dict[str, Any], prefix: str
+) -> tuple[Crnn, float]:
+    """One reader from ``meta`` (its ``args``, ``temperature``) and the tensors named ``prefix`` + name."""
+    if not isinstance(meta.get("args"), dict):
         raise CheckpointError(f"{path}: not a number reader (metadata 'kind' must be {KIND!r} with 'args')")
     try:
         model = Crnn(**{k: meta["args"][k] for k in ("width", "hidden", "dropout") if k in meta["args"]})
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: metadata 'args' do not describe a reader: {exc}") from None
     expected = model.state_dict()
-    bad = [k for k in expected if k not in tensors or tuple(tensors[k].shape) != tuple(expected[k].shape)]
-    if bad or set(tensors) - set(expected):
+    mine = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    bad = [k for k in expected if k not in mine or tuple(mine[k].shape) != tuple(expected[k].shape)]
+    if bad or set(mine) - set(expected):
         raise CheckpointError(
             f"{path}: the tensors do not fit the reader's arguments (first misfit: {(bad or ['extra'])[0]})"
         )
-    model.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()})
+    model.load_state_dict({k: torch.as_tensor(v) for k, v in mine.items()})
     temperature = meta.get("temperature", 1.0)
     if not isinstance(temperature, (int, float)) or not 0.05 <= float(temperature) <= 20:
         raise CheckpointError(f"{path}: metadata 'temperature' must be a number in 0.05..20, got {temperature!r}")
-    return model.eval(), meta
+    return model.eval(), float(temperature)
