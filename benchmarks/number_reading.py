@@ -539,7 +539,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     keep = EXAMPLES if args.examples else 0
     conds = list(dict.fromkeys(args.conditions)) if args.n > 0 else []
     print(
-        f"reader {reader_path} (temperature {reader.temperature:g}); {args.split} digits, seed {args.seed}, "
+        f"reader {reader_path} ({len(reader.members)} member(s), temperature "
+        f"{', '.join(f'{t:g}' for _, t in reader.members)}); {args.split} digits, seed {args.seed}, "
         f"{args.n} numbers of {LENGTHS[0]}-{LENGTHS[1]} digits per condition, {len(conds)} conditions, "
         f"{args.workers} worker(s), one thread each",
         flush=True,
@@ -623,8 +624,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "reader": {
             "path": str(reader_path),
             "sha256": sha256_file(reader_path),
-            "temperature": reader.temperature,
-            "args": reader.meta.get("args"),
+            "temperature": [t for _, t in reader.members],
+            "args": [m.args for m, _ in reader.members],
         },
         "split": args.split,
         "seed": args.seed,

@@ -159,6 +159,7 @@ def test_main_writes_every_figure_as_json(tiny_data: Path, tmp_path: Path, capsy
     )
     d = json.loads(out.read_text())
     assert list(d["conditions"]) == ["touching", "jpeg"]
+    assert len(d["reader"]["temperature"]) == len(d["reader"]["args"]) == 1  # one per member
     for s in [*d["conditions"].values(), d["combined"], d["touching"]]:
         assert {
             "n",

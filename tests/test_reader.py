@@ -259,6 +259,35 @@ def test_end_to_end_calibration_is_a_monotone_map_fitted_on_photos(tmp_path) -> 
     assert len(probs) == len(ok) <= 3 and ((0 <= probs) & (probs <= 1)).all()
 
 
+def test_a_one_between_two_lines_of_squared_paper_stays_and_a_comb_s_dividers_do_not() -> None:
+    """A straight 1 running from one grid line to another looks like a comb's divider; it is a pen
+    stroke as bold as the digits', which a printed divider is not (it was dropped: "14" read "4")."""
+
+    def page(comb: bool) -> bytes:
+        img = Image.new("RGB", (640, 480), (245, 245, 250))
+        d = ImageDraw.Draw(img)
+        for v in range(10, 640, 36):  # squared paper, or a comb's dividers (taller than the digits)
+            if not comb:
+                d.line([(v, 0), (v, 480)], fill=(150, 160, 200), width=2)
+            elif 60 < v < 500 and (v - 82) % 108 == 0:
+                d.line([(v, 70), (v, 205)], fill=(20, 20, 20), width=3)
+        for v in range(10, 480, 36) if not comb else (70, 205):
+            grey = (150, 160, 200) if not comb else (20, 20, 20)
+            d.line([(0 if not comb else 82, v), (640 if not comb else 406, v)], fill=grey, width=2 if not comb else 3)
+        if not comb:
+            d.line([(100, 84), (100, 190)], fill=(20, 20, 20), width=10)  # a 1 from line to line
+        for x in (110, 220, 330) if comb else (160, 280, 400):
+            d.ellipse([x, 84, x + 70, 190], outline=(20, 20, 20), width=10)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return buf.getvalue()
+
+    (grid,) = preprocess_rows(page(comb=False))
+    assert 90 <= grid.box[0] <= 100 and grid.box[2] >= 465  # the 1 and the three rings
+    (comb,) = preprocess_rows(page(comb=True))
+    assert 105 <= comb.box[0] <= 112 and 398 <= comb.box[2] <= 405  # the rings, not the dividers
+
+
 def test_a_digit_broken_in_two_stays_in_its_row_and_specks_do_not_set_the_height() -> None:
     """The heaviest components seed the rows: the upper half of a broken 3 (higher than the rest of the
     row) once seeded a row of its own, which was then dropped as too light, and the 3 with it."""

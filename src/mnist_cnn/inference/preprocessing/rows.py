@@ -63,11 +63,14 @@ def _height(c: Comp) -> int:
 
 def find_rows(an: Analysis) -> list[list[Comp]]:
     """The rows of handwriting, top to bottom, each a list of components left to right."""
-    comps = [c for c in an.comps if c["area"] >= 4 and not is_divider(c, an.lines)]
+    comps = [c for c in an.comps if c["area"] >= 4]
+    bars = [c for c in comps if is_divider(c, an.lines)]
+    comps = [c for c in comps if c not in bars]
     if not comps:
         raise ImageError("no digit found: only lines, an empty box or specks; photograph the digits themselves")
     heavy = sorted(comps, key=lambda c: -c["mass"])[:8]
     ref = float(np.median([_height(c) for c in heavy if c["mass"] >= 0.1 * heavy[0]["mass"]]))  # not specks
+    comps += _written_bars(an, bars, heavy)
     shape = an.labels.shape
     comps = [c for c in comps if along_border(c["bbox"], shape) <= 1.2 * ref]  # a page edge, the table
     big = max((c["mass"] for c in comps), default=0.0)
@@ -86,6 +89,26 @@ def find_rows(an: Analysis) -> list[list[Comp]]:
     pieces = [p for p in pieces if sum(c["mass"] for c in p) >= 0.2 * heaviest]
     pieces = [_without_rules(_with_small_parts(p, comps, ref)) for p in pieces]
     return sorted(pieces, key=lambda p: comps_box(p)[1::-1])  # top, then left
+
+
+def _written_bars(an: Analysis, bars: list[Comp], heavy: list[Comp]) -> list[Comp]:
+    """The straight bars between two paper lines that are written strokes, not a comb's dividers (a
+    1 on squared paper): as bold as the digits' strokes (on validation renderings: printed dividers
+    at most 0.73 of the digits' stroke width, written 1s 0.81 and up), or one of a stack of pieces
+    (x-overlapping, one above the other across a removed line) that a crossing line cut apart."""
+    if not bars:
+        return []
+    width = stroke_width(np.isin(an.labels, [c["label"] for c in heavy]))
+    bold = [c for c in bars if stroke_width(an.labels == c["label"]) >= 0.78 * width]
+
+    def stacked(a: Comp, b: Comp) -> bool:  # b just above or below a, a removed line between them
+        (l1, t1, r1, b1), (l2, t2, r2, b2) = a["bbox"], b["bbox"]
+        top, bottom = min(b1, b2), max(t1, t2)  # the gap's rows
+        near = max(l1, l2) - min(r1, r2) <= 2 * width  # a slanted stroke's pieces are offset
+        lines = an.lines[top : bottom + 1, min(l1, l2) : max(r1, r2) + 1] if an.lines is not None else None
+        return a is not b and near and 0 <= bottom - top <= 3 * width and lines is not None and bool(lines.any())
+
+    return [c for c in bars if c in bold or any(stacked(c, o) for o in bars)]
 
 
 def _band(row: list[Comp]) -> int:
