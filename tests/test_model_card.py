@@ -120,3 +120,20 @@ def test_the_card_is_packaged():
     package_data = re.search(r"^mnist_cnn = \[(.*)\]$", (REPO / "pyproject.toml").read_text(), re.M)
     assert package_data and '"pretrained/*"' in package_data.group(1)
     assert MODEL_CARD.parent == DEFAULT_MODEL.parent and MODEL_CARD.name == "README.md"
+
+
+def test_the_reader_section_describes_each_member_of_an_ensemble(tmp_path: Path):
+    from mnist_cnn.models.reader import Crnn, save_reader, save_readers
+
+    def member(seed: int) -> dict:
+        return {"temperature": 1.1 + seed / 100, "training": {"rows": 1000 + seed, "seed": seed, "best_epoch": 3}}
+
+    save_reader(tmp_path / "reader.safetensors", Crnn(width=4, hidden=8), member(21))
+    one = _tool().reader_section(tmp_path, None)
+    assert "a CRNN:" in one and "It was trained on 1,021 rows" in one and "Member" not in one
+    members = [(Crnn(width=4, hidden=8), member(21)), (Crnn(width=4, hidden=8), member(31))]
+    save_readers(tmp_path / "reader.safetensors", members, {"calibration": {"photos": 15}})
+    two = _tool().reader_section(tmp_path, None)
+    assert "an ensemble of 2 CRNNs" in two and "geometric mean" in two
+    assert "Member 1 was trained on 1,021 rows" in two and "Member 2 was trained on 1,031 rows" in two
+    assert "(1.310)" in two and "calibrated end to end on 15 validation photos" in two

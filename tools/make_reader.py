@@ -13,9 +13,11 @@ row counts, the training history, the calibration and the commit. No test digit 
 ``--combine A B ...`` trains nothing: it puts readers made by this script into one file (an ensemble:
 every string found by a member's beam is scored by the geometric mean of the members' probabilities)
 and calibrates that string probability end to end on ``--cal-pages`` validation photos. The bundled
-reader is made so (two members, seeds 21 and 31)::
+reader is made so (two members: rows of seed 21, 16 epochs; rows of seed 31, weights of seed 1, 14)::
 
-    python tools/make_reader.py --data-dir ../shared/data/mnist --seed 31 --train-seed 1 --out b.safetensors
+    python tools/make_reader.py --data-dir ../shared/data/mnist --rows rows --out a.safetensors
+    python tools/make_reader.py --data-dir ../shared/data/mnist --rows rows --seed 31 --train-seed 1 \
+        --epochs 14 --out b.safetensors
     python tools/make_reader.py --data-dir ../shared/data/mnist --combine a.safetensors b.safetensors
 """
 

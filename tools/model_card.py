@@ -406,12 +406,12 @@ def reader_section(pretrained: Path, numbers: dict[str, Any] | None) -> str:
     what = "a CRNN:" if len(members) == 1 else f"an ensemble of {len(members)} CRNNs, each"
     text = (
         f"`predict --multi`, `read_number()` and `POST /api/read` read whole numbers with a second model,\n"
-        f"{what} a small CNN over the row, a bidirectional LSTM and CTC ({params:,} parameters in all, "
-        f"{path.stat().st_size / 1e6:.2f} MB,\nsha256 `{sha}`)."
+        f"{what} a small CNN over the row, a bidirectional LSTM and CTC\n({params:,} parameters in all, "
+        f"{path.stat().st_size / 1e6:.2f} MB, sha256 `{sha}`)."
     )
     if len(members) > 1:
         text += (
-            " Every string a member's beam finds is scored by the geometric mean of the members'\n"
+            "\nEvery string a member's beam finds is scored by the geometric mean of the members'\n"
             "probabilities of it; the best is the answer."
         )
     for k, m in enumerate(members):
@@ -428,7 +428,7 @@ def reader_section(pretrained: Path, numbers: dict[str, Any] | None) -> str:
     text += (
         f"\n\nThe string probability is calibrated end to end on {cal.get('photos', 0):,} validation photos "
         f"(ECE {cal.get('ece_before', 0):.3f}\n-> {cal.get('ece_after', 0):.3f}). No test digit was used. "
-        f"Made by `{prov.get('command')}`\nat commit `{str(prov.get('commit', ''))[:12]}`."
+        f"Made by\n`{prov.get('command')}`\nat commit `{str(prov.get('commit', ''))[:12]}`."
     )
     if not numbers or "combined" not in numbers:
         return text + "\n\nNot yet measured: `python benchmarks/numbers.py --out benchmarks/results/numbers.json`."
