@@ -104,11 +104,15 @@ def test_report_without_importances_still_has_the_figure_and_says_why(
     assert search.NO_IMPORTANCES in (tmp_path / "r" / "report.html").read_text()
 
 
+class _Exited(Exception):
+    """The search finished before the moment a test waited for (its trials ran between two polls)."""
+
+
 def _wait_for(pred, proc: subprocess.Popen, what: str, limit: float = 120.0):
     t0 = time.monotonic()
     while time.monotonic() - t0 < limit:
         if proc.poll() is not None:
-            pytest.fail(f"the search exited (code {proc.returncode}) before {what}")
+            raise _Exited(f"the search exited (code {proc.returncode}) before {what}")
         value = pred()
         if value is not None:
             return value
@@ -166,12 +170,15 @@ def test_killed_worker_trial_is_retried_on_resume(tiny_data: Path, tmp_path: Pat
     for attempt in range(3):
         storage = f"sqlite:///{tmp_path / f'kill{attempt}.db'}"
         # SIGKILL: no chance to clean up, the trial stays RUNNING until its heartbeat goes stale
-        args, killed, _ = _interrupt_mid_trial(storage, tiny_data, signal.SIGKILL, trials=4)
+        try:
+            args, killed, _ = _interrupt_mid_trial(storage, tiny_data, signal.SIGKILL, trials=4)
+        except _Exited:  # a busy machine's poll missed every running trial: again
+            continue
         # the trial seen running may have finished before the signal landed (between trials): again
         if load_trials(storage)[killed].state.name == "RUNNING":
             break
     else:
-        pytest.fail("three SIGKILLs in a row landed between trials")
+        pytest.fail("three SIGKILLs in a row landed between trials or after the search")
 
     r = run_cli(*args)  # the same command resumes
     assert r.exit_code == 0, r.stderr
@@ -188,13 +195,16 @@ def test_killed_worker_trial_is_retried_on_resume(tiny_data: Path, tmp_path: Pat
 def test_ctrl_c_requeues_the_running_trial_and_the_study_resumes(tiny_data: Path, tmp_path: Path) -> None:
     for attempt in range(3):
         storage = f"sqlite:///{tmp_path / f'int{attempt}.db'}"
-        args, stopped, err = _interrupt_mid_trial(storage, tiny_data, signal.SIGINT, trials=5)
+        try:
+            args, stopped, err = _interrupt_mid_trial(storage, tiny_data, signal.SIGINT, trials=5)
+        except _Exited:  # a busy machine's poll missed every running trial: again
+            continue
         assert "run the same command to resume" in err and "Traceback" not in err
         # "between trials": the trial seen running finished before the signal landed; try again
         if "between trials" not in err:
             break
     else:
-        pytest.fail("three Ctrl-Cs in a row landed between trials")
+        pytest.fail("three Ctrl-Cs in a row landed between trials or after the search")
     trials = load_trials(storage)
     assert trials[stopped].state.name == "FAIL"
     assert any(t.state.name == "WAITING" and t.params == trials[stopped].params for t in trials)
