@@ -58,14 +58,18 @@ def rows_for(which: str, images, labels, pages: int, seed: int, folder: Path | N
     return rows
 
 
-def calibrate_end_to_end(path: Path, images, labels, a: argparse.Namespace) -> dict:  # noqa: ANN001
-    """Platt scaling of the string probability of the reader(s) in ``path`` on ``--cal-pages``
-    validation photos, read end to end."""
+def calibrate_end_to_end(members: list, images, labels, a: argparse.Namespace) -> dict:  # noqa: ANN001
+    """Platt scaling of the string probability of ``members`` ((reader, metadata) pairs; one, or an
+    ensemble's) on ``--cal-pages`` validation photos, read end to end."""
     from mnist_cnn.inference.reader import NumberReader
+    from mnist_cnn.models.reader import save_readers
     from mnist_cnn.training.reader import fit_platt
     from mnist_cnn.training.reader_data import read_pages
 
-    probs, right = read_pages(NumberReader(path), images, labels, a.cal_pages, a.seed + 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_readers(Path(tmp) / "r.safetensors", members, {})
+        reader = NumberReader(Path(tmp) / "r.safetensors")
+    probs, right = read_pages(reader, images, labels, a.cal_pages, a.seed + 2)
     fit = fit_platt(probs, right)
     print(f"end-to-end calibration on {len(probs):,} photos ({right.mean():.4f} right): {json.dumps(fit)}", flush=True)
     return fit
@@ -93,9 +97,7 @@ def combine(a: argparse.Namespace, argv: list[str] | None, commit: str, images, 
         members.append(
             (model, {k: meta[k] for k in ("temperature", "calibration", "training", "provenance") if k in meta})
         )
-    with tempfile.TemporaryDirectory() as tmp:
-        save_readers(Path(tmp) / "r.safetensors", members, {})
-        cal = calibrate_end_to_end(Path(tmp) / "r.safetensors", images, labels, a)
+    cal = calibrate_end_to_end(members, images, labels, a)
     save_readers(a.out, members, {"calibration": cal, "provenance": provenance(a, argv, commit)})
     print(f"wrote {a.out} ({len(members)} readers)")
 
@@ -144,9 +146,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     cal = fit_temperature(model, val_rows)
     print(json.dumps(cal), flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        save_reader(Path(tmp) / "r.safetensors", model, {"temperature": cal["temperature"]})
-        cal.update(calibrate_end_to_end(Path(tmp) / "r.safetensors", ds.train_images[va], ds.train_labels[va], a))
+    cal.update(
+        calibrate_end_to_end(
+            [(model, {"temperature": cal["temperature"]})], ds.train_images[va], ds.train_labels[va], a
+        )
+    )
     folder = resolve_data_dir("mnist", a.data_dir)
     checksums = {
         f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.glob("train-*")) if f.is_file()

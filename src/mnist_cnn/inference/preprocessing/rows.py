@@ -63,9 +63,11 @@ def _height(c: Comp) -> int:
 
 def find_rows(an: Analysis) -> list[list[Comp]]:
     """The rows of handwriting, top to bottom, each a list of components left to right."""
-    comps = [c for c in an.comps if c["area"] >= 4]
-    bars = [c for c in comps if is_divider(c, an.lines)]
-    comps = [c for c in comps if c not in bars]
+    comps: list[Comp] = []
+    bars: list[Comp] = []
+    for c in an.comps:
+        if c["area"] >= 4:
+            (bars if is_divider(c, an.lines) else comps).append(c)
     if not comps:
         raise ImageError("no digit found: only lines, an empty box or specks; photograph the digits themselves")
     heavy = sorted(comps, key=lambda c: -c["mass"])[:8]
@@ -96,19 +98,22 @@ def _written_bars(an: Analysis, bars: list[Comp], heavy: list[Comp]) -> list[Com
     1 on squared paper): as bold as the digits' strokes (on validation renderings: printed dividers
     at most 0.73 of the digits' stroke width, written 1s 0.81 and up), or one of a stack of pieces
     (x-overlapping, one above the other across a removed line) that a crossing line cut apart."""
-    if not bars:
+    lines = an.lines
+    if not bars or lines is None:  # a divider runs between removed lines: none without them
         return []
     width = stroke_width(np.isin(an.labels, [c["label"] for c in heavy]))
-    bold = [c for c in bars if stroke_width(an.labels == c["label"]) >= 0.78 * width]
 
     def stacked(a: Comp, b: Comp) -> bool:  # b just above or below a, a removed line between them
         (l1, t1, r1, b1), (l2, t2, r2, b2) = a["bbox"], b["bbox"]
         top, bottom = min(b1, b2), max(t1, t2)  # the gap's rows
         near = max(l1, l2) - min(r1, r2) <= 2 * width  # a slanted stroke's pieces are offset
-        lines = an.lines[top : bottom + 1, min(l1, l2) : max(r1, r2) + 1] if an.lines is not None else None
-        return a is not b and near and 0 <= bottom - top <= 3 * width and lines is not None and bool(lines.any())
+        if a is b or not near or not 0 <= bottom - top <= 3 * width:
+            return False
+        return bool(lines[top : bottom + 1, min(l1, l2) : max(r1, r2) + 1].any())
 
-    return [c for c in bars if c in bold or any(stacked(c, o) for o in bars)]
+    return [
+        c for c in bars if stroke_width(an.labels == c["label"]) >= 0.78 * width or any(stacked(c, o) for o in bars)
+    ]
 
 
 def _band(row: list[Comp]) -> int:
