@@ -489,6 +489,39 @@ def test_a_thin_pen_s_straight_strokes_are_not_paper_lines() -> None:
     assert r.bbox[0] <= 145 and r.bbox[2] >= 285 and r.bbox[3] >= 340  # all of it
 
 
+def _squared_paper_with_a_one(x: int) -> tuple[np.ndarray, np.ndarray]:
+    """Squared paper (bool [118, 440]: 2-px lines across every 30 px, 1-px lines down every 30 px from
+    x=22) and a bold 1 (6 px, slanting 2 px right) between two lines across, ``x`` px from the left;
+    the ink, and the 1's own pixels."""
+    paper, one = Image.new("L", (440, 118), 0), Image.new("L", (440, 118), 0)
+    d = ImageDraw.Draw(paper)
+    for y in range(8, 118, 30):
+        d.line([(0, y), (439, y)], fill=255, width=2)
+    for x0 in range(22, 440, 30):
+        d.line([(x0, 0), (x0, 117)], fill=255, width=1)
+    ImageDraw.Draw(one).line([(x, 23), (x + 2, 69)], fill=255, width=6)
+    a, o = np.asarray(paper) > 0, np.asarray(one) > 0
+    return a | o, o & ~a
+
+
+@pytest.mark.parametrize("turned", [False, True])
+@pytest.mark.parametrize("x", [371, 373, 376])
+def test_a_1_beside_a_squared_line_stays_ink(x: int, turned: bool) -> None:
+    """A 1 written just left of a squared line, slanting towards it: the line's band took the 1 with it
+    (the line's lower part made it long), and the number lost the 1 ("51595481" read "5159548").
+    Turned: the same along a line across (a 7's bar on a ruled line)."""
+    from mnist_cnn.inference.preprocessing import DEFAULT
+    from mnist_cnn.inference.preprocessing.lines import line_mask
+
+    on, one = _squared_paper_with_a_one(x)
+    if turned:
+        on, one = on.T.copy(), one.T.copy()
+    lines = line_mask(on, 0.4 * min(on.shape), DEFAULT)
+    assert (lines & one).sum() <= 0.1 * one.sum()  # only where the lines across cross it
+    paper = on & ~one
+    assert (lines & paper).sum() >= 0.97 * paper.sum()
+
+
 def test_ruled_lines_through_a_ballpoint_digit(reference: np.ndarray) -> None:
     img = Image.new("L", (900, 800), 250)
     lines_on(img, 70)

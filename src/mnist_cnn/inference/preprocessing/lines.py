@@ -20,8 +20,8 @@ def line_mask(on: np.ndarray, min_len: float, p: Params = DEFAULT) -> np.ndarray
     ones found the same way on the transpose. Where a stroke crosses a line (ink other than lines
     continues on both sides of it), the line's pixels stay: they are the stroke's too."""
     rule = p.paper_line
-    hor = _paper_lines(horizontal_lines(on, min_len, rule, p), p)
-    ver = _paper_lines(horizontal_lines(on.T, min_len, rule, p), p).T
+    hor = _paper_lines(horizontal_lines(on, min_len, rule, p, paper=True), p)
+    ver = _paper_lines(horizontal_lines(on.T, min_len, rule, p, paper=True), p).T
     rest = on & ~hor & ~ver
     reach = p.line_max_thick + 3
     return (hor & ~between(rest, hor, reach)) | (ver & ~between(rest.T, ver.T, reach).T)
@@ -56,19 +56,50 @@ def between(rest: np.ndarray, line: np.ndarray, reach: int) -> np.ndarray:
     return line & (above > 0) & (below > 0)
 
 
-def horizontal_lines(on: np.ndarray, min_len: float, rule: LineRule, p: Params = DEFAULT) -> np.ndarray:
-    """Near-horizontal lines: a Hough transform restricted to small slants (ink counted along each
-    sheared row of each slant), taking the strongest line, checking that it is thin and
-    long, and removing its pixels from the counts until no line is left."""
-    h, w = on.shape
+def horizontal_lines(
+    on: np.ndarray, min_len: float, rule: LineRule, p: Params = DEFAULT, paper: bool = False
+) -> np.ndarray:
+    """Near-horizontal lines (bool [h, w]), :func:`_hough_lines`; with ``paper``, only what
+    :func:`_paper_only` keeps of them."""
     out = np.zeros_like(on)
     ys, xs = np.nonzero(on)
+    found = _hough_lines(on, ys, xs, min_len, rule, p)
+    for idx in _paper_only(found, xs, on.shape[1], p) if paper else found:
+        out[ys[idx], xs[idx]] = True
+    return out
+
+
+def _paper_only(found: list[np.ndarray], xs: np.ndarray, w: int, p: Params) -> list[np.ndarray]:
+    """Of the lines found (each as its pixels' indices), the paper's: where a line's band holds more
+    than ``p.line_stroke`` x the lines' typical thickness, a stroke runs along it there (a 1 beside a
+    squared line, whose band took both), and those pixels stay ink. Paper repeats its lines: with
+    fewer than three (a page's edge, a stroke), there is no typical thickness to go by."""
+    if len(found) < 3:
+        return found
+    per_col = [np.bincount(xs[idx], minlength=w) for idx in found]
+    typical = float(np.median([np.median(c[c > 0]) for c in per_col]))
+    out = []
+    for idx, c in zip(found, per_col, strict=True):
+        thin = np.count_nonzero((c > 0) & (c <= 1.5 * typical)) / np.count_nonzero(c)
+        out.append(idx[c[xs[idx]] <= p.line_stroke * typical] if thin >= 0.4 else idx)
+    return out
+
+
+def _hough_lines(
+    on: np.ndarray, ys: np.ndarray, xs: np.ndarray, min_len: float, rule: LineRule, p: Params
+) -> list[np.ndarray]:
+    """Near-horizontal lines of ``on`` (its ink at ``ys``, ``xs``): a Hough transform restricted to
+    small slants (ink counted along each sheared row of each slant), taking the strongest line,
+    checking that it is thin and long, and removing its pixels from the counts until no line is
+    left. Each line as its pixels (indices into ``ys``, ``xs``)."""
+    h, w = on.shape
+    found: list[np.ndarray] = []
     # a line is a run of at least this many columns: ink spanning fewer (a 28x28 digit, a form's
     # small box) holds none, and the search is skipped
     if ys.size < min_len or xs.max() - xs.min() + 1 < max(min_len, rule.min_px):
-        return out
+        return found
     if not _thin_line_possible(on, min_len, rule):
-        return out
+        return found
     offs, counts = _slant_counts(ys, xs, (h, w), rule.max_thick + 2, rule.turn, p)
     n = counts.shape[1]
     alive = np.ones(ys.size, bool)
@@ -99,11 +130,11 @@ def horizontal_lines(on: np.ndarray, min_len: float, rule: LineRule, p: Params =
         take = sel & segs[xs]
         if rule.straight and hi - lo - 1 > rule.straight * take.sum() / segs.sum() + 1:
             continue
-        out[ys[take], xs[take]] = True
+        found.append(np.flatnonzero(take))
         counts -= _row_counts(offs[:, take], n)  # its pixels no longer count towards other lines
         alive &= ~take
         changed = True
-    return out
+    return found
 
 
 def _thin_line_possible(on: np.ndarray, min_len: float, rule: LineRule) -> bool:
