@@ -10,7 +10,8 @@ row counts, the training history, the calibration and the commit. No test digit 
     python tools/make_reader.py --data-dir ../shared/data/mnist            # ~75 min on 2 cores
 
 ``--rows DIR`` keeps the rendered row sets (``train-<seed>.npz``, ``val-<seed>.npz``) and reuses them.
-``--combine A B ...`` trains nothing: it puts readers made by this script into one file (an ensemble:
+``--combine A B ...`` trains nothing: it puts readers made by this script (or the members of an
+ensemble file) into one file (an ensemble:
 every string found by a member's beam is scored by the geometric mean of the members' probabilities)
 and calibrates that string probability end to end on ``--cal-pages`` validation photos. The bundled
 reader is made so (two members: rows of seed 21, 16 epochs; rows of seed 31, weights of seed 1, 14)::
@@ -88,15 +89,16 @@ def provenance(a: argparse.Namespace, argv: list[str] | None, commit: str) -> di
 
 
 def combine(a: argparse.Namespace, argv: list[str] | None, commit: str, images, labels) -> None:  # noqa: ANN001
-    """``--combine``: the readers in the given files as one ensemble file, calibrated end to end."""
-    from mnist_cnn.models.reader import load_reader, save_readers
+    """``--combine``: the readers in the given files (single readers, or an ensemble's members, each
+    with its own metadata) as one ensemble file, calibrated end to end."""
+    from mnist_cnn.models.reader import load_readers, save_readers
 
+    keep = ("temperature", "calibration", "training", "provenance")
     members = []
     for path in a.combine:
-        model, meta = load_reader(path)
-        members.append(
-            (model, {k: meta[k] for k in ("temperature", "calibration", "training", "provenance") if k in meta})
-        )
+        models, meta = load_readers(path)
+        described = meta.get("members", [meta])
+        members += [(m, {k: d[k] for k in keep if k in d}) for (m, _), d in zip(models, described, strict=True)]
     cal = calibrate_end_to_end(members, images, labels, a)
     save_readers(a.out, members, {"calibration": cal, "provenance": provenance(a, argv, commit)})
     print(f"wrote {a.out} ({len(members)} readers)")
