@@ -1,4 +1,4 @@
-"""The number reader's benchmark (benchmarks/number_reading.py): how a wrong reading is classified,
+"""The number reader's benchmark (benchmarks/number_reading.py, number_scoring.py): how a wrong reading is classified,
 which row is judged, the calibration error, and the whole command on a tiny untrained reader and a
 tiny fake MNIST (its figures are meaningless; the JSON must hold them all)."""
 
@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from benchmarks import number_reading as nr
+from benchmarks import number_scoring as ns
 
 APART = [[0, 0, 10, 20], [14, 0, 24, 20], [28, 0, 38, 20], [42, 0, 52, 20]]  # ink boxes with gaps
 FIRST_TWO_TOUCH = [[0, 0, 12, 20], [10, 0, 24, 20], [28, 0, 38, 20], [42, 0, 52, 20]]  # digits 0 and 1 overlap
@@ -37,28 +38,28 @@ FIRST_TWO_TOUCH = [[0, 0, 12, 20], [10, 0, 24, 20], [28, 0, 38, 20], [42, 0, 52,
     ],
 )
 def test_failure_kinds(true: str, read: str | None, boxes: list | None, kind: str | None) -> None:
-    assert nr.classify(true, read, boxes)["kind"] == kind
+    assert ns.classify(true, read, boxes)["kind"] == kind
 
 
 def test_matches_and_edits_come_from_the_alignment() -> None:
-    out = nr.classify("1928", "128", APART)
+    out = ns.classify("1928", "128", APART)
     assert out["matches"] == 3 and out["edits"] == {
         "substitutions": 0,
         "deletions": 1,
         "insertions": 0,
         "merged_pairs": 0,
     }
-    out = nr.classify("4711", "911", APART)
+    out = ns.classify("4711", "911", APART)
     assert out["matches"] == 2 and out["edits"]["merged_pairs"] == 1
-    assert nr.classify("1928", "19288", APART)["matches"] == 4
-    assert nr.classify("1928", None, APART) == {
+    assert ns.classify("1928", "19288", APART)["matches"] == 4
+    assert ns.classify("1928", None, APART) == {
         "kind": "no_digit",
         "matches": 0,
         "edits": {"substitutions": 0, "deletions": 4, "insertions": 0, "merged_pairs": 0},
     }
-    assert [op for op, _, _ in nr.align("1928", "128")] == ["=", "del", "=", "="]
-    assert [op for op, _, _ in nr.align("12", "")] == ["del", "del"]
-    assert [op for op, _, _ in nr.align("", "7")] == ["ins"]
+    assert [op for op, _, _ in ns.align("1928", "128")] == ["=", "del", "=", "="]
+    assert [op for op, _, _ in ns.align("12", "")] == ["del", "del"]
+    assert [op for op, _, _ in ns.align("", "7")] == ["ins"]
 
 
 def test_the_row_over_the_true_digits_is_judged() -> None:
@@ -72,8 +73,8 @@ def test_the_row_over_the_true_digits_is_judged() -> None:
 
 
 def test_ece_and_the_summary() -> None:
-    assert nr.ece(np.array([1.0, 1.0]), np.array([1.0, 1.0])) == 0.0
-    assert nr.ece(np.array([0.9, 0.9, 0.9, 0.9]), np.array([1.0, 0.0, 1.0, 0.0])) == pytest.approx(0.4)
+    assert ns.ece(np.array([1.0, 1.0]), np.array([1.0, 1.0])) == 0.0
+    assert ns.ece(np.array([0.9, 0.9, 0.9, 0.9]), np.array([1.0, 0.0, 1.0, 0.0])) == pytest.approx(0.4)
 
     def rec(true: str, read: str | None, p: float, unsure: bool, rows: int = 1) -> dict:
         return {
@@ -84,10 +85,10 @@ def test_ece_and_the_summary() -> None:
             "rows": rows,
             "seconds": 0.1,
             "condition": "spaced",
-            **nr.classify(true, read),
+            **ns.classify(true, read),
         }
 
-    s = nr.summarise(
+    s = ns.summarise(
         [
             rec("12", "12", 0.95, False),
             rec("34", "34", 0.95, False, rows=2),
@@ -114,7 +115,7 @@ def test_targets_are_judged() -> None:
         "ece": 0.05,
         "big_p50_s": 0.1,
     }
-    met = {t["key"]: t["met"] for t in nr.judge(figures)}
+    met = {t["key"]: t["met"] for t in ns.judge(figures)}
     assert met == {
         "exact": True,
         "digits": False,
@@ -173,7 +174,7 @@ def test_main_writes_every_figure_as_json(tiny_data: Path, tmp_path: Path, capsy
             "speed",
             "by_length",
         } <= set(s)
-        assert set(s["failures"]) == set(nr.KINDS) and 0.0 <= s["exact"] <= 1.0 and 0.0 <= s["digits"] <= 1.0
+        assert set(s["failures"]) == set(ns.KINDS) and 0.0 <= s["exact"] <= 1.0 and 0.0 <= s["digits"] <= 1.0
         assert {"ece", "accuracy_at_90", "coverage_at_90", "accuracy_not_unsure"} <= set(s["calibration"])
         assert s["speed"]["median_s"] > 0 and s["speed"]["p95_s"] >= s["speed"]["median_s"]
     assert d["combined"]["n"] == 4 and d["touching"]["n"] == 2
@@ -181,7 +182,7 @@ def test_main_writes_every_figure_as_json(tiny_data: Path, tmp_path: Path, capsy
         d["combined"]["failures"].values()
     )
     assert d["big"]["size"] == [400, 300] and d["big"]["repeats"] == 2 and d["big"]["p50_s"] > 0
-    assert [t["key"] for t in d["targets"]] == [key for _, key, _, _ in nr.TARGETS]
+    assert [t["key"] for t in d["targets"]] == [key for _, key, _, _ in ns.TARGETS]
     assert len(d["reader"]["sha256"]) == 64 and d["split"] == "test" and d["seed"] == 2 and d["threads"] == 1
     assert "--n" in d["command"] and d["machine"]["cpu"] and isinstance(d["machine"]["isa"], list)
     assert png.stat().st_size > 0
