@@ -35,7 +35,7 @@ from mnist_cnn.inference.preprocessing.params import DEFAULT, Params
 from mnist_cnn.inference.preprocessing.render import render, stroke_width
 from mnist_cnn.inference.preprocessing.result import PreprocessResult
 from mnist_cnn.inference.preprocessing.rows import RowCrop, find_rows, row_crop
-from mnist_cnn.inference.preprocessing.segment import digit_components, segment_digits
+from mnist_cnn.inference.preprocessing.segment import along_border, digit_components, segment_digits
 
 
 def preprocess(image: Any, max_pixels: int = MAX_PIXELS, params: Params = DEFAULT) -> PreprocessResult:
@@ -182,12 +182,27 @@ def _stands_out(peak: float, noise: float, p: Params) -> bool:
     return peak >= max(p.min_contrast, 2 * p.noise_k * noise)
 
 
+def _without_halo(ink: np.ndarray, lines: np.ndarray, threshold: float, reach: int, within: np.ndarray) -> np.ndarray:
+    """``ink`` less its faint pixels (below ``threshold``) in ``within`` that lie within ``reach`` px of
+    a removed line: the line's blurred fringe, which hysteresis chains from digit to digit along the
+    line (on squared paper a whole number became one component running along the border, and was
+    dropped as the page's edge). Strokes keep their cores."""
+    from scipy import ndimage as ndi
+
+    near = ndi.binary_dilation(lines, np.ones((2 * reach + 1,) * 2, bool)) & ~lines & within
+    return np.where(near & (ink < threshold), np.minimum(ink, 0.0), ink)
+
+
 def _segment(pic: _Picture, bg: np.ndarray, ink: np.ndarray, noise: float, peak: float, lines: np.ndarray) -> Analysis:
     """Hysteresis thresholds, components and the stroke level of an ink map."""
     p = pic.p
     threshold = max(otsu(ink[ink > 0], peak), p.noise_k * noise, p.min_contrast / 2)
     low = max(0.5 * threshold, 0.75 * p.noise_k * noise, p.min_contrast / 4)  # hysteresis: faint parts of strokes
     labels, comps = components(ink, low, threshold)
+    glued = [c["label"] for c in comps if along_border(c["bbox"], ink.shape)] if p.line_halo and lines.any() else []
+    if glued:  # a removed line's faint fringe may chain the digits to the border: only there, it goes
+        ink = _without_halo(ink, lines, threshold, p.line_halo, np.isin(labels, glued))
+        labels, comps = components(ink, low, threshold)
     strong = ink > threshold
     level = float(np.percentile(ink[strong], 75)) if strong.any() else peak
     return Analysis(
