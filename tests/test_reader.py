@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from mnist_cnn.errors import CheckpointError, ImageError
 from mnist_cnn.inference.preprocessing import preprocess_rows
@@ -336,3 +336,43 @@ def test_a_grid_line_s_faint_fringe_does_not_chain_the_digits_to_the_border() ->
     assert "".join(map(str, labels[idx])) == "111100" and first[2] < 140  # the photo this test is about
     (row,) = preprocess_rows(data)
     assert row.box[0] <= first[0] + 5 and row.box[2] >= last[2] - 5
+
+
+def _rings_photo(xs: tuple[int, ...], right: str) -> bytes:
+    """Rings (digits) written at ``xs`` on light paper, its right part under a hand's hard shadow
+    (paper and ink at 30% light) or, beyond the page's edge at x=470, a dark table's grain."""
+    img = Image.new("L", (640, 260), 235)
+    d = ImageDraw.Draw(img)
+    for x in xs:
+        d.ellipse([x, 70, x + 70, 190], outline=25, width=10)
+    a = np.asarray(img, np.float32)
+    if right == "shadow":
+        light = Image.fromarray(np.where(np.arange(640) < 290, 255, 77).astype(np.uint8)[None, :].repeat(260, 0))
+        a = a * np.asarray(light.filter(ImageFilter.GaussianBlur(6)), np.float32) / 255
+    else:
+        grain = np.sin(np.arange(260)[:, None] / 4.0 + 2 * np.sin(np.arange(170)[None, :] / 15.0)) > 0.6
+        a[:, 470:] = 80 + 25 * grain
+    a += np.random.default_rng(1).normal(0, 2.0, a.shape)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_digits_under_a_hard_shadow_stay_in_the_row() -> None:
+    """The shadow's digits have a third of the lit ones' contrast, under the threshold those set: the
+    row was the two lit digits only ("3812" read "38")."""
+    (row,) = preprocess_rows(_rings_photo((60, 170, 330, 440), "shadow"))
+    assert row.box[0] <= 62 and row.box[2] >= 505
+
+
+def test_a_dark_table_s_grain_is_not_read_as_digits_in_shade() -> None:
+    """Beyond the page's edge, the table is as dark as a shadow; its grain is faint against it, unlike
+    shaded ink: without that test it joined the row."""
+    from dataclasses import replace
+
+    from mnist_cnn.inference.preprocessing import DEFAULT
+
+    data = _rings_photo((60, 170, 330), "table")
+    (row,) = preprocess_rows(data)
+    assert row.box[0] <= 62 and 395 <= row.box[2] <= 410
+    assert max(r.box[2] for r in preprocess_rows(data, params=replace(DEFAULT, shade_contrast=0.0))) > 470

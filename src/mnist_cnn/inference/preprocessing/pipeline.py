@@ -34,7 +34,7 @@ from mnist_cnn.inference.preprocessing.lines import line_mask
 from mnist_cnn.inference.preprocessing.params import DEFAULT, Params
 from mnist_cnn.inference.preprocessing.render import render, stroke_width
 from mnist_cnn.inference.preprocessing.result import PreprocessResult
-from mnist_cnn.inference.preprocessing.rows import RowCrop, find_rows, row_crop
+from mnist_cnn.inference.preprocessing.rows import RowCrop, find_rows, in_shade, row_crop
 from mnist_cnn.inference.preprocessing.segment import along_border, digit_components, segment_digits
 
 
@@ -58,7 +58,7 @@ def preprocess_rows(image: Any, max_pixels: int = MAX_PIXELS, params: Params = D
     """The rows of handwriting (numbers) in an image, top to bottom, as the number reader's input;
     boxes in the input's pixels."""
     img = load_image(image, max_pixels, params.jpeg_min_side)
-    an = analyse(img, params)
+    an = in_shade(analyse(img, params))
     crops = [row_crop(an, row) for row in find_rows(an)]
     full = img.info.get(FULL_SIZE)
     if full is not None:  # decoded reduced: boxes and scales in the file's pixels

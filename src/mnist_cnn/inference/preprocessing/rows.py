@@ -7,6 +7,8 @@ heaviest of them, and groups them into rows by vertical overlap, splitting a row
 2.5 digit heights. Rows much lighter than the heaviest (a stray scribble) are dropped. Rows come back
 top to bottom, pieces left to right.
 
+:func:`in_shade` first adds the digits under a hard shadow, which the lit digits' threshold misses.
+
 :func:`row_crop` cuts a row out at full resolution as soft ink (0..1, lines crossing it removed
 except where strokes cross them) and scales it so the ink is 24 px tall in a 32-px crop, the input of
 :class:`~mnist_cnn.models.reader.Crnn`. :class:`RowCrop` maps crop pixels back to the picture's.
@@ -14,14 +16,14 @@ except where strokes cross them) and scales it so the ink is 24 px tall in a 32-
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from mnist_cnn.errors import ImageError
-from mnist_cnn.inference.preprocessing.ink import Analysis
+from mnist_cnn.inference.preprocessing.ink import Analysis, components
 from mnist_cnn.inference.preprocessing.render import cut_out, stroke_width, tight
 from mnist_cnn.inference.preprocessing.segment import along_border, comps_box, is_divider
 
@@ -91,6 +93,40 @@ def find_rows(an: Analysis) -> list[list[Comp]]:
     pieces = [p for p in pieces if sum(c["mass"] for c in p) >= 0.2 * heaviest]
     pieces = [_without_rules(_with_small_parts(p, comps, ref)) for p in pieces]
     return sorted(pieces, key=lambda p: comps_box(p)[1::-1])  # top, then left
+
+
+def in_shade(an: Analysis) -> Analysis:
+    """``an`` with the digits under a shadow added to its components. A shadow scales the paper and
+    the ink alike (dark ink on light paper): its digits have a third of the lit contrast and fall under
+    the threshold the lit ones set ("3812" read "38"). Where the paper is darker than ``p.shade`` x the
+    lit paper, the thresholds are scaled by the paper's brightness; a component found so is kept when
+    its ink is as strong against its paper as the lit digits' (within ``p.shade_contrast``): a table's
+    grain beyond the page edge is not (on validation photos: 0.3-0.5 of the lit digits'; shaded digits about 1)."""
+    p = an.p
+    paper = an.bg.mean(axis=2)  # [h, w] the background's brightness
+    shade = np.clip(paper / max(float(np.percentile(paper, 90)), 1.0), 0.15, 1.0)  # 1: lit paper
+    if an.sign > 0 or not an.comps or shade.min() > p.shade:
+        return an
+    floor = max(p.noise_k * an.noise, p.min_contrast / 2), max(0.75 * p.noise_k * an.noise, p.min_contrast / 4)
+    labels, found = components(an.ink, np.maximum(an.low * shade, floor[1]), np.maximum(an.threshold * shade, floor[0]))
+
+    def contrast(m: np.ndarray) -> float:  # the strongest fifth of the ink over its paper
+        v = an.ink[m]
+        top = v >= np.percentile(v, 80)
+        return float(np.median(v[top] / np.maximum(paper[m][top], 1.0)))
+
+    heavy = sorted(an.comps, key=lambda c: -c["mass"])[:8]
+    lit = float(np.median([contrast(an.labels == c["label"]) for c in heavy]))
+    known = np.isin(an.labels, [c["label"] for c in an.comps])
+    out, merged, label = [], an.labels.copy(), int(an.labels.max()) + 1
+    for c in found:
+        m = labels == c["label"]
+        if known[m].any() or np.median(shade[m]) > p.shade or contrast(m) < p.shade_contrast * lit:
+            continue
+        merged[m] = label
+        out.append({**c, "label": label})
+        label += 1
+    return replace(an, labels=merged, comps=an.comps + out) if out else an
 
 
 def _written_bars(an: Analysis, bars: list[Comp], heavy: list[Comp]) -> list[Comp]:
