@@ -14,12 +14,18 @@ row counts, the training history, the calibration and the commit. No test digit 
 ensemble file) into one file (an ensemble:
 every string found by a member's beam is scored by the geometric mean of the members' probabilities)
 and calibrates that string probability end to end on ``--cal-pages`` validation photos. The bundled
-reader is made so (two members: rows of seed 21, 16 epochs; rows of seed 31, weights of seed 1, 14)::
+reader is made so (three members: rows of seed 21, 16 epochs; rows of seed 31, weights of seed 1, 14;
+rows of seed 41, weights of seed 2, 14; the first two were combined first, and that pair file is what
+the third joined)::
 
     python tools/make_reader.py --data-dir ../shared/data/mnist --rows rows --out a.safetensors
     python tools/make_reader.py --data-dir ../shared/data/mnist --rows rows --seed 31 --train-seed 1 \
         --epochs 14 --out b.safetensors
-    python tools/make_reader.py --data-dir ../shared/data/mnist --combine a.safetensors b.safetensors
+    python tools/make_reader.py --data-dir ../shared/data/mnist --rows rows --seed 41 --train-seed 2 \
+        --epochs 14 --out c.safetensors
+    python tools/make_reader.py --data-dir ../shared/data/mnist --combine a.safetensors b.safetensors \
+        --out ab.safetensors
+    python tools/make_reader.py --data-dir ../shared/data/mnist --combine ab.safetensors c.safetensors
 """
 
 from __future__ import annotations
