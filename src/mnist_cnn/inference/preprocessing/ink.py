@@ -177,7 +177,15 @@ def otsu(values: np.ndarray, top: float, bins: int = 128) -> float:
     return float(edges[1:][int(np.argmax(between))])
 
 
-def components(ink: np.ndarray, low: float, high: float) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def floors(noise: float, p: Params = DEFAULT) -> tuple[float, float]:
+    """The least (strong, weak) ink thresholds of a picture whose background noise is ``noise``: clear
+    of the noise, and of the contrast a digit needs."""
+    return max(p.noise_k * noise, p.min_contrast / 2), max(0.75 * p.noise_k * noise, p.min_contrast / 4)
+
+
+def components(
+    ink: np.ndarray, low: float | np.ndarray, high: float | np.ndarray
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """8-connected components of ``ink > low`` that reach ``ink > high`` somewhere (hysteresis
     thresholding: a faint stretch of a stroke stays attached), with their area, ink mass and bbox.
     OpenCV labels them (in raster order of their first pixel, as scipy's ``label`` does) with their

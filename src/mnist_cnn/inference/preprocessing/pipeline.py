@@ -22,6 +22,7 @@ from mnist_cnn.inference.preprocessing.ink import (
     Analysis,
     background,
     components,
+    floors,
     ink_map,
     morph_background,
     otsu,
@@ -138,7 +139,7 @@ def find_ink(pic: _Picture, bg: np.ndarray, lines: np.ndarray | None = None) -> 
     ink -= np.median(sample(ink))  # the typical background pixel is 0 ink
     noise = robust_sigma(ink)
     if lines is None:
-        lines = line_mask(ink > max(p.noise_k * noise, p.min_contrast / 2), p.line_min_span * min(ink.shape), p)
+        lines = line_mask(ink > floors(noise, p)[0], p.line_min_span * min(ink.shape), p)
     ink[lines] = np.minimum(ink[lines], 0.0)
     peak = _peak(ink)
     if not _stands_out(peak, noise, p):  # faint, or buried in noise: denoised, it may stand out
@@ -196,8 +197,9 @@ def _without_halo(ink: np.ndarray, lines: np.ndarray, threshold: float, reach: i
 def _segment(pic: _Picture, bg: np.ndarray, ink: np.ndarray, noise: float, peak: float, lines: np.ndarray) -> Analysis:
     """Hysteresis thresholds, components and the stroke level of an ink map."""
     p = pic.p
-    threshold = max(otsu(ink[ink > 0], peak), p.noise_k * noise, p.min_contrast / 2)
-    low = max(0.5 * threshold, 0.75 * p.noise_k * noise, p.min_contrast / 4)  # hysteresis: faint parts of strokes
+    least, least_low = floors(noise, p)
+    threshold = max(otsu(ink[ink > 0], peak), least)
+    low = max(0.5 * threshold, least_low)  # hysteresis: faint parts of strokes
     labels, comps = components(ink, low, threshold)
     glued = [c["label"] for c in comps if along_border(c["bbox"], ink.shape)] if p.line_halo and lines.any() else []
     if glued:  # a removed line's faint fringe may chain the digits to the border: only there, it goes

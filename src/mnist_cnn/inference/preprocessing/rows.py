@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from mnist_cnn.errors import ImageError
-from mnist_cnn.inference.preprocessing.ink import Analysis, components
+from mnist_cnn.inference.preprocessing.ink import Analysis, components, floors
 from mnist_cnn.inference.preprocessing.render import cut_out, stroke_width, tight
 from mnist_cnn.inference.preprocessing.segment import along_border, comps_box, is_divider
 
@@ -101,29 +101,37 @@ def in_shade(an: Analysis) -> Analysis:
     the threshold the lit ones set ("3812" read "38"). Where the paper is darker than ``p.shade`` x the
     lit paper, the thresholds are scaled by the paper's brightness; a component found so is kept when
     its ink is as strong against its paper as the lit digits' (within ``p.shade_contrast``): a table's
-    grain beyond the page edge is not (on validation photos: 0.3-0.5 of the lit digits'; shaded digits about 1)."""
+    grain beyond the page edge is not (on validation photos: 0.3-0.5 of the lit digits'; shaded
+    digits about 1). Each component is looked at within its box only."""
     p = an.p
+    if an.sign > 0 or not an.comps:
+        return an
     paper = an.bg.mean(axis=2)  # [h, w] the background's brightness
     shade = np.clip(paper / max(float(np.percentile(paper, 90)), 1.0), 0.15, 1.0)  # 1: lit paper
-    if an.sign > 0 or not an.comps or shade.min() > p.shade:
+    if shade.min() > p.shade:
         return an
-    floor = max(p.noise_k * an.noise, p.min_contrast / 2), max(0.75 * p.noise_k * an.noise, p.min_contrast / 4)
-    labels, found = components(an.ink, np.maximum(an.low * shade, floor[1]), np.maximum(an.threshold * shade, floor[0]))
+    least, least_low = floors(an.noise, p)
+    labels, found = components(an.ink, np.maximum(an.low * shade, least_low), np.maximum(an.threshold * shade, least))
 
-    def contrast(m: np.ndarray) -> float:  # the strongest fifth of the ink over its paper
-        v = an.ink[m]
+    def where(c: Comp, of: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray]:  # its box, its pixels there
+        left, top, right, bottom = c["bbox"]
+        box = (slice(top, bottom), slice(left, right))
+        return box, of[box] == c["label"]
+
+    def contrast(box: tuple[slice, slice], m: np.ndarray) -> float:  # the strongest fifth of the ink over its paper
+        v = an.ink[box][m]
         top = v >= np.percentile(v, 80)
-        return float(np.median(v[top] / np.maximum(paper[m][top], 1.0)))
+        return float(np.median(v[top] / np.maximum(paper[box][m][top], 1.0)))
 
     heavy = sorted(an.comps, key=lambda c: -c["mass"])[:8]
-    lit = float(np.median([contrast(an.labels == c["label"]) for c in heavy]))
+    lit = float(np.median([contrast(*where(c, an.labels)) for c in heavy]))
     known = np.isin(an.labels, [c["label"] for c in an.comps])
     out, merged, label = [], an.labels.copy(), int(an.labels.max()) + 1
     for c in found:
-        m = labels == c["label"]
-        if known[m].any() or np.median(shade[m]) > p.shade or contrast(m) < p.shade_contrast * lit:
+        box, m = where(c, labels)
+        if known[box][m].any() or np.median(shade[box][m]) > p.shade or contrast(box, m) < p.shade_contrast * lit:
             continue
-        merged[m] = label
+        merged[box][m] = label
         out.append({**c, "label": label})
         label += 1
     return replace(an, labels=merged, comps=an.comps + out) if out else an
