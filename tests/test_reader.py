@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFilter
 
 from mnist_cnn.errors import CheckpointError, ImageError
+from mnist_cnn.inference.ctc import beam_search, candidates, string_logp
 from mnist_cnn.inference.preprocessing import preprocess_rows
-from mnist_cnn.inference.reader import NumberReader, beam_search, candidates, string_logp
+from mnist_cnn.inference.reader import NumberReader
 from mnist_cnn.models.reader import BLANK, Crnn, load_reader, load_readers, save_reader, save_readers
 from mnist_cnn.synth.numbers import NUMBER_CONDITIONS, render_number
 from mnist_cnn.training.reader_data import covers, load_rows, make_rows, save_rows

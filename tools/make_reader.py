@@ -11,12 +11,13 @@ row counts, the training history, the calibration and the commit. No test digit 
 
 ``--rows DIR`` keeps the rendered row sets (``train-<seed>.npz``, ``val-<seed>.npz``) and reuses them.
 ``--combine A B ...`` trains nothing: it puts readers made by this script (or the members of an
-ensemble file) into one file (an ensemble:
-every string found by a member's beam is scored by the geometric mean of the members' probabilities)
-and calibrates that string probability end to end on ``--cal-pages`` validation photos. The bundled
-reader is made so (three members: rows of seed 21, 16 epochs; rows of seed 31, weights of seed 1, 14;
-rows of seed 41, weights of seed 2, 14; the first two were combined first, and that pair file is what
-the third joined)::
+ensemble file) into one file (an ensemble: every string found by a member's beam is scored by the
+geometric mean of the members' probabilities) and calibrates that string probability end to end on
+``--cal-pages`` validation photos, decoded as the file says (``decoding``: a view shifted by half a
+frame and the digit classifier's check, tuned on validation photos; ``--plain``: the readers alone).
+The bundled reader is made so (three members: rows of seed 21, 16 epochs; rows of seed 31, weights of
+seed 1, 14; rows of seed 41, weights of seed 2, 14; the first two were combined first, and that pair
+file is what the third joined)::
 
     python tools/make_reader.py --data-dir ../shared/data/mnist --rows rows --out a.safetensors
     python tools/make_reader.py --data-dir ../shared/data/mnist --rows rows --seed 31 --train-seed 1 \
@@ -25,7 +26,11 @@ the third joined)::
         --epochs 14 --out c.safetensors
     python tools/make_reader.py --data-dir ../shared/data/mnist --combine a.safetensors b.safetensors \
         --out ab.safetensors
-    python tools/make_reader.py --data-dir ../shared/data/mnist --combine ab.safetensors c.safetensors
+    python tools/make_reader.py --data-dir ../shared/data/mnist --combine ab.safetensors c.safetensors \
+        --out abc.safetensors
+    python tools/make_reader.py --data-dir ../shared/data/mnist --combine abc.safetensors
+
+(the last step adds the decoding and recalibrates: it trains nothing).
 """
 
 from __future__ import annotations
@@ -74,12 +79,19 @@ def calibrate_end_to_end(members: list, images, labels, a: argparse.Namespace) -
     from mnist_cnn.training.reader_data import read_pages
 
     with tempfile.TemporaryDirectory() as tmp:
-        save_readers(Path(tmp) / "r.safetensors", members, {})
+        save_readers(Path(tmp) / "r.safetensors", members, {"decoding": decoding(a)})
         reader = NumberReader(Path(tmp) / "r.safetensors")
     probs, right = read_pages(reader, images, labels, a.cal_pages, a.seed + 2)
     fit = fit_platt(probs, right)
     print(f"end-to-end calibration on {len(probs):,} photos ({right.mean():.4f} right): {json.dumps(fit)}", flush=True)
     return fit
+
+
+def decoding(a: argparse.Namespace) -> dict:
+    """The decoding the file is calibrated with and keeps (``NumberReader``'s ``Decoding``)."""
+    from mnist_cnn.inference.reader import TUNED, Decoding
+
+    return (Decoding() if a.plain else TUNED).to_meta()
 
 
 def provenance(a: argparse.Namespace, argv: list[str] | None, commit: str) -> dict:
@@ -106,7 +118,8 @@ def combine(a: argparse.Namespace, argv: list[str] | None, commit: str, images, 
         described = meta.get("members", [meta])
         members += [(m, {k: d[k] for k in keep if k in d}) for (m, _), d in zip(models, described, strict=True)]
     cal = calibrate_end_to_end(members, images, labels, a)
-    save_readers(a.out, members, {"calibration": cal, "provenance": provenance(a, argv, commit)})
+    meta = {"calibration": cal, "decoding": decoding(a), "provenance": provenance(a, argv, commit)}
+    save_readers(a.out, members, meta)
     print(f"wrote {a.out} ({len(members)} readers)")
 
 
@@ -126,6 +139,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rows", type=Path, default=None, help="folder to keep/reuse the rendered row sets in")
     ap.add_argument("--out", type=Path, default=PACKAGE_DIR / "reader.safetensors")
+    ap.add_argument(
+        "--plain",
+        action="store_true",
+        help="decode with the readers alone (no shifted view, no digit classifier check; calibrated so)",
+    )
     ap.add_argument("--combine", type=Path, nargs="+", default=None, help="reader files to put in one ensemble file")
     a = ap.parse_args(argv)
     # the commit the rows are rendered and read with (taken now: the tree may move on while it trains)
@@ -179,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
             "composed_per_epoch": a.synth_per_epoch,
         },
         "provenance": {**provenance(a, argv, commit), "data_sha256": checksums},
+        "decoding": decoding(a),
     }
     save_reader(a.out, model, meta)
     print(f"wrote {a.out} (validation exact match {info['val_exact']:.4f}, epoch {info['best_epoch']})")

@@ -9,10 +9,15 @@
   holding several readers (an ensemble) scores every string its members' beams found by the
   geometric mean of their probabilities;
 * ``alternatives``: the next most probable strings (prefix beam search) with their probabilities;
+* the file's ``decoding`` (:class:`Decoding`) may add a view of the crop shifted by half a frame (read
+  as more members) and :class:`~mnist_cnn.inference.digit_check.DigitCheck`: the digit classifier's
+  reading of the digits that stand apart, and a penalty for a digit-sized piece of ink a string leaves
+  out; the candidates are reweighted by it before the calibration;
 * ``unsure`` and ``reason``: below ``min_confidence``, or when strings of another length take a
   tenth of the probability ("3 or 4 digits?");
 * ``digits``: each digit's box in the image, its probability and top-k, from the frame where the
-  digit peaks. A row's box is the ink's; digit boxes are cut halfway between the digits' peaks.
+  digit peaks on the string's most probable alignment (with the classifier's say, for a digit that
+  stands apart). A row's box is the ink's; digit boxes are cut halfway between the digits' peaks.
 
 Several rows come back top to bottom; the reading's top-level ``number`` joins them with newlines.
 """
@@ -26,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from mnist_cnn.inference.ctc import BEAM, align, candidates
+from mnist_cnn.inference.digit_check import DigitCheck, load_classifier
 from mnist_cnn.inference.unsure import DEFAULT_MIN_CONFIDENCE, is_unsure
 
-BEAM = 8  # prefixes kept by the beam search
 LENGTH_DOUBT = 0.1  # another length with this share of the candidates' probability: "3 or 4 digits?"
 DEFAULT_READER = Path(__file__).resolve().parent.parent / "pretrained" / "reader.safetensors"
 
@@ -88,10 +94,55 @@ class Reading:
         }
 
 
-class NumberReader:
-    """The reader model loaded once; :meth:`read` an image (bytes, path, PIL image, array)."""
+@dataclass(frozen=True)
+class Decoding:
+    """How a reader file's strings are decoded; part of what its calibration was fitted with, so it is
+    kept in the file (``meta["decoding"]``; a file without it decodes with the members alone)."""
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, top_k: int = 3):
+    shifted_view: bool = False  # also read the crop shifted by half a frame (2 px), as more members
+    classifier_weight: float = 0.0  # the digit classifier's say on digits that stand apart (DigitCheck)
+    uncovered_penalty: float = 0.0  # log-probability taken per digit-sized piece of ink no character covers
+
+    @classmethod
+    def from_meta(cls, meta: Any, where: Any) -> Decoding:
+        from mnist_cnn.errors import CheckpointError
+
+        if meta is None:
+            return cls()
+        bad = CheckpointError(f"{where}: metadata 'decoding' is malformed; remake it with tools/make_reader.py")
+        try:
+            out = cls(
+                bool(meta.get("shifted_view", False)),
+                float(meta.get("classifier_weight", 0.0)),
+                float(meta.get("uncovered_penalty", 0.0)),
+            )
+        except (AttributeError, TypeError, ValueError):
+            raise bad from None
+        if not (0 <= out.classifier_weight < 10 and 0 <= out.uncovered_penalty < 100):
+            raise bad
+        return out
+
+    def to_meta(self) -> dict[str, Any]:
+        return {
+            "shifted_view": self.shifted_view,
+            "classifier_weight": self.classifier_weight,
+            "uncovered_penalty": self.uncovered_penalty,
+        }
+
+
+TUNED = Decoding(True, 0.3, 3.0)  # tuned on validation photos (renderer seeds 1 and 3); make_reader writes it
+
+
+class NumberReader:
+    """The reader model loaded once; :meth:`read` an image (bytes, path, PIL image, array). ``classifier``:
+    the digit classifier the file's decoding consults (default: the bundled model)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        top_k: int = 3,
+        classifier: str | os.PathLike[str] | None = None,
+    ):
         import torch
 
         from mnist_cnn.models.reader import load_readers
@@ -102,8 +153,18 @@ class NumberReader:
             self.meta.get("calibration", {}).get("platt") if isinstance(self.meta.get("calibration"), dict) else None
         )
         self.platt = (float(platt[0]), float(platt[1])) if platt else (1.0, 0.0)
+        self.decoding = Decoding.from_meta(self.meta.get("decoding"), self.path)
+        self.check = self._check(classifier)
         self.top_k = top_k
         self._torch = torch
+
+    def _check(self, classifier: str | os.PathLike[str] | None) -> DigitCheck | None:
+        d = self.decoding
+        if d.classifier_weight == 0 and d.uncovered_penalty == 0:
+            return None
+        from mnist_cnn.artifacts.runs import DEFAULT_MODEL
+
+        return DigitCheck(load_classifier(classifier or DEFAULT_MODEL), d.classifier_weight, d.uncovered_penalty)
 
     def read(self, image: Any, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> Reading:
         from mnist_cnn.inference.preprocessing import preprocess_rows
@@ -121,18 +182,46 @@ class NumberReader:
             x = torch.from_numpy(np.ascontiguousarray(crop_image, np.float32))[None, None]
             return [(model(x)[:, 0] / t).log_softmax(-1).numpy() for model, t in self.members]
 
+    def scored(self, crop_image: np.ndarray) -> tuple[list[tuple[str, float]], np.ndarray, list[list[int]], list[dict]]:
+        """The candidate strings of a crop with their probabilities, best first; the members' frame
+        log-probabilities averaged [T, 11]; each candidate's peak frames; the digit classifier's
+        probabilities of each candidate's separate digits (empty without the check)."""
+        from mnist_cnn.models.reader import STRIDE
+
+        logps = self.log_probs(crop_image)
+        views = logps + (self.log_probs(np.pad(crop_image, ((0, 0), (2, 2)))) if self.decoding.shifted_view else [])
+        cands = candidates(views, BEAM)
+        mean = np.log(np.mean([np.exp(lp) for lp in logps], axis=0))  # the members' frame probabilities, averaged
+        peaks = align(mean, [s for s, _ in cands])
+        if self.check is None:
+            return cands, mean, peaks, [{} for _ in cands]
+        xs = [[(t + 0.5) * STRIDE for t in pk] for pk in peaks]
+        extra, per_digit = self.check.scores(crop_image, [s for s, _ in cands], xs)
+        # the check reweights the candidates; together they keep the probability the candidates had
+        p = np.array([q for _, q in cands])
+        w = p * np.exp(extra - extra.max())
+        new = float(p.sum()) * w / max(float(w.sum()), 1e-300)
+        order = np.argsort(-new, kind="stable")
+        return (
+            [(cands[i][0], float(new[i])) for i in order],
+            mean,
+            [peaks[i] for i in order],
+            [per_digit[i] for i in order],
+        )
+
     def read_crop(self, crop: Any, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> RowReading:
         from mnist_cnn.models.reader import STRIDE
 
-        logps = self.log_probs(crop.image)
-        cands = candidates(logps, BEAM)
+        cands, mean, peaks, per_digit = self.scored(crop.image)
         best = cands[0][0]
         total = sum(q for _, q in cands) or 1.0
         by_len: dict[int, float] = {}
         for s, q in cands:
             by_len[len(s)] = by_len.get(len(s), 0.0) + q / total
-        mean = np.log(np.mean([np.exp(lp) for lp in logps], axis=0))  # the members' frame probabilities, averaged
-        dists, cuts = self._distributions(mean, best, crop.image.shape[1], STRIDE)
+        dists, cuts = self._distributions(mean, peaks[0], crop.image.shape[1], STRIDE)
+        for k, q in per_digit[0].items():  # a separate digit's distribution: the classifier's say too
+            d = dists[k] * np.power(np.clip(q, 1e-9, 1.0), self.decoding.classifier_weight)
+            dists[k] = d / max(float(d.sum()), 1e-12)
         raw = cands[0][1] if best else 0.0
         p = self.calibrated(raw)
         reason = None
@@ -157,10 +246,11 @@ class NumberReader:
         return float(1 / (1 + np.exp(-(a * np.log(q / (1 - q)) + b))))
 
     @staticmethod
-    def _distributions(logp: np.ndarray, text: str, width: int, stride: int) -> tuple[list[np.ndarray], list[float]]:
-        """Per character of ``text``: the digits' probabilities [10] at the strip where it peaks; and
+    def _distributions(
+        logp: np.ndarray, peaks: list[int], width: int, stride: int
+    ) -> tuple[list[np.ndarray], list[float]]:
+        """Per character (peaking at frames ``peaks``): the digits' probabilities [10] at its peak; and
         the crop columns between the characters (halfway between their peaks; 0 and ``width`` outside)."""
-        peaks = _peaks(logp, text)
         probs = np.exp(logp)
         xs = [(t + 0.5) * stride for t in peaks]
         cuts = [0.0] + [(a + b) / 2 for a, b in zip(xs, xs[1:], strict=False)] + [float(width)]
@@ -176,98 +266,6 @@ class NumberReader:
             "bbox": list(bbox),
             "top_k": [{"label": str(int(i)), "digit": int(i), "probability": float(d[i])} for i in order],
         }
-
-
-def _peaks(logp: np.ndarray, text: str) -> list[int]:
-    """The frame where each character of the best path is most probable (greedy path's runs)."""
-    path = logp.argmax(-1)
-    runs: list[tuple[int, int, int]] = []  # (class, first frame, last frame)
-    for t, c in enumerate(path):
-        if runs and runs[-1][0] == c and runs[-1][2] == t - 1:
-            runs[-1] = (c, runs[-1][1], t)
-        else:
-            runs.append((int(c), t, t))
-    chars = [r for r in runs if r[0] != logp.shape[1] - 1]  # not the blank
-    if "".join(str(r[0]) for r in chars) == text:
-        return [r[1] + int(np.argmax(logp[r[1] : r[2] + 1, r[0]])) for r in chars]
-    # the beam's best differs from the greedy path: each character at its most probable frame, in order
-    out, start = [], 0
-    for k, ch in enumerate(text):
-        end = len(logp) - (len(text) - k - 1)
-        t = start + int(np.argmax(logp[start:end, int(ch)]))
-        out.append(t)
-        start = t + 1
-    return out
-
-
-def candidates(logps: list[np.ndarray], beam: int = BEAM) -> list[tuple[str, float]]:
-    """The strings the members' beams found, each with its exact probability (every alignment summed,
-    :func:`string_logp`); with several members, the geometric mean of theirs. Best first."""
-    found = list(dict.fromkeys(s for lp in logps for s, _ in beam_search(lp, beam)))
-    scores = np.exp(np.mean([strings_logp(lp, found) for lp in logps], axis=0))
-    return sorted(zip(found, scores.tolist(), strict=True), key=lambda sq: -sq[1])
-
-
-def beam_search(logp: np.ndarray, beam: int = BEAM) -> list[tuple[str, float]]:
-    """CTC prefix beam search over [T, 11] log-probabilities: the most probable strings with their
-    probabilities (each the sum over its alignments that the beam kept), best first."""
-    blank = logp.shape[1] - 1
-    probs = np.exp(logp.astype(np.float64))
-    beams: dict[str, tuple[float, float]] = {"": (1.0, 0.0)}  # prefix -> (p ending in blank, p ending in a char)
-    for t in range(len(probs)):
-        pt = probs[t]
-        nxt: dict[str, list[float]] = {}
-
-        def add(s: str, pb: float, pc: float, nxt: dict[str, list[float]] = nxt) -> None:
-            e = nxt.setdefault(s, [0.0, 0.0])
-            e[0] += pb
-            e[1] += pc
-
-        for s, (pb, pc) in beams.items():
-            add(s, (pb + pc) * pt[blank], 0.0)
-            last = int(s[-1]) if s else -1
-            for c in range(blank):
-                if pt[c] < 1e-4:
-                    continue
-                if c == last:
-                    add(s, 0.0, pc * pt[c])  # a repeat without a blank between stays one character
-                    add(s + str(c), 0.0, pb * pt[c])
-                else:
-                    add(s + str(c), 0.0, (pb + pc) * pt[c])
-        top = sorted(nxt.items(), key=lambda kv: -(kv[1][0] + kv[1][1]))[:beam]
-        beams = {s: (v[0], v[1]) for s, v in top}
-    return sorted(((s, v[0] + v[1]) for s, v in beams.items()), key=lambda sv: -sv[1])
-
-
-def string_logp(logp: np.ndarray, text: str) -> float:
-    """log p(text | row): CTC's forward algorithm over every alignment of ``text``."""
-    return float(strings_logp(logp, [text])[0])
-
-
-def strings_logp(logp: np.ndarray, texts: list[str]) -> np.ndarray:
-    """log p(text | row) of each of ``texts`` at once: CTC's forward algorithm over [K, S] arrays,
-    each text extended with blanks (``-1-9-9-8-``) and padded to the longest (padding stays -inf)."""
-    blank = logp.shape[1] - 1
-    ext = [[blank] + [v for ch in t for v in (int(ch), blank)] for t in texts]
-    size = max(len(e) for e in ext)
-    labels = np.full((len(texts), size), blank)
-    valid = np.zeros((len(texts), size), bool)
-    for k, e in enumerate(ext):
-        labels[k, : len(e)], valid[k, : len(e)] = e, True
-    # a character may follow the one two places back directly (skipping the blank) unless it repeats it
-    allow = np.zeros_like(valid)
-    allow[:, 2:] = (labels[:, 2:] != blank) & (labels[:, 2:] != labels[:, :-2])
-    emit = np.where(valid[None], logp[:, labels], -np.inf)  # [T, K, S]
-    alpha = np.full((len(texts), size), -np.inf)
-    alpha[:, :2] = emit[0, :, :2]
-    for t in range(1, len(logp)):
-        shift1 = np.pad(alpha[:, :-1], ((0, 0), (1, 0)), constant_values=-np.inf)
-        shift2 = np.where(allow, np.pad(alpha[:, :-2], ((0, 0), (2, 0)), constant_values=-np.inf), -np.inf)
-        alpha = np.logaddexp(np.logaddexp(alpha, shift1), shift2) + emit[t]
-    ends = np.array([len(e) for e in ext])
-    last = alpha[np.arange(len(texts)), ends - 1]
-    before = np.where(ends > 1, alpha[np.arange(len(texts)), np.maximum(ends - 2, 0)], -np.inf)
-    return np.logaddexp(last, before)
 
 
 _READERS: dict[str, NumberReader] = {}
