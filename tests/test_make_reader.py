@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from mnist_cnn.inference.reader import TUNED
 from mnist_cnn.models.reader import create_reader, load_readers, save_reader, save_readers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +38,9 @@ def test_combine_takes_an_ensemble_s_members_with_their_own_metadata(tmp_path: P
     seen: list = []
     monkeypatch.setattr(tool, "calibrate_end_to_end", lambda members, *_: seen.append(members) or {"a": 2.0})
     args = argparse.Namespace(
-        combine=[tmp_path / "ab.safetensors", tmp_path / "c.safetensors"], out=tmp_path / "abc.safetensors"
+        combine=[tmp_path / "ab.safetensors", tmp_path / "c.safetensors"],
+        out=tmp_path / "abc.safetensors",
+        plain=False,
     )
     tool.combine(args, ["--combine", "ab", "c"], "abc123", np.zeros((1, 28, 28), np.uint8), np.zeros(1, np.int64))
 
@@ -46,6 +49,7 @@ def test_combine_takes_an_ensemble_s_members_with_their_own_metadata(tmp_path: P
     assert [m["training"]["seed"] for m in meta["members"]] == [21, 31, 41]
     assert [t for _, t in models] == pytest.approx([1.1, 1.2, 1.3])
     assert "made" not in meta["members"][2]  # only the member's own description is kept
+    assert meta["decoding"] == TUNED.to_meta()  # the decoding it was calibrated with
     for (got, _), want in zip(models, (a, b, c), strict=True):
         for k, v in want.state_dict().items():
             assert torch.equal(got.state_dict()[k], v), k
