@@ -13,8 +13,8 @@ row counts, the training history, the calibration and the commit. No test digit 
 ``--combine A B ...`` trains nothing: it puts readers made by this script (or the members of an
 ensemble file) into one file (an ensemble: every string found by a member's beam is scored by the
 geometric mean of the members' probabilities) and calibrates that string probability end to end on
-``--cal-pages`` validation photos, decoded as the file says (``decoding``: a view shifted by half a
-frame and the digit classifier's check, tuned on validation photos; ``--plain``: the readers alone).
+``--cal-pages`` validation photos, decoded as the file says (``decoding``: the crop also read shifted by
+half a strip, chosen on validation photos; ``--plain``: read once).
 The bundled reader is made so (three members: rows of seed 21, 16 epochs; rows of seed 31, weights of
 seed 1, 14; rows of seed 41, weights of seed 2, 14; the first two were combined first, and that pair
 file is what the third joined)::
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--plain",
         action="store_true",
-        help="decode with the readers alone (no shifted view, no digit classifier check; calibrated so)",
+        help="read each crop once (no view shifted by half a strip; calibrated so)",
     )
     ap.add_argument("--combine", type=Path, nargs="+", default=None, help="reader files to put in one ensemble file")
     a = ap.parse_args(argv)

@@ -9,15 +9,13 @@
   holding several readers (an ensemble) scores every string its members' beams found by the
   geometric mean of their probabilities;
 * ``alternatives``: the next most probable strings (prefix beam search) with their probabilities;
-* the file's ``decoding`` (:class:`Decoding`) may add a view of the crop shifted by half a frame (read
-  as more members) and :class:`~mnist_cnn.inference.digit_check.DigitCheck`: the digit classifier's
-  reading of the digits that stand apart, and a penalty for a digit-sized piece of ink a string leaves
-  out; the candidates are reweighted by it before the calibration;
+* the file's ``decoding`` (:class:`Decoding`) may add a view of the crop shifted by half a strip (2 px),
+  read by every member as one more (the strides then sample the strokes at other places);
 * ``unsure`` and ``reason``: below ``min_confidence``, or when strings of another length take a
   tenth of the probability ("3 or 4 digits?");
 * ``digits``: each digit's box in the image, its probability and top-k, from the frame where the
-  digit peaks on the string's most probable alignment (with the classifier's say, for a digit that
-  stands apart). A row's box is the ink's; digit boxes are cut halfway between the digits' peaks.
+  digit peaks on the string's most probable alignment. A row's box is the ink's; digit boxes are cut
+  halfway between the digits' peaks.
 
 Several rows come back top to bottom; the reading's top-level ``number`` joins them with newlines.
 """
@@ -32,7 +30,6 @@ from typing import Any
 import numpy as np
 
 from mnist_cnn.inference.ctc import BEAM, align, candidates
-from mnist_cnn.inference.digit_check import DigitCheck, load_classifier
 from mnist_cnn.inference.unsure import DEFAULT_MIN_CONFIDENCE, is_unsure
 
 LENGTH_DOUBT = 0.1  # another length with this share of the candidates' probability: "3 or 4 digits?"
@@ -97,11 +94,9 @@ class Reading:
 @dataclass(frozen=True)
 class Decoding:
     """How a reader file's strings are decoded; part of what its calibration was fitted with, so it is
-    kept in the file (``meta["decoding"]``; a file without it decodes with the members alone)."""
+    kept in the file (``meta["decoding"]``; a file without it reads the crop once)."""
 
-    shifted_view: bool = False  # also read the crop shifted by half a frame (2 px), as more members
-    classifier_weight: float = 0.0  # the digit classifier's say on digits that stand apart (DigitCheck)
-    uncovered_penalty: float = 0.0  # log-probability taken per digit-sized piece of ink no character covers
+    shifted_view: bool = False  # also read the crop shifted by half a strip (2 px), as more members
 
     @classmethod
     def from_meta(cls, meta: Any, where: Any) -> Decoding:
@@ -109,40 +104,21 @@ class Decoding:
 
         if meta is None:
             return cls()
-        bad = CheckpointError(f"{where}: metadata 'decoding' is malformed; remake it with tools/make_reader.py")
-        try:
-            out = cls(
-                bool(meta.get("shifted_view", False)),
-                float(meta.get("classifier_weight", 0.0)),
-                float(meta.get("uncovered_penalty", 0.0)),
-            )
-        except (AttributeError, TypeError, ValueError):
-            raise bad from None
-        if not (0 <= out.classifier_weight < 10 and 0 <= out.uncovered_penalty < 100):
-            raise bad
-        return out
+        if not isinstance(meta, dict) or not isinstance(meta.get("shifted_view", False), bool):
+            raise CheckpointError(f"{where}: metadata 'decoding' is malformed; remake it with tools/make_reader.py")
+        return cls(meta.get("shifted_view", False))
 
     def to_meta(self) -> dict[str, Any]:
-        return {
-            "shifted_view": self.shifted_view,
-            "classifier_weight": self.classifier_weight,
-            "uncovered_penalty": self.uncovered_penalty,
-        }
+        return {"shifted_view": self.shifted_view}
 
 
-TUNED = Decoding(True, 0.3, 3.0)  # tuned on validation photos (renderer seeds 1 and 3); make_reader writes it
+TUNED = Decoding(shifted_view=True)  # chosen on validation photos (renderer seeds 1, 3 and 5); make_reader writes it
 
 
 class NumberReader:
-    """The reader model loaded once; :meth:`read` an image (bytes, path, PIL image, array). ``classifier``:
-    the digit classifier the file's decoding consults (default: the bundled model)."""
+    """The reader model loaded once; :meth:`read` an image (bytes, path, PIL image, array)."""
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str] | None = None,
-        top_k: int = 3,
-        classifier: str | os.PathLike[str] | None = None,
-    ):
+    def __init__(self, path: str | os.PathLike[str] | None = None, top_k: int = 3):
         import torch
 
         from mnist_cnn.models.reader import load_readers
@@ -154,17 +130,8 @@ class NumberReader:
         )
         self.platt = (float(platt[0]), float(platt[1])) if platt else (1.0, 0.0)
         self.decoding = Decoding.from_meta(self.meta.get("decoding"), self.path)
-        self.check = self._check(classifier)
         self.top_k = top_k
         self._torch = torch
-
-    def _check(self, classifier: str | os.PathLike[str] | None) -> DigitCheck | None:
-        d = self.decoding
-        if d.classifier_weight == 0 and d.uncovered_penalty == 0:
-            return None
-        from mnist_cnn.artifacts.runs import DEFAULT_MODEL
-
-        return DigitCheck(load_classifier(classifier or DEFAULT_MODEL), d.classifier_weight, d.uncovered_penalty)
 
     def read(self, image: Any, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> Reading:
         from mnist_cnn.inference.preprocessing import preprocess_rows
@@ -182,46 +149,25 @@ class NumberReader:
             x = torch.from_numpy(np.ascontiguousarray(crop_image, np.float32))[None, None]
             return [(model(x)[:, 0] / t).log_softmax(-1).numpy() for model, t in self.members]
 
-    def scored(self, crop_image: np.ndarray) -> tuple[list[tuple[str, float]], np.ndarray, list[list[int]], list[dict]]:
+    def scored(self, crop_image: np.ndarray) -> tuple[list[tuple[str, float]], np.ndarray, list[list[int]]]:
         """The candidate strings of a crop with their probabilities, best first; the members' frame
-        log-probabilities averaged [T, 11]; each candidate's peak frames; the digit classifier's
-        probabilities of each candidate's separate digits (empty without the check)."""
-        from mnist_cnn.models.reader import STRIDE
-
+        log-probabilities averaged [T, 11]; each candidate's peak frames on its best alignment."""
         logps = self.log_probs(crop_image)
         views = logps + (self.log_probs(np.pad(crop_image, ((0, 0), (2, 2)))) if self.decoding.shifted_view else [])
         cands = candidates(views, BEAM)
         mean = np.log(np.mean([np.exp(lp) for lp in logps], axis=0))  # the members' frame probabilities, averaged
-        peaks = align(mean, [s for s, _ in cands])
-        if self.check is None:
-            return cands, mean, peaks, [{} for _ in cands]
-        xs = [[(t + 0.5) * STRIDE for t in pk] for pk in peaks]
-        extra, per_digit = self.check.scores(crop_image, [s for s, _ in cands], xs)
-        # the check reweights the candidates; together they keep the probability the candidates had
-        p = np.array([q for _, q in cands])
-        w = p * np.exp(extra - extra.max())
-        new = float(p.sum()) * w / max(float(w.sum()), 1e-300)
-        order = np.argsort(-new, kind="stable")
-        return (
-            [(cands[i][0], float(new[i])) for i in order],
-            mean,
-            [peaks[i] for i in order],
-            [per_digit[i] for i in order],
-        )
+        return cands, mean, align(mean, [s for s, _ in cands])
 
     def read_crop(self, crop: Any, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> RowReading:
         from mnist_cnn.models.reader import STRIDE
 
-        cands, mean, peaks, per_digit = self.scored(crop.image)
+        cands, mean, peaks = self.scored(crop.image)
         best = cands[0][0]
         total = sum(q for _, q in cands) or 1.0
         by_len: dict[int, float] = {}
         for s, q in cands:
             by_len[len(s)] = by_len.get(len(s), 0.0) + q / total
         dists, cuts = self._distributions(mean, peaks[0], crop.image.shape[1], STRIDE)
-        for k, q in per_digit[0].items():  # a separate digit's distribution: the classifier's say too
-            d = dists[k] * np.power(np.clip(q, 1e-9, 1.0), self.decoding.classifier_weight)
-            dists[k] = d / max(float(d.sum()), 1e-12)
         raw = cands[0][1] if best else 0.0
         p = self.calibrated(raw)
         reason = None

@@ -57,12 +57,6 @@ def render(an: Analysis, comps: list[dict[str, Any]]) -> PreprocessResult:
     )
 
 
-def mnist_frame(v: np.ndarray, p: Params = DEFAULT) -> np.ndarray:
-    """Ink ``v`` (0..1, one digit, any size) as MNIST frames it: uint8 [28, 28], the ink's longer side
-    20 px, its centre of mass at MNIST's (no stroke correction)."""
-    return _paste_centred(_scale_to_box(tight(v)), p.com_target)[0]
-
-
 def cut_out(an: Analysis, comps: list[dict[str, Any]], margin: int) -> tuple[tuple[int, int, int, int], np.ndarray]:
     """The components' ink at full resolution: (box in the picture's pixels, ``margin`` analysis px
     around their boxes; :func:`soft_ink` of it, only within the components grown by 2 px for the
