@@ -137,3 +137,6 @@ def test_the_reader_section_describes_each_member_of_an_ensemble(tmp_path: Path)
     assert "an ensemble of 2 CRNNs" in two and "geometric mean" in two
     assert "Member 1 was trained on 1,021 rows" in two and "Member 2 was trained on 1,031 rows" in two
     assert "(1.310)" in two and "calibrated end to end on 15 validation photos" in two
+    assert "shifted by half a strip" not in two
+    save_readers(tmp_path / "reader.safetensors", members, {"decoding": {"shifted_view": True}})
+    assert "shifted by half a strip" in _tool().reader_section(tmp_path, None)

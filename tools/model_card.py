@@ -414,6 +414,8 @@ def reader_section(pretrained: Path, numbers: dict[str, Any] | None) -> str:
             "\nEvery string a member's beam finds is scored by the geometric mean of the members'\n"
             "probabilities of it; the best is the answer."
         )
+    if (meta.get("decoding") or {}).get("shifted_view"):
+        text += "\nEach row is also read shifted by half a strip (2 px), every member's reading of it one more vote."
     for k, m in enumerate(members):
         tr = m.get("training", {})
         text += (
