@@ -149,14 +149,14 @@ class NumberReader:
             x = torch.from_numpy(np.ascontiguousarray(crop_image, np.float32))[None, None]
             return [(model(x)[:, 0] / t).log_softmax(-1).numpy() for model, t in self.members]
 
-    def scored(self, crop_image: np.ndarray) -> tuple[list[tuple[str, float]], np.ndarray, list[list[int]]]:
+    def scored(self, crop_image: np.ndarray) -> tuple[list[tuple[str, float]], np.ndarray, list[int]]:
         """The candidate strings of a crop with their probabilities, best first; the members' frame
-        log-probabilities averaged [T, 11]; each candidate's peak frames on its best alignment."""
+        log-probabilities averaged [T, 11]; the best string's peak frames on its best alignment."""
         logps = self.log_probs(crop_image)
         views = logps + (self.log_probs(np.pad(crop_image, ((0, 0), (2, 2)))) if self.decoding.shifted_view else [])
         cands = candidates(views, BEAM)
         mean = np.log(np.mean([np.exp(lp) for lp in logps], axis=0))  # the members' frame probabilities, averaged
-        return cands, mean, align(mean, [s for s, _ in cands])
+        return cands, mean, align(mean, [cands[0][0]])[0]
 
     def read_crop(self, crop: Any, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> RowReading:
         from mnist_cnn.models.reader import STRIDE
@@ -167,7 +167,7 @@ class NumberReader:
         by_len: dict[int, float] = {}
         for s, q in cands:
             by_len[len(s)] = by_len.get(len(s), 0.0) + q / total
-        dists, cuts = self._distributions(mean, peaks[0], crop.image.shape[1], STRIDE)
+        dists, cuts = self._distributions(mean, peaks, crop.image.shape[1], STRIDE)
         raw = cands[0][1] if best else 0.0
         p = self.calibrated(raw)
         reason = None
