@@ -57,15 +57,11 @@ def string_logp(logp: np.ndarray, text: str) -> float:
 def strings_logp(logp: np.ndarray, texts: list[str]) -> np.ndarray:
     """log p(text | row) of each of ``texts`` at once: CTC's forward algorithm over [K, S] arrays,
     each text extended with blanks (``-1-9-9-8-``) and padded to the longest (padding stays -inf)."""
-    labels, valid, allow = _extended(texts, logp.shape[1] - 1)
-    size = labels.shape[1]
-    emit = np.where(valid[None], logp[:, labels], -np.inf)  # [T, K, S]
-    alpha = np.full((len(texts), size), -np.inf)
+    emit, valid, allow = _trellis(logp, texts)
+    alpha = np.full(valid.shape, -np.inf)
     alpha[:, :2] = emit[0, :, :2]
     for t in range(1, len(logp)):
-        shift1 = np.pad(alpha[:, :-1], ((0, 0), (1, 0)), constant_values=-np.inf)
-        shift2 = np.where(allow, np.pad(alpha[:, :-2], ((0, 0), (2, 0)), constant_values=-np.inf), -np.inf)
-        alpha = np.logaddexp(np.logaddexp(alpha, shift1), shift2) + emit[t]
+        alpha = np.logaddexp.reduce(_arrivals(alpha, allow), axis=0) + emit[t]
     ends = valid.sum(1)
     last = alpha[np.arange(len(texts)), ends - 1]
     before = np.where(ends > 1, alpha[np.arange(len(texts)), np.maximum(ends - 2, 0)], -np.inf)
@@ -78,16 +74,12 @@ def align(logp: np.ndarray, texts: list[str]) -> list[list[int]]:
     A repeated digit keeps its own frames, which "the frame where this digit peaks" would not."""
     if not texts:
         return []
-    labels, valid, allow = _extended(texts, logp.shape[1] - 1)
-    k, size = labels.shape
-    emit = np.where(valid[None], logp[:, labels], -np.inf)  # [T, K, S]
-    score = np.full((k, size), -np.inf)
+    emit, valid, allow = _trellis(logp, texts)
+    score = np.full(valid.shape, -np.inf)
     score[:, :2] = emit[0, :, :2]
-    back = np.zeros((len(logp), k, size), np.int8)  # how far back (0, 1 or 2 states) each state came from
+    back = np.zeros((len(logp), *valid.shape), np.int8)  # how far back (0, 1 or 2 states) each state came from
     for t in range(1, len(logp)):
-        shift1 = np.pad(score[:, :-1], ((0, 0), (1, 0)), constant_values=-np.inf)
-        shift2 = np.where(allow, np.pad(score[:, :-2], ((0, 0), (2, 0)), constant_values=-np.inf), -np.inf)
-        steps = np.stack([score, shift1, shift2])
+        steps = _arrivals(score, allow)
         back[t] = steps.argmax(0)
         score = np.take_along_axis(steps, back[t][None].astype(np.intp), 0)[0] + emit[t]
     out = []
@@ -107,10 +99,20 @@ def align(logp: np.ndarray, texts: list[str]) -> list[list[int]]:
     return out
 
 
-def _extended(texts: list[str], blank: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each text with blanks around its characters (``-1-9-9-8-``), padded to the longest: the labels
-    [K, S], which of them are real, and where a character may follow the one two places back directly
-    (skipping the blank: unless it repeats it)."""
+def _arrivals(score: np.ndarray, allow: np.ndarray) -> np.ndarray:
+    """[3, K, S]: each state's score at the previous frame arriving by staying, from the state before,
+    or from two before (skipping a blank, where ``allow``)."""
+    size = score.shape[1]
+    shift1 = np.pad(score, ((0, 0), (1, 0)), constant_values=-np.inf)[:, :size]
+    shift2 = np.where(allow, np.pad(score, ((0, 0), (2, 0)), constant_values=-np.inf)[:, :size], -np.inf)
+    return np.stack([score, shift1, shift2])
+
+
+def _trellis(logp: np.ndarray, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each text with blanks around its characters (``-1-9-9-8-``), padded to the longest: the states'
+    log-probabilities per frame [T, K, S] (-inf for padding), which states are real [K, S], and where a
+    character may follow the one two places back directly (skipping the blank: unless it repeats it)."""
+    blank = logp.shape[1] - 1
     ext = [[blank] + [v for ch in t for v in (int(ch), blank)] for t in texts]
     size = max(len(e) for e in ext)
     labels = np.full((len(texts), size), blank)
@@ -119,4 +121,4 @@ def _extended(texts: list[str], blank: int) -> tuple[np.ndarray, np.ndarray, np.
         labels[k, : len(e)], valid[k, : len(e)] = e, True
     allow = np.zeros_like(valid)
     allow[:, 2:] = (labels[:, 2:] != blank) & (labels[:, 2:] != labels[:, :-2])
-    return labels, valid, allow
+    return np.where(valid[None], logp[:, labels], -np.inf), valid, allow
