@@ -152,8 +152,12 @@ class NumberReader:
     def scored(self, crop_image: np.ndarray) -> tuple[list[tuple[str, float]], np.ndarray, list[int]]:
         """The candidate strings of a crop with their probabilities, best first; the members' frame
         log-probabilities averaged [T, 11]; the best string's peak frames on its best alignment."""
+        from mnist_cnn.models.reader import STRIDE
+
         logps = self.log_probs(crop_image)
-        views = logps + (self.log_probs(np.pad(crop_image, ((0, 0), (2, 2)))) if self.decoding.shifted_view else [])
+        views = list(logps)
+        if self.decoding.shifted_view:  # half a strip along: the strides sample the strokes between their places
+            views += self.log_probs(np.pad(crop_image, ((0, 0), (STRIDE // 2, STRIDE // 2))))
         cands = candidates(views, BEAM)
         mean = np.log(np.mean([np.exp(lp) for lp in logps], axis=0))  # the members' frame probabilities, averaged
         return cands, mean, align(mean, [cands[0][0]])[0]
