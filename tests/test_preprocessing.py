@@ -304,6 +304,52 @@ def test_a_form_box_around_the_digit_is_removed(reference: np.ndarray) -> None:
         assert similar(r.image, reference) > 0.93, box
 
 
+def draw_oh(box: tuple[int, int, int, int] | None, back: bool = False) -> Image.Image:
+    """A '0' (an ellipse, 12-px pen) on a page, optionally a printed ``box`` (3 px) over it, and with
+    ``back`` a straight back stroke (a '6''s or a 'b''s) along the ellipse's left side."""
+    img = Image.new("L", (400, 360), 250)
+    d = ImageDraw.Draw(img)
+    if box is not None:
+        d.rectangle(box, outline=60, width=3)
+    d.ellipse((150, 90, 250, 270), outline=0, width=12)
+    if back:
+        d.line([(156, 40), (156, 180)], fill=0, width=12)
+    return img
+
+
+@pytest.mark.parametrize(
+    "box, back",
+    [
+        ((110, 70, 250, 290), False),  # the right side lies along the 0's right stroke
+        ((100, 70, 244, 290), False),  # ... just inside it
+        ((151, 70, 290, 290), True),  # the left side hidden in a straight back stroke
+    ],
+)
+def test_a_box_side_along_a_stroke_goes_and_the_stroke_stays(box: tuple[int, int, int, int], back: bool) -> None:
+    # a box too small for the digit, one side on a stroke: the side's bare stretches go (they would
+    # read as a bar) and the stroke keeps its ink (taking it with the side left a 'C', read 6)
+    clean = preprocess(draw_oh(None, back)).image
+    r = preprocess(draw_oh(box, back))
+    assert similar(r.image, clean) > 0.9
+
+
+def test_a_box_side_is_taken_only_where_its_ink_is_as_thin_as_the_side() -> None:
+    from mnist_cnn.inference.preprocessing.frames import _bare_runs
+
+    mask = np.zeros((20, 12), bool)
+    line = np.zeros_like(mask)
+    line[9:11] = True  # a 2-px horizontal side
+    mask[9:11] = True
+    mask[8, 0] = mask[11, 0] = True  # column 0: its faint fringe (within the slack)
+    mask[2:11, 4] = True  # column 4: a stroke ending on the side from above (it touches it)
+    mask[5:16, 8] = True  # column 8: a stroke crossing it
+    mask[15:18, 10] = True  # column 10: ink apart from the side
+    bare = _bare_runs(mask, line, slack=2)
+    assert bare[8:12, 0].all() and bare[9:11, [1, 2, 3, 5, 6, 7, 9, 10, 11]].all()
+    assert not bare[:, 4].any() and not bare[:, 8].any()  # the strokes keep their pixels, the side's too
+    assert not bare[15:18, 10].any() and not bare[~mask].any()
+
+
 def test_a_dot_beside_the_digit_does_not_stretch_its_box(reference: np.ndarray) -> None:
     # a dot a fifth of the digit's height to its right: near enough to chain in as a piece of the
     # digit, but a speck (under 5% of its ink) only joins from much closer

@@ -10,7 +10,7 @@ import numpy as np
 
 from mnist_cnn.errors import ImageError
 from mnist_cnn.inference.preprocessing.ink import Analysis
-from mnist_cnn.inference.preprocessing.lines import between, horizontal_lines
+from mnist_cnn.inference.preprocessing.lines import horizontal_lines
 from mnist_cnn.inference.preprocessing.params import DEFAULT, Params
 from mnist_cnn.inference.preprocessing.segment import comps_box, digit_components
 
@@ -18,7 +18,10 @@ from mnist_cnn.inference.preprocessing.segment import comps_box, digit_component
 def frame_mask(an: Analysis) -> np.ndarray:
     """The pixels of a box drawn around the digit (a form's field, or a cell of a comb), or nothing:
     equally thin straight lines across the digit's components' box on at least three sides of its
-    main stroke (sides already removed as long lines count), and a comb's dividers between them."""
+    main stroke (sides already removed as long lines count), and a comb's dividers between them.
+    The lines are looked for in the strong ink (their cores: the components' faint fringes would make
+    a printed line look thick), then, if no box is found, in all of the digit's ink: a box printed
+    fainter than the handwriting lies below the strong ink's threshold but joins the digit."""
     out = np.zeros(an.labels.shape, bool)
     if not an.comps:
         return out
@@ -27,33 +30,48 @@ def frame_mask(an: Analysis) -> np.ndarray:
     except ImageError:
         return out
     l, t, r, b = comps_box(comps)
-    cw, ch = r - l, b - t
-    if min(cw, ch) < 8:
+    if min(r - l, b - t) < 8:
         return out
-    # the lines' cores (strong ink): the components' faint fringes would make a printed line look thick
     digit = np.isin(an.labels[t:b, l:r], [c["label"] for c in comps])
-    mask = digit & (an.ink[t:b, l:r] > an.threshold)
+    ink = an.ink[t:b, l:r]
+    frame = _frame_in(digit & (ink > an.threshold), digit, an, comps, (l, t, r, b))
+    if not frame.any():  # a faint box: most of its pixels below the threshold (a thin pen's 0 is not)
+        frame = _frame_in(digit, digit, an, comps, (l, t, r, b))
+        frame &= bool(frame.any()) and float(np.median(ink[frame])) < an.threshold
+    out[t:b, l:r] = frame
+    return out
+
+
+def _frame_in(
+    mask: np.ndarray, digit: np.ndarray, an: Analysis, comps: list[dict], box: tuple[int, int, int, int]
+) -> np.ndarray:
+    """:func:`frame_mask`'s box in ``mask`` (the ink of the components' ``box``, bool [h, w]), as
+    pixels of ``digit`` (all of the components' pixels there), or nothing."""
+    l, t, r, b = box
+    cw, ch = r - l, b - t
     # a printed box may be bolder than paper lines (Params.frame_line): the four sides are evidence enough;
     # sides removed before as long lines, just outside the box (crossings went with them), count
     p, rule = an.p, an.p.frame_line
-    known = [False] * 4 if an.lines is None else _known_sides(an.lines, (l, t, r, b), p)
+    known = [False] * 4 if an.lines is None else _known_sides(an.lines, box, p)
     ml, mt, mr, mb = comps[0]["bbox"]  # the main component: the frame's sides lie on either side of it
-    hor, new = _frame_lines(horizontal_lines(mask, 0.6 * cw, rule, p), cw, (mt + mb) / 2 - t, known[:2])
-    ver_t, new_lr = _frame_lines(horizontal_lines(mask.T, 0.6 * ch, rule, p), ch, (ml + mr) / 2 - l, known[2:])
+    centre = ((mt + mb) / 2 - t, (ml + mr) / 2 - l)
+    hor, new = _frame_lines(horizontal_lines(mask, 0.6 * cw, rule, p), cw, centre[0], known[:2])
+    ver_t, new_lr = _frame_lines(horizontal_lines(mask.T, 0.6 * ch, rule, p), ch, centre[1], known[2:])
     ver, new = ver_t.T, new + new_lr
     # a frame has (nearly) all four sides, at least two of them found here (one straight stroke of
     # a thin-pen digit between two ruled lines is not a frame)
     found = sum(new)
     if found >= 2:  # a side that a stroke touches is one thick band: found at the box's very edge
         new = _edge_sides(mask, hor, ver, new, known, p)
+        new = _hidden_sides(mask, hor, ver, new, known, centre, p)
     sides = sum(a or b for a, b in zip(new, known))
     if found >= 2 and sides >= 3:
         frame, ink = _frame_pixels(digit, hor, ver, p), an.ink[t:b, l:r]
         # three sides around (nearly) nothing are a digit of straight strokes (a thin pen's 3 like
         # a ']'), not a box: a form's box has the digit inside it, or all four sides when empty
         if sides == 4 or ink[mask & ~frame].sum() >= p.frame_inside * ink[frame].sum():
-            out[t:b, l:r] = frame
-    return out
+            return frame
+    return np.zeros_like(mask)
 
 
 def _edge_sides(
@@ -85,6 +103,42 @@ def _edge_sides(
         side = hit & (rows >= first) & (rows < first + t)  # [h, w] in the view
         view(lines)[...] |= side & m
         out[i] = True
+    return out
+
+
+def _hidden_sides(
+    mask: np.ndarray,
+    hor: np.ndarray,
+    ver: np.ndarray,
+    new: list[bool],
+    known: list[bool],
+    centre: tuple[float, float],
+    p: Params = DEFAULT,
+) -> list[bool]:
+    """Sides (top, bottom, left, right) of a box hidden in a stroke that runs along them (a 6 whose
+    back lies on the box's left side): where the two sides across them were found (top and bottom,
+    or left and right, on either side of ``centre``, the main stroke's middle, (row, column)), both
+    end at the hidden side. It is taken when ink (``mask``) runs along at least ``p.edge_cover`` of
+    its course between them; its pixels are marked in ``hor``/``ver`` in place (the stroke along it
+    keeps its ink: :func:`_frame_pixels`)."""
+    out = list(new)
+    for lines, across, m, c, pair in ((hor, ver, mask, centre[0], (2, 3)), (ver.T, hor.T, mask.T, centre[1], (0, 1))):
+        split = int(np.clip(round(c), 1, lines.shape[0] - 1))
+        first, second = lines[:split], lines[split:]
+        if not first.any() or not second.any():
+            continue
+        fc, sc = np.flatnonzero(first.any(0)), np.flatnonzero(second.any(0))
+        y0, y1 = int(np.flatnonzero(first.any(1)).max()) + 1, split + int(np.flatnonzero(second.any(1)).min())
+        thick = max(1, round(int(first.sum()) / fc.size))  # px across the found sides
+        for side, a, b in ((pair[0], fc[0], sc[0]), (pair[1], fc[-1], sc[-1])):
+            if out[side] or known[side] or y1 - y0 < 3 or abs(int(a) - int(b)) > 2 + 0.05 * m.shape[1]:
+                continue
+            x = round((int(a) + int(b)) / 2)
+            xs = slice(x, x + thick + 1) if side == pair[0] else slice(max(0, x - thick), x + 1)
+            band = m[y0:y1, xs]
+            if band.any(1).mean() >= p.edge_cover:
+                across[y0:y1, xs] |= band
+                out[side] = True
     return out
 
 
@@ -136,11 +190,26 @@ def _frame_lines(hor: np.ndarray, span: int, centre: float, known: list[bool]) -
 
 def _frame_pixels(mask: np.ndarray, hor: np.ndarray, ver: np.ndarray, p: Params) -> np.ndarray:
     """The frame's lines widened by 2 px across (their faint fringes, within the components'
-    ``mask``), less the stretches where a stroke crosses them."""
+    ``mask``), where the ink across them is no thicker than the line: a stroke that crosses a side,
+    touches it or runs along it keeps its pixels (a 0 whose side lies on the box's edge stays a 0)."""
     from scipy import ndimage as ndi
 
+    lines = hor | ver
     hor = ndi.binary_dilation(hor, np.ones((5, 1), bool)) & mask
     ver = ndi.binary_dilation(ver, np.ones((1, 5), bool)) & mask
-    rest = mask & ~hor & ~ver
-    reach = p.line_max_thick + 3
-    return (hor & ~between(rest, hor, reach)) | (ver & ~between(rest.T, ver.T, reach).T)
+    slack = p.frame_slack
+    return (hor & _bare_runs(mask, lines, slack)) | (ver & _bare_runs(mask.T, lines.T, slack).T)
+
+
+def _bare_runs(mask: np.ndarray, lines: np.ndarray, slack: int) -> np.ndarray:
+    """Pixels of ``mask``'s vertical runs (bool [h, w], one column's consecutive pixels) that touch
+    ``lines`` and hold at most ``slack`` px more than their line pixels: a printed line seen across,
+    not a stroke that crosses or follows it."""
+    h, w = mask.shape
+    starts = mask & ~np.vstack([np.zeros((1, w), bool), mask[:-1]])
+    run = np.where(mask, np.cumsum(starts, 0) + np.arange(w) * (h + 1), 0)  # [h, w] one id per run
+    length = np.bincount(run.ravel(), minlength=(h + 1) * w)
+    on_line = np.bincount(run[lines & mask], minlength=(h + 1) * w)
+    bare = (on_line > 0) & (length <= on_line + slack)
+    bare[0] = False  # id 0: not ink
+    return bare[run]

@@ -82,6 +82,7 @@ class Params:
     shade_contrast: float = 0.7
     frame_inside: float = 0.1  # ink inside a three-sided frame, as a fraction of the frame's
     edge_cover: float = 0.9  # a side hidden in a stroke's band: the box's outer edge inked along this much
+    frame_slack: int = 2  # px of ink across a frame's side beyond the side's own: more is a stroke, kept
 
     # ---- choosing the digit
     # a component's claim to be the digit grows with the square root of its ink: a thin ballpoint
