@@ -1,7 +1,8 @@
 """Stage 3b, page structure: a box printed around the digit (a form's field, a cell of a comb).
 
 Equally thin straight lines along at least three sides of the digit's components' box are a frame
-(:func:`frame_mask`); its pixels are taken out of the ink map, except where a stroke crosses them.
+(:func:`frame_mask`; a side hidden in a stroke along it counts); its pixels are taken out of the ink
+map, except where a stroke crosses, touches or follows them.
 """
 
 from __future__ import annotations
