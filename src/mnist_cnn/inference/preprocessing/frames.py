@@ -131,7 +131,8 @@ def _hidden_sides(
     """Sides (top, bottom, left, right) of a box hidden in a stroke that runs along them (a 6 whose
     back lies on the box's left side): where the two sides across them were found (top and bottom,
     or left and right, on either side of ``centre``, the main stroke's middle, (row, column)), both
-    end at the hidden side. It is taken when ink (``mask``) runs along at least ``p.edge_cover`` of
+    end at the hidden side, and are thin (at most ``p.line_max_thick``, a printed box's). It is
+    taken when ink (``mask``) runs along at least ``p.edge_cover`` of
     its course between them; its pixels are marked in ``hor``/``ver`` in place (the stroke along it
     keeps its ink: :func:`_frame_pixels`)."""
     out = list(new)
@@ -143,6 +144,8 @@ def _hidden_sides(
         fc, sc = np.flatnonzero(first.any(0)), np.flatnonzero(second.any(0))
         y0, y1 = int(np.flatnonzero(first.any(1)).max()) + 1, split + int(np.flatnonzero(second.any(1)).min())
         thick = max(1, round(int(first.sum()) / fc.size))  # px across the found sides
+        if thick > p.line_max_thick // 2:  # bold: a ring's flanks (its arc would pass for the side)
+            continue
         for side, a, b in ((pair[0], fc[0], sc[0]), (pair[1], fc[-1], sc[-1])):
             if out[side] or known[side] or y1 - y0 < 3 or abs(int(a) - int(b)) > 2 + 0.05 * m.shape[1]:
                 continue
