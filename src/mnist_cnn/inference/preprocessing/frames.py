@@ -131,10 +131,9 @@ def _hidden_sides(
     """Sides (top, bottom, left, right) of a box hidden in a stroke that runs along them (a 6 whose
     back lies on the box's left side): where the two sides across them were found (top and bottom,
     or left and right, on either side of ``centre``, the main stroke's middle, (row, column)), both
-    end at the hidden side, and are thin (at most ``p.line_max_thick``, a printed box's). It is
-    taken when ink (``mask``) runs along at least ``p.edge_cover`` of
-    its course between them; its pixels are marked in ``hor``/``ver`` in place (the stroke along it
-    keeps its ink: :func:`_frame_pixels`)."""
+    end at the hidden side, and are thin (at most half ``p.line_max_thick``, a printed box's). It is
+    taken when ink (``mask``) runs along at least ``p.edge_cover`` of its course between them; its
+    pixels are marked in ``hor``/``ver`` in place (the stroke along it keeps its ink: :func:`_frame_pixels`)."""
     out = list(new)
     for lines, across, m, c, pair in ((hor, ver, mask, centre[0], (2, 3)), (ver.T, hor.T, mask.T, centre[1], (0, 1))):
         split = int(np.clip(round(c), 1, lines.shape[0] - 1))
