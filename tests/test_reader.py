@@ -219,6 +219,23 @@ def test_training_lowers_the_ctc_loss_and_keeps_the_best_validation_epoch(tmp_pa
     assert 0.5 <= cal["temperature"] <= 4.0 and cal["nll_after"] <= cal["nll_before"] + 1e-9
 
 
+def test_training_can_go_on_from_a_given_reader() -> None:
+    """``model=``: a second cycle starts from the given weights (a learning rate near zero leaves them
+    where they were) and trains that very reader."""
+    from mnist_cnn.training.reader import train
+
+    digits, labels = fake_digits(30, seed=7)
+    rows = make_rows(digits, labels, 6, seed=8, height=(30, 40))
+    torch.manual_seed(3)
+    start = Crnn(width=4, hidden=8)
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+    model, info = train(rows, rows, epochs=1, batch=4, lr=1e-9, seed=0, log=lambda *a, **k: None, model=start)
+    assert model is start and len(info["history"]) == 1
+    for k, v in before.items():
+        if v.is_floating_point() and "running" not in k:  # batch-norm statistics move with the data
+            assert torch.allclose(model.state_dict()[k], v, atol=1e-6), k
+
+
 def test_augmentation_slants_each_row_and_keeps_the_frames_inside_the_stretched_width() -> None:
     from mnist_cnn.models.reader import STRIDE
     from mnist_cnn.training.reader import _warp, augment
@@ -304,6 +321,32 @@ def test_a_digit_broken_in_two_stays_in_its_row_and_specks_do_not_set_the_height
     img.save(buf, format="PNG")
     rows = preprocess_rows(buf.getvalue())
     assert len(rows) == 1 and rows[0].box[0] < 70 and rows[0].box[2] > 430
+
+
+@pytest.mark.parametrize("drop", [28, -28])
+def test_a_row_written_at_a_slant_stays_one_row_and_rows_above_each_other_stay_two(drop: int) -> None:
+    """Seven rings, each ``drop`` px lower (or higher) than the one before, the middle one written
+    lighter: the bold ones seed the rows, the first three set a band that the far end overlaps too
+    little, and the far end made a second row ("8051964" read "8051" and "964"). Each ring overlaps
+    its neighbour in height, so the row goes on. Two rows one above the other stay two."""
+    img = Image.new("L", (820, 520), 250)
+    d = ImageDraw.Draw(img)
+    y0 = 60 if drop > 0 else 260
+    for k in range(7):
+        box = [40 + 105 * k, y0 + drop * k, 110 + 105 * k, y0 + drop * k + 100]
+        d.ellipse(box, outline=10, width=5 if k == 3 else 14)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    (row,) = preprocess_rows(buf.getvalue())
+    assert row.box[0] < 45 and row.box[2] > 740
+    two = Image.new("L", (500, 360), 250)
+    d = ImageDraw.Draw(two)
+    for x in (40, 150, 260):
+        for y in (30, 190):
+            d.ellipse([x, y, x + 70, y + 100], outline=10, width=9)
+    buf = io.BytesIO()
+    two.save(buf, format="PNG")
+    assert len(preprocess_rows(buf.getvalue())) == 2
 
 
 def test_a_printed_bar_at_a_rows_end_is_left_out_and_a_written_one_is_kept() -> None:

@@ -4,8 +4,8 @@
 which the earlier stages took out; not a comb's dividers; not what runs along the picture's border,
 like a page edge or the table beyond it; not specks), measures the writing's height from the
 heaviest of them, and groups them into rows by vertical overlap, splitting a row at a gap wider than
-2.5 digit heights. Rows much lighter than the heaviest (a stray scribble) are dropped. Rows come back
-top to bottom, pieces left to right.
+2.5 digit heights and joining a row to the one it continues at a slant. Rows much lighter than the
+heaviest (a stray scribble) are dropped. Rows come back top to bottom, pieces left to right.
 
 :func:`in_shade` first adds the digits under a hard shadow, which the lit digits' threshold misses.
 
@@ -88,7 +88,7 @@ def find_rows(an: Analysis) -> list[list[Comp]]:
             max(fits, key=lambda r: _overlap(r, c)).append(c)
         else:
             rows.append([c])
-    pieces = [p for r in rows for p in _split(sorted(r, key=lambda c: c["bbox"][0]), 2.5 * ref)]
+    pieces = _chained([p for r in rows for p in _split(sorted(r, key=lambda c: c["bbox"][0]), 2.5 * ref)], 2.5 * ref)
     heaviest = max(sum(c["mass"] for c in p) for p in pieces)
     pieces = [p for p in pieces if sum(c["mass"] for c in p) >= 0.2 * heaviest]
     pieces = [_without_rules(_with_small_parts(p, comps, ref)) for p in pieces]
@@ -179,6 +179,35 @@ def _split(row: list[Comp], gap: float) -> list[list[Comp]]:
         else:
             out[-1].append(c)
         right = max(right, c["bbox"][2])
+    return out
+
+
+def _chained(pieces: list[list[Comp]], gap: float) -> list[list[Comp]]:
+    """``pieces`` (each left to right) with a piece joined to the one it continues: it starts right of
+    the other's end, within ``gap`` px, and its first digit overlaps the other's last digit in height
+    by a third of theirs. A row photographed at a slant climbs or drops as it goes: grouped by the
+    whole row's band, its far end made a second row ("8051964" read "8051" and "964")."""
+    out = sorted(pieces, key=lambda p: comps_box(p)[0])
+    joined = True
+    while joined:
+        joined = False
+        for i, a in enumerate(out):
+            end = max(a, key=lambda c: c["bbox"][2])
+            for j, b in enumerate(out):
+                first = min(b, key=lambda c: c["bbox"][0])
+                lap = min(end["bbox"][3], first["bbox"][3]) - max(end["bbox"][1], first["bbox"][1])
+                if (
+                    j != i
+                    and 0 <= first["bbox"][0] - end["bbox"][2] <= gap
+                    and first["bbox"][0] >= comps_box(a)[2]
+                    and lap >= min(_height(end), _height(first)) / 3
+                ):
+                    out[i] = sorted(a + b, key=lambda c: c["bbox"][0])
+                    del out[j]
+                    joined = True
+                    break
+            if joined:
+                break
     return out
 
 
