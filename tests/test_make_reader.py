@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +54,33 @@ def test_combine_takes_an_ensemble_s_members_with_their_own_metadata(tmp_path: P
     for (got, _), want in zip(models, (a, b, c), strict=True):
         for k, v in want.state_dict().items():
             assert torch.equal(got.state_dict()[k], v), k
+
+
+def test_init_takes_the_named_member_with_its_record(tmp_path: Path) -> None:
+    """``--init FILE:K`` goes on training member K of an ensemble file: its weights, and a record of
+    what it was (file sha256, member, its own training) for the new file's provenance."""
+    torch.manual_seed(0)
+    a, b = (create_reader(width=8, hidden=8) for _ in range(2))
+    path = tmp_path / "ab.safetensors"
+    save_readers(
+        path,
+        [(a, {"temperature": 1.1, "training": {"seed": 21}}), (b, {"temperature": 1.2, "training": {"seed": 31}})],
+        {},
+    )
+    model, earlier = _tool().initial_reader(f"{path}:1")
+    assert model.training  # ready to train on
+    for k, v in b.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    assert earlier["member"] == 1 and earlier["training"] == {"seed": 31} and len(earlier["sha256"]) == 64
+    assert _tool().initial_reader(None) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "message"),
+    [(":2", "holds 2 reader(s)"), (":x", "K must be a member number"), ("-missing", "cannot read")],
+)
+def test_init_refuses_a_member_or_file_that_is_not_there(tmp_path: Path, suffix: str, message: str) -> None:
+    path = tmp_path / "ab.safetensors"
+    save_readers(path, [(create_reader(width=8, hidden=8), {}), (create_reader(width=8, hidden=8), {})], {})
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        _tool().initial_reader(f"{path}{suffix}")

@@ -10,6 +10,8 @@ row counts, the training history, the calibration and the commit. No test digit 
     python tools/make_reader.py --data-dir ../shared/data/mnist            # ~75 min on 2 cores
 
 ``--rows DIR`` keeps the rendered row sets (``train-<seed>.npz``, ``val-<seed>.npz``) and reuses them.
+``--init FILE[:K] --epochs 6 --lr 1e-3`` goes on training reader K of a file in a second, shorter cycle
+(the file's sha256 and that reader's own record are kept under ``training.continued``).
 ``--combine A B ...`` trains nothing: it puts readers made by this script (or the members of an
 ensemble file) into one file (an ensemble: every string found by a member's beam is scored by the
 geometric mean of the members' probabilities) and calibrates that string probability end to end on
@@ -87,6 +89,35 @@ def calibrate_end_to_end(members: list, images, labels, a: argparse.Namespace) -
     return fit
 
 
+def initial_reader(spec: str | None):  # noqa: ANN201
+    """``--init FILE[:K]``: reader K of FILE (its weights go on training) and what it was: the file's
+    sha256, the member and that member's own training record; (None, None) without ``--init``."""
+    if spec is None:
+        return None, None
+    from mnist_cnn.errors import CheckpointError
+    from mnist_cnn.models.reader import load_readers
+
+    path, _, k = spec.partition(":")
+    if k and not k.isdigit():
+        raise SystemExit(f"--init {spec}: K must be a member number (FILE:0, FILE:1, ...)")
+    try:
+        models, meta = load_readers(path)
+    except (CheckpointError, OSError) as exc:
+        raise SystemExit(f"--init {spec}: {exc}") from None
+    member = int(k or 0)
+    if member >= len(models):
+        raise SystemExit(f"--init {spec}: the file holds {len(models)} reader(s); K must be below that")
+    described = meta.get("members", [meta])[member]
+    earlier = {
+        "file": Path(path).name,
+        "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+        "member": member,
+        "training": described.get("training"),
+        "provenance": described.get("provenance"),
+    }
+    return models[member][0].train(), earlier
+
+
 def decoding(a: argparse.Namespace) -> dict:
     """The decoding the file is calibrated with and keeps (``NumberReader``'s ``Decoding``)."""
     from mnist_cnn.inference.reader import TUNED, Decoding
@@ -134,6 +165,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=21, help="seed of the training rows (validation +1, calibration +2)")
     ap.add_argument("--train-seed", type=int, default=0, help="seed of the weights' initialisation and batch order")
     ap.add_argument("--epochs", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=3e-3, help="the one-cycle schedule's peak learning rate")
+    ap.add_argument(
+        "--init",
+        default=None,
+        metavar="FILE[:K]",
+        help="go on training reader K (default 0) of this file in a second, shorter cycle instead of a new one",
+    )
     ap.add_argument("--synth", type=int, default=160_000, help="rows composed at the reader's scale (cycled)")
     ap.add_argument("--synth-per-epoch", type=int, default=30_000)
     ap.add_argument("--workers", type=int, default=2)
@@ -167,8 +205,16 @@ def main(argv: list[str] | None = None) -> None:
     extra = synth_rows(ds.train_images[tr], ds.train_labels[tr], a.synth, a.seed + 3)
     print(f"composed {len(extra.texts):,} rows in {time.perf_counter() - t0:.0f} s", flush=True)
     torch.set_num_threads(max(1, a.workers))
+    start, earlier = initial_reader(a.init)
     model, info = train(
-        train_rows, val_rows, epochs=a.epochs, seed=a.train_seed, extra=extra, extra_per_epoch=a.synth_per_epoch
+        train_rows,
+        val_rows,
+        epochs=a.epochs,
+        lr=a.lr,
+        seed=a.train_seed,
+        extra=extra,
+        extra_per_epoch=a.synth_per_epoch,
+        model=start,
     )
     cal = fit_temperature(model, val_rows)
     print(json.dumps(cal), flush=True)
@@ -195,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
             "epochs": a.epochs,
             "composed_rows": len(extra.texts),
             "composed_per_epoch": a.synth_per_epoch,
+            "lr": a.lr,
+            **({"continued": earlier} if earlier else {}),
         },
         "provenance": {**provenance(a, argv, commit), "data_sha256": checksums},
         "decoding": decoding(a),

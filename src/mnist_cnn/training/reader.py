@@ -166,13 +166,15 @@ def train(
     log: Any = print,
     extra: RowSet | None = None,
     extra_per_epoch: int = 0,
+    model: Crnn | None = None,
 ) -> tuple[Crnn, dict[str, Any]]:
     """Train with AdamW and a one-cycle schedule; the epoch with the best validation exact match is kept.
-    Each epoch also takes the next ``extra_per_epoch`` rows of ``extra`` (composed rows, cycled)."""
+    Each epoch also takes the next ``extra_per_epoch`` rows of ``extra`` (composed rows, cycled).
+    ``model``: go on training this reader (a second, shorter cycle) instead of a new one."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     g = torch.Generator().manual_seed(seed)
-    model = Crnn()
+    model = Crnn() if model is None else model
     bf16 = use_bf16("auto", torch.device("cpu"))
     log(f"bf16 autocast for the CNN: {bf16}", flush=True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
