@@ -568,40 +568,6 @@ def test_a_1_beside_a_squared_line_stays_ink(x: int, turned: bool) -> None:
     assert (lines & paper).sum() >= 0.97 * paper.sum()
 
 
-def _box_with_a_thin_one(fade: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A form's box (2-px sides, 10..190 down, 20..260 across) holding a thin pen's 1 (2 px, 90 px
-    tall, 45 px inside the box's top and bottom) and a 0: the ink (bool [200, 280]), the 1's pixels,
-    the box's. ``fade``: no 1, and a comb's divider across the box that fades in its middle (two
-    collinear pieces, each much shorter than the box's sides)."""
-    box, one, zero = (Image.new("L", (280, 200), 0) for _ in range(3))
-    ImageDraw.Draw(box).rectangle((20, 10, 260, 190), outline=255, width=2)
-    ImageDraw.Draw(zero).ellipse((40, 60, 80, 140), outline=255, width=5)
-    if fade:
-        ImageDraw.Draw(box).line([(140, 10), (140, 91)], fill=255, width=2)
-        ImageDraw.Draw(box).line([(140, 109), (140, 190)], fill=255, width=2)
-    else:
-        ImageDraw.Draw(one).line([(110, 55), (110, 145)], fill=255, width=2)
-    b, o, z = (np.asarray(im) > 0 for im in (box, one, zero))
-    return b | o | z, o, b
-
-
-@pytest.mark.parametrize("turned", [False, True])
-def test_a_thin_1_inside_a_box_is_not_one_of_its_sides(turned: bool) -> None:
-    """A thin pen's 1 inside a form's box is a straight line as long as 0.4 of the picture: with the
-    box's sides beside it, it passed for the paper's lines and was taken out ("0192711" read
-    "092711"). A line much shorter than the two it lies between, stopping on bare paper, stays ink;
-    a divider that fades in its middle (collinear pieces) is still a line. Turned: the same across (a
-    thin 7's bar between two ruled lines)."""
-    from mnist_cnn.inference.preprocessing import DEFAULT
-    from mnist_cnn.inference.preprocessing.lines import line_mask
-
-    for fade in (False, True):
-        on, one, box = (a.T.copy() if turned else a for a in _box_with_a_thin_one(fade))
-        lines = line_mask(on, 0.4 * min(on.shape), DEFAULT)
-        assert (lines & one).sum() == 0
-        assert (lines & box).sum() >= 0.95 * box.sum()  # the box's four sides still go
-
-
 def test_ruled_lines_through_a_ballpoint_digit(reference: np.ndarray) -> None:
     img = Image.new("L", (900, 800), 250)
     lines_on(img, 70)

@@ -20,14 +20,14 @@ def line_mask(on: np.ndarray, min_len: float, p: Params = DEFAULT) -> np.ndarray
     ones found the same way on the transpose. Where a stroke crosses a line (ink other than lines
     continues on both sides of it), the line's pixels stay: they are the stroke's too."""
     rule = p.paper_line
-    hor = _paper_lines(horizontal_lines(on, min_len, rule, p, paper=True), on, p)
-    ver = _paper_lines(horizontal_lines(on.T, min_len, rule, p, paper=True), on.T, p).T
+    hor = _paper_lines(horizontal_lines(on, min_len, rule, p, paper=True), p)
+    ver = _paper_lines(horizontal_lines(on.T, min_len, rule, p, paper=True), p).T
     rest = on & ~hor & ~ver
     reach = p.line_max_thick + 3
     return (hor & ~between(rest, hor, reach)) | (ver & ~between(rest.T, ver.T, reach).T)
 
 
-def _paper_lines(lines: np.ndarray, on: np.ndarray, p: Params) -> np.ndarray:
+def _paper_lines(lines: np.ndarray, p: Params) -> np.ndarray:
     """``lines`` (near-horizontal, bool [h, w]), or none of them if it is a single line across less
     than ``p.lone_line_span`` of the picture: ruled and squared paper repeat their lines, a form's
     baseline runs across the page, but a thin pen's straight stroke (a 1, a 4's stem, a 2's base)
@@ -36,62 +36,11 @@ def _paper_lines(lines: np.ndarray, on: np.ndarray, p: Params) -> np.ndarray:
 
     if not lines.any():
         return lines
-    labels, n = ndi.label(ndi.binary_dilation(lines, np.ones((3, 15), bool)))
+    _, n = ndi.label(ndi.binary_dilation(lines, np.ones((3, 15), bool)))
     cols = np.flatnonzero(lines.any(0))
-    if n > 1:
-        return lines & ~np.isin(labels, _enclosed_strokes(lines, on, labels, n, p.enclosed_stroke))
-    if cols[-1] - cols[0] + 1 >= p.lone_line_span * lines.shape[1]:
+    if n > 1 or cols[-1] - cols[0] + 1 >= p.lone_line_span * lines.shape[1]:
         return lines
     return np.zeros_like(lines)
-
-
-def _enclosed_strokes(lines: np.ndarray, on: np.ndarray, labels: np.ndarray, n: int, shorter: float) -> list[int]:
-    """Labels of the lines (near-horizontal ``lines`` [h, w] in the ink ``on``, grouped by ``labels``)
-    that lie between two much longer ones, one above and one below, each spanning all of its columns:
-    a thin pen's straight stroke (a 1 in a form's box, a 2's base between ruled lines) covering less
-    than ``shorter`` x the columns either covers, alone in its rows, with bare paper where it stops.
-    Paper repeats its lines at one length (a box's opposite sides are equal), so such a line is the
-    digit's; a paper line is only *found* shorter where strokes hide it (its band is inked there) or
-    where it fades (it comes in collinear pieces)."""
-    from scipy import ndimage as ndi
-
-    spans = []  # (first column, last column + 1, middle row, columns covered, rows)
-    for k, sl in enumerate(ndi.find_objects(labels, n), start=1):
-        if sl is None:
-            spans.append((0, 0, 0.0, 0, slice(0, 0)))
-            continue
-        if np.any((labels[sl[0]] != k) & (labels[sl[0]] > 0)):  # collinear pieces: a paper line, broken
-            spans.append((0, 0, 0.0, 0, slice(0, 0)))
-            continue
-        covered = int(lines[sl].any(0).sum())
-        spans.append((sl[1].start, sl[1].stop, (sl[0].start + sl[0].stop) / 2, covered, sl[0]))
-
-    def enclosing(k: int, above: bool) -> tuple | None:
-        c0, c1, y, cover, _ = spans[k]
-        return next(
-            (
-                o
-                for o in spans
-                if (o[2] < y if above else o[2] > y)
-                and o[0] <= c0
-                and o[1] >= c1
-                and cover < shorter * o[3]
-                and c1 - c0 < 0.9 * (o[1] - o[0])  # a faded paper line still runs end to end
-            ),
-            None,
-        )
-
-    def stops_on_paper(k: int, a: tuple, b: tuple) -> bool:  # its band bare where the lines around it run on
-        rows, lo, hi = spans[k][4], max(a[0], b[0]), min(a[1], b[1])
-        band = on[rows, lo:hi].any(0) & ~lines[rows, lo:hi].any(0)
-        return bool(band.mean() < 0.5) if band.size else False
-
-    out = []
-    for k in range(n):
-        a, b = enclosing(k, True), enclosing(k, False)
-        if spans[k][3] and a is not None and b is not None and stops_on_paper(k, a, b):
-            out.append(k + 1)
-    return out
 
 
 def between(rest: np.ndarray, line: np.ndarray, reach: int) -> np.ndarray:

@@ -62,8 +62,6 @@ class Params:
     line_turn: float = 15.0
     line_max_thick: int = 7  # analysis px: a ruled line or a form box is 1-7 px; a pen stroke along it is wider
     line_min_span: float = 0.4  # a ruled line runs across at least this fraction of the picture
-    # a "line" under this fraction of the length of two lines it lies between is a thin pen's stroke
-    enclosed_stroke: float = 0.75
     lone_line_span: float = 0.8  # a single line (no parallel one) must run across this much of the picture
     # of three or more parallel lines, a line's band holding more than this x their typical thickness
     # holds a stroke along it there, which stays ink (a 1 beside a squared line was taken away with
