@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import shlex
 import subprocess
@@ -94,6 +93,7 @@ def initial_reader(spec: str | None):  # noqa: ANN201
     sha256, the member and that member's own training record; (None, None) without ``--init``."""
     if spec is None:
         return None, None
+    from mnist_cnn.artifacts.files import sha256_file
     from mnist_cnn.errors import CheckpointError
     from mnist_cnn.models.reader import load_readers
 
@@ -110,7 +110,7 @@ def initial_reader(spec: str | None):  # noqa: ANN201
     described = meta.get("members", [meta])[member]
     earlier = {
         "file": Path(path).name,
-        "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+        "sha256": sha256_file(path),
         "member": member,
         "training": described.get("training"),
         "provenance": described.get("provenance"),
@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
+    from mnist_cnn.artifacts.files import sha256_file
     from mnist_cnn.data.datasets import load_dataset, resolve_data_dir, train_val_split
     from mnist_cnn.models.reader import save_reader
     from mnist_cnn.training.reader import fit_temperature, train
@@ -224,9 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     )
     folder = resolve_data_dir("mnist", a.data_dir)
-    checksums = {
-        f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(folder.glob("train-*")) if f.is_file()
-    }
+    checksums = {f.name: sha256_file(f) for f in sorted(folder.glob("train-*")) if f.is_file()}
     meta = {
         "temperature": cal["temperature"],
         "calibration": {**cal, "fitted_on": f"{len(val_rows.texts):,} validation rows"},

@@ -183,32 +183,30 @@ def _split(row: list[Comp], gap: float) -> list[list[Comp]]:
 
 
 def _chained(pieces: list[list[Comp]], gap: float) -> list[list[Comp]]:
-    """``pieces`` (each left to right) with a piece joined to the one it continues: it starts right of
-    the other's end, within ``gap`` px, and its first digit overlaps the other's last digit in height
-    by a third of theirs. A row photographed at a slant climbs or drops as it goes: grouped by the
+    """``pieces`` (each left to right) with a piece joined to the one it continues (:func:`_continues`),
+    again until none does. A row photographed at a slant climbs or drops as it goes: grouped by the
     whole row's band, its far end made a second row ("8051964" read "8051" and "964")."""
     out = sorted(pieces, key=lambda p: comps_box(p)[0])
-    joined = True
-    while joined:
-        joined = False
-        for i, a in enumerate(out):
-            end = max(a, key=lambda c: c["bbox"][2])
-            for j, b in enumerate(out):
-                first = min(b, key=lambda c: c["bbox"][0])
-                lap = min(end["bbox"][3], first["bbox"][3]) - max(end["bbox"][1], first["bbox"][1])
-                if (
-                    j != i
-                    and 0 <= first["bbox"][0] - end["bbox"][2] <= gap
-                    and first["bbox"][0] >= comps_box(a)[2]
-                    and lap >= min(_height(end), _height(first)) / 3
-                ):
-                    out[i] = sorted(a + b, key=lambda c: c["bbox"][0])
-                    del out[j]
-                    joined = True
-                    break
-            if joined:
-                break
-    return out
+    while True:
+        pairs = ((i, j) for i, a in enumerate(out) for j, b in enumerate(out) if i != j and _continues(a, b, gap))
+        pair = next(pairs, None)
+        if pair is None:
+            return out
+        i, j = pair
+        out[i] = sorted(out[i] + out[j], key=lambda c: c["bbox"][0])
+        del out[j]
+
+
+def _continues(a: list[Comp], b: list[Comp], gap: float) -> bool:
+    """Whether ``b`` continues ``a``: it starts right of all of ``a``, within ``gap`` px of its last
+    digit, and its first digit overlaps that last digit in height by a third of theirs."""
+    end, first = max(a, key=lambda c: c["bbox"][2]), min(b, key=lambda c: c["bbox"][0])
+    lap = min(end["bbox"][3], first["bbox"][3]) - max(end["bbox"][1], first["bbox"][1])
+    return (
+        0 <= first["bbox"][0] - end["bbox"][2] <= gap
+        and first["bbox"][0] >= comps_box(a)[2]
+        and lap >= min(_height(end), _height(first)) / 3
+    )
 
 
 def _without_rules(row: list[Comp]) -> list[Comp]:
