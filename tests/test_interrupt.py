@@ -36,9 +36,12 @@ def test_ctrl_c_saves_and_resume_finishes(tiny_data, tmp_path):
     ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.time() + 120
-    while not (out / "checkpoint.safetensors").exists() and time.time() < deadline:
+    # an epoch's end writes the checkpoint, then history.csv: wait for both (a Ctrl-C between the two
+    # writes, on a busy machine, left no history.csv for this test to count epochs from)
+    saved = (out / "checkpoint.safetensors", out / "history.csv")
+    while not all(f.exists() for f in saved) and time.time() < deadline:
         time.sleep(0.2)
-    assert (out / "checkpoint.safetensors").exists(), "no checkpoint written"
+    assert saved[0].exists(), "no checkpoint written"
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
