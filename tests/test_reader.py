@@ -323,6 +323,24 @@ def test_a_digit_broken_in_two_stays_in_its_row_and_specks_do_not_set_the_height
     assert len(rows) == 1 and rows[0].box[0] < 70 and rows[0].box[2] > 430
 
 
+def test_a_digit_the_pen_broke_into_short_pieces_is_read_with_its_row() -> None:
+    """A 0 drawn as six short arcs, each under 0.4 of the digits' height, at the start of a row of
+    rings: alone, no piece is tall enough to be a digit, and the row began at the first ring ("83870"
+    read "3870"). Grouped, the arcs are a digit-sized piece of the row; specks far apart are not."""
+    img = Image.new("L", (780, 260), 250)
+    d = ImageDraw.Draw(img)
+    for start in range(0, 360, 60):
+        d.arc([40, 60, 110, 160], start, start + 40, fill=10, width=10)
+    for x in (160, 270, 380, 490, 600):  # the digits whose height the row finder measures
+        d.ellipse([x, 60, x + 60, 160], outline=10, width=9)
+    for x in range(680, 760, 40):
+        d.ellipse([x, 220, x + 4, 224], fill=10)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    (row,) = preprocess_rows(buf.getvalue())
+    assert row.box[0] < 50 and 650 < row.box[2] < 670
+
+
 @pytest.mark.parametrize("drop", [28, -28])
 def test_a_row_written_at_a_slant_stays_one_row_and_rows_above_each_other_stay_two(drop: int) -> None:
     """Seven rings, each ``drop`` px lower (or higher) than the one before, the middle one written
@@ -420,3 +438,45 @@ def test_a_dark_table_s_grain_is_not_read_as_digits_in_shade() -> None:
     (row,) = preprocess_rows(data)
     assert row.box[0] <= 62 and 395 <= row.box[2] <= 410
     assert max(r.box[2] for r in preprocess_rows(data, params=replace(DEFAULT, shade_contrast=0.0))) > 470
+
+
+def test_a_tiny_picture_is_read_enlarged_and_its_boxes_stay_in_its_pixels() -> None:
+    """A picture under ``row_min_side`` px is analysed enlarged by a whole factor; the row's box and
+    the digits' boxes come back in the picture's own pixels, where the same picture three times as
+    large puts them three times as far."""
+    from mnist_cnn.inference.preprocessing.params import Params
+
+    def rings(k: int) -> bytes:
+        img = Image.new("L", (90 * k, 46 * k), 235)
+        d = ImageDraw.Draw(img)
+        for x in range(5, 80, 15):
+            d.ellipse([x * k, 16 * k, (x + 10) * k, 31 * k], outline=40, width=2 * k)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return buf.getvalue()
+
+    assert Params().row_min_side > 90
+    (small,) = preprocess_rows(rings(1))
+    (large,) = preprocess_rows(rings(3))
+    assert small.size == (90, 46) and large.size == (270, 138)
+    assert all(abs(3 * a - b) <= 6 for a, b in zip(small.box, large.box, strict=True)), (small.box, large.box)
+    assert abs(small.scale - 3 * large.scale) <= 0.15 * small.scale  # crop px per picture px: the ink's height
+    assert small.to_picture(0, small.image.shape[1])[2] <= 90
+
+
+@pytest.mark.integration
+def test_low_resolution_photos_of_real_digits_keep_every_digit(real_data) -> None:
+    """Two validation photos of the benchmark's `low_res` condition (seed 3), ~90 px wide: the row was
+    a band as thin as a ruled line and the line finder took most strokes out ("35503" read "8",
+    "62225323" read "89"). Enlarged before the analysis, every digit is read."""
+    from benchmarks import number_reading as nr
+    from mnist_cnn.inference.preprocessing.params import Params
+
+    images, labels = nr.split_digits(str(real_data), "val")
+    photos = nr.render_numbers(images, labels, "low_res", 7, 3)
+    reader = NumberReader()
+    for data, info in (photos[3], photos[6]):
+        assert info["text"] in ("35503", "62225323")
+        assert reader.read(data).number == info["text"]
+        crops = preprocess_rows(data, params=Params(row_min_side=1))  # as before: not enlarged
+        assert sum(c.box[2] - c.box[0] for c in crops) < 0.8 * (info["boxes"][-1][2] - info["boxes"][0][0])

@@ -37,6 +37,9 @@ class Params:
     # a JPEG is decoded reduced by its DCT (1/2, 1/4, 1/8) while its longer side stays >= this: the
     # crop then still has >= 5x the output's 20 px for a digit a tenth of the photo's height
     jpeg_min_side: int = 1600
+    # a picture of a number smaller than this is enlarged before its rows are looked for (chosen on
+    # validation photos among 160, 192 and 256)
+    row_min_side: int = 192
 
     # ---- ink and background
     min_contrast: float = 20.0  # grey levels of ink above the background needed to call it a digit

@@ -58,7 +58,7 @@ def preprocess_multi(image: Any, max_pixels: int = MAX_PIXELS, params: Params = 
 def preprocess_rows(image: Any, max_pixels: int = MAX_PIXELS, params: Params = DEFAULT) -> list[RowCrop]:
     """The rows of handwriting (numbers) in an image, top to bottom, as the number reader's input;
     boxes in the input's pixels."""
-    img = load_image(image, max_pixels, params.jpeg_min_side)
+    img = _enlarged(load_image(image, max_pixels, params.jpeg_min_side), params.row_min_side)
     an = in_shade(analyse(img, params))
     crops = [row_crop(an, row) for row in find_rows(an)]
     full = img.info.get(FULL_SIZE)
@@ -68,6 +68,20 @@ def preprocess_rows(image: Any, max_pixels: int = MAX_PIXELS, params: Params = D
             c.scale /= full[0] / img.width
             c.size = (int(full[0]), int(full[1]))
     return crops
+
+
+def _enlarged(img: Image.Image, min_side: int) -> Image.Image:
+    """A picture whose longer side is under ``min_side`` px, enlarged (bicubic) by the whole factor
+    that brings it there; ``info[FULL_SIZE]`` keeps its size, so boxes come back in its pixels. At
+    ~90 px wide a row of digits is a band as thin as a ruled line, and the line finder took its
+    strokes out ("35503" read "8"); the line and filter sizes, in pixels, hold again when enlarged."""
+    w, h = img.size
+    if max(w, h) >= min_side or FULL_SIZE in img.info:
+        return img
+    k = -(-min_side // max(w, h))
+    out = img.resize((w * k, h * k), Image.Resampling.BICUBIC)
+    out.info[FULL_SIZE] = (w, h)
+    return out
 
 
 def _in_input_pixels(result: PreprocessResult, img: Image.Image) -> PreprocessResult:
