@@ -16,7 +16,8 @@ row counts, the training history, the calibration and the commit. No test digit 
 ensemble file) into one file (an ensemble: every string found by a member's beam is scored by the
 geometric mean of the members' probabilities) and calibrates that string probability end to end on
 ``--cal-pages`` validation photos, decoded as the file says (``decoding``: the crop also read shifted by
-half a strip, chosen on validation photos; ``--plain``: read once).
+half a strip, each digit checked by the bundled single-digit classifier, both chosen on validation photos;
+``--plain``: read once, unchecked).
 The bundled reader is made so (three members: rows of seed 21, 16 epochs; rows of seed 31, weights of
 seed 1, 14; rows of seed 41, weights of seed 2, 14; the first two were combined first, and that pair
 file is what the third joined)::

@@ -416,6 +416,12 @@ def reader_section(pretrained: Path, numbers: dict[str, Any] | None) -> str:
         )
     if (meta.get("decoding") or {}).get("shifted_view"):
         text += "\nEach row is also read shifted by half a strip (2 px), every member's reading of it one more vote."
+    check = (meta.get("decoding") or {}).get("digit_check")
+    if check:
+        text += (
+            f"\nEach digit of the best string is checked by the bundled single-digit classifier on its columns:"
+            f"\nits log-probabilities, times {check:g}, are added to the reader's, and a digit they change is changed."
+        )
     for k, m in enumerate(members):
         tr = m.get("training", {})
         text += (

@@ -18,6 +18,11 @@ def candidates(logps: list[np.ndarray], beam: int = BEAM) -> list[tuple[str, flo
     return sorted(zip(found, scores.tolist(), strict=True), key=lambda sq: -sq[1])
 
 
+def string_probability(logps: list[np.ndarray], text: str) -> float:
+    """The probability of ``text`` as :func:`candidates` scores it: the geometric mean over ``logps``."""
+    return float(np.exp(np.mean([string_logp(lp, text) for lp in logps])))
+
+
 def beam_search(logp: np.ndarray, beam: int = BEAM) -> list[tuple[str, float]]:
     """CTC prefix beam search over [T, 11] log-probabilities: the most probable strings with their
     probabilities (each the sum over its alignments that the beam kept), best first."""

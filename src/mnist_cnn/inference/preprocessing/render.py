@@ -151,6 +151,14 @@ def _fix_stroke(v: np.ndarray, width: float, p: Params = DEFAULT) -> tuple[np.nd
     return ndi.minimum_filter(v, size=k), -k
 
 
+def mnist_like(v: np.ndarray, com: tuple[float, float] = DEFAULT.com_target) -> np.ndarray:
+    """Bright ink ``v`` (0..1, any size) made MNIST-like: cropped to its ink, the longer side 20 px, its
+    centre of mass at ``com`` in 28x28. uint8 [28, 28]; all 0 where there is no ink."""
+    if v.size == 0 or float(v.max()) <= 0.05:
+        return np.zeros((OUT_SIZE, OUT_SIZE), np.uint8)
+    return _paste_centred(_scale_to_box(tight(v)), com)[0]
+
+
 def _scale_to_box(v: np.ndarray) -> np.ndarray:
     """Longer side -> 20 px, aspect kept, Lanczos (anti-aliased); peak rescaled to 1. float32 [h<=20, w<=20]."""
     h, w = v.shape
