@@ -17,8 +17,8 @@
 * ``unsure`` and ``reason``: below ``min_confidence``, or when strings of another length take a
   tenth of the probability ("3 or 4 digits?");
 * ``digits``: each digit's box in the image, its probability and top-k, from the frame where the
-  digit peaks on the string's most probable alignment. A row's box is the ink's; digit boxes are cut
-  halfway between the digits' peaks.
+  digit peaks on the string's most probable alignment (with the digit check's share, when the file
+  asks for one). A row's box is the ink's; digit boxes are cut halfway between the digits' peaks.
 
 Several rows come back top to bottom; the reading's top-level ``number`` joins them with newlines.
 """
