@@ -51,6 +51,21 @@ def predict_logits(
     return torch.cat(out)
 
 
+def predict_probs(
+    model: nn.Module,
+    images: torch.Tensor | np.ndarray,
+    normalisation: dict[str, float],
+    temperature: float = 1.0,
+    batch_size: int = 2000,
+    tta: bool = False,
+) -> np.ndarray:
+    """``softmax(logits / temperature)`` ``[N, classes]`` (float32) for uint8 images ``[N, 28, 28]``,
+    normalised as the model file says (``meta["normalisation"]``: mean, std)."""
+    n = normalisation
+    logits = predict_logits(model, images, n["mean"], n["std"], batch_size, tta=tta)
+    return (logits / temperature).softmax(1).numpy().astype(np.float32)
+
+
 def _tta_logits(model: nn.Module, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Test-time augmentation: average log-probabilities over the image and 4 one-pixel shifts."""
     bg = x.amin()

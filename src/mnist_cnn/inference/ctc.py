@@ -14,13 +14,17 @@ def candidates(logps: list[np.ndarray], beam: int = BEAM) -> list[tuple[str, flo
     """The strings the members' beams found, each with its exact probability (every alignment summed,
     :func:`string_logp`); with several members, the geometric mean of theirs. Best first."""
     found = list(dict.fromkeys(s for lp in logps for s, _ in beam_search(lp, beam)))
-    scores = np.exp(np.mean([strings_logp(lp, found) for lp in logps], axis=0))
-    return sorted(zip(found, scores.tolist(), strict=True), key=lambda sq: -sq[1])
+    return sorted(zip(found, _scores(logps, found).tolist(), strict=True), key=lambda sq: -sq[1])
 
 
 def string_probability(logps: list[np.ndarray], text: str) -> float:
-    """The probability of ``text`` as :func:`candidates` scores it: the geometric mean over ``logps``."""
-    return float(np.exp(np.mean([string_logp(lp, text) for lp in logps])))
+    """The probability of ``text`` as :func:`candidates` scores it."""
+    return float(_scores(logps, [text])[0])
+
+
+def _scores(logps: list[np.ndarray], texts: list[str]) -> np.ndarray:
+    """Each text's probability: the geometric mean of its exact probabilities under ``logps``."""
+    return np.exp(np.mean([strings_logp(lp, texts) for lp in logps], axis=0))
 
 
 def beam_search(logp: np.ndarray, beam: int = BEAM) -> list[tuple[str, float]]:

@@ -34,7 +34,7 @@ from mnist_cnn.artifacts.runs import MANIFEST, SplitSpec, is_ensemble, resolve_m
 from mnist_cnn.data.datasets import load_dataset
 from mnist_cnn.errors import CheckpointError, ConfigError, RunExistsError
 from mnist_cnn.evaluation.calibration import calibration_record, log_probs, not_fitted
-from mnist_cnn.evaluation.metrics import predict_logits, result_from_probs
+from mnist_cnn.evaluation.metrics import predict_probs, result_from_probs
 from mnist_cnn.models.files import check_calibration, load_model
 from mnist_cnn.reports.run import write_eval_artifacts
 
@@ -88,11 +88,7 @@ def ensemble_probs(
     """Mean of the members' softmax(logits / temperature) ``[N, C]`` for uint8 images ``[N, 28, 28]``,
     and each member's own probabilities (each member uses its own normalisation)."""
 
-    each = []
-    for m in members:
-        norm = m.meta["normalisation"]
-        logits = predict_logits(m.model, images, norm["mean"], norm["std"], batch_size, tta=tta)
-        each.append((logits / temperature).softmax(1).numpy())
+    each = [predict_probs(m.model, images, m.meta["normalisation"], temperature, batch_size, tta) for m in members]
     return np.mean(each, axis=0), each
 
 

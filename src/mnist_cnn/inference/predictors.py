@@ -217,12 +217,9 @@ class TorchPredictor(Predictor):
         check_probe(self, path)
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        from mnist_cnn.evaluation.metrics import predict_logits
+        from mnist_cnn.evaluation.metrics import predict_probs
 
-        x = check_images(images)
-        n = self.meta["normalisation"]
-        logits = predict_logits(self.model, x, n["mean"], n["std"])
-        return (logits / self.temperature).softmax(1).numpy().astype(np.float32)
+        return predict_probs(self.model, check_images(images), self.meta["normalisation"], self.temperature)
 
 
 class EnsemblePredictor(Predictor):

@@ -182,6 +182,7 @@ class NumberReader:
         """``best`` with each digit checked by the single-digit classifier on its columns of the crop
         (``cuts``): per digit, the reader's probabilities [10] times the classifier's to the power
         ``digit_check``, renormalised; the string of their best digits and those distributions."""
+        from mnist_cnn.evaluation.calibration import softmax
         from mnist_cnn.inference.preprocessing.render import mnist_like
 
         if self._digits is None:
@@ -192,7 +193,7 @@ class NumberReader:
             np.log(np.maximum(d, 1e-9)) + self.decoding.digit_check * np.log(np.maximum(q, 1e-9))
             for d, q in zip(dists, probs, strict=True)
         ]
-        out = [np.exp(f - f.max()) / np.exp(f - f.max()).sum() for f in fused]
+        out = list(softmax(np.stack(fused)))  # renormalised per digit
         return "".join(str(int(np.argmax(d))) for d in out), out
 
     def read_crop(self, crop: Any, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> RowReading:
@@ -256,20 +257,21 @@ class NumberReader:
 
 
 class DigitModel:
-    """The bundled single-digit classifier (``pretrained/default.safetensors``) as the digit check uses it:
-    uint8 [N, 28, 28] -> temperature-scaled probabilities [N, 10]."""
+    """The bundled single-digit classifier (``default``) as the digit check uses it: uint8 [N, 28, 28]
+    -> temperature-scaled probabilities [N, 10]."""
 
-    def __init__(self, path: Path = DEFAULT_READER.parent / "default.safetensors"):
+    def __init__(self) -> None:
+        from mnist_cnn.artifacts.runs import resolve_model_path
         from mnist_cnn.models.files import load_model, temperature_of
 
+        path = resolve_model_path("default")
         self.model, self.meta = load_model(path)
         self.temperature = temperature_of(self.meta, path)
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        from mnist_cnn.evaluation.metrics import predict_logits
+        from mnist_cnn.evaluation.metrics import predict_probs
 
-        n = self.meta["normalisation"]
-        return (predict_logits(self.model, images, n["mean"], n["std"]) / self.temperature).softmax(1).numpy()
+        return predict_probs(self.model, images, self.meta["normalisation"], self.temperature)
 
 
 _READERS: dict[str, NumberReader] = {}

@@ -79,8 +79,9 @@ def find_rows(an: Analysis) -> list[list[Comp]]:
     shape = an.labels.shape
     comps = [c for c in comps if along_border(c["bbox"], shape) <= 1.2 * ref]  # a page edge, the table
     big = max((c["mass"] for c in comps), default=0.0)
-    sig = [c for c in comps if 0.4 * ref <= _height(c) <= 3 * ref and c["mass"] >= 0.03 * big]
-    sig += [g for g in _broken(comps, ref, big) if 0.4 * ref <= _height(g) <= 3 * ref and g["mass"] >= 0.03 * big]
+    sig = [
+        c for c in comps + _broken(comps, ref, big) if 0.4 * ref <= _height(c) <= 3 * ref and c["mass"] >= 0.03 * big
+    ]
     if not sig:
         raise ImageError("no digit found: only the page's edge or the table; photograph the digits themselves")
     rows: list[list[Comp]] = []
