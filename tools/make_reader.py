@@ -175,6 +175,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--synth", type=int, default=160_000, help="rows composed at the reader's scale (cycled)")
     ap.add_argument("--synth-per-epoch", type=int, default=30_000)
+    ap.add_argument(
+        "--bend", type=float, default=0.0, help="composed rows' digits bent elastically, strength 0..BEND (0: not)"
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rows", type=Path, default=None, help="folder to keep/reuse the rendered row sets in")
     ap.add_argument("--out", type=Path, default=PACKAGE_DIR / "reader.safetensors")
@@ -204,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     train_rows = rows_for("train", ds.train_images[tr], ds.train_labels[tr], a.pages, a.seed, a.rows, a.workers)
     val_rows = rows_for("val", ds.train_images[va], ds.train_labels[va], a.val_pages, a.seed + 1, a.rows, a.workers)
     t0 = time.perf_counter()
-    extra = synth_rows(ds.train_images[tr], ds.train_labels[tr], a.synth, a.seed + 3)
+    extra = synth_rows(ds.train_images[tr], ds.train_labels[tr], a.synth, a.seed + 3, a.bend)
     print(f"composed {len(extra.texts):,} rows in {time.perf_counter() - t0:.0f} s", flush=True)
     torch.set_num_threads(max(1, a.workers))
     start, earlier = initial_reader(a.init)
@@ -241,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
             "epochs": a.epochs,
             "composed_rows": len(extra.texts),
             "composed_per_epoch": a.synth_per_epoch,
+            **({"composed_bend": a.bend} if a.bend else {}),
             "lr": a.lr,
             **({"continued": earlier} if earlier else {}),
         },

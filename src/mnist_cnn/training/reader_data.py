@@ -147,11 +147,24 @@ def load_rows(path: str) -> RowSet:
     return RowSet(crops, [str(t) for t in z["texts"]], [str(c) for c in z["conditions"]], int(z["missed"]))
 
 
-def synth_rows(images: np.ndarray, labels: np.ndarray, n: int, seed: int) -> RowSet:
+def elastic(digit: np.ndarray, alpha: float, rng: np.random.Generator, sigma: float = 4.0) -> np.ndarray:
+    """``digit`` (float [H, W]) bent by a smooth random displacement field (Simard et al. 2003): each
+    pixel is sampled from where a Gaussian-smoothed (``sigma`` px) uniform field of strength ``alpha``
+    points; at alpha 34 on a 28-px digit a stroke moves ~1-2 px, as another writer's hand would."""
+    from scipy import ndimage as ndi
+
+    h, w = digit.shape
+    dy, dx = (ndi.gaussian_filter(rng.uniform(-1, 1, (h, w)), sigma, mode="constant") * alpha for _ in range(2))
+    yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    return ndi.map_coordinates(digit, [yy + dy, xx + dx], order=1, mode="constant").astype(digit.dtype)
+
+
+def synth_rows(images: np.ndarray, labels: np.ndarray, n: int, seed: int, bend: float = 0.0) -> RowSet:
     """``n`` rows composed directly at the reader's scale (no page, no camera: ~1 ms each), for many
     more digit shapes and neighbour pairs than rendered pages give: 2-8 digits at 0.85-1.15x size,
     each a little up or down, gaps from wide to overlapping (ink max-blended), strokes thinned or
-    thickened, a stray line across sometimes, blur and noise."""
+    thickened, a stray line across sometimes, blur and noise. ``bend`` > 0: each digit is also bent
+    by :func:`elastic` with a strength drawn from 0..``bend`` (shapes no training writer made)."""
     from scipy import ndimage as ndi
 
     rng = np.random.default_rng(seed)
@@ -164,6 +177,7 @@ def synth_rows(images: np.ndarray, labels: np.ndarray, n: int, seed: int) -> Row
         for i in idx:
             s = int(round(34 * rng.uniform(0.85, 1.15)))  # 28 px frame whose 20-px digit becomes ~24 px
             d = np.asarray(Image.fromarray(images[i]).resize((s, s), Image.Resampling.BILINEAR), np.float32) / 255
+            d = elastic(d, rng.uniform(0, bend), rng) if bend > 0 else d
             cols = np.flatnonzero(d.max(0) > 0.1)
             d = d[:, cols[0] : cols[-1] + 1] if cols.size else d
             y = int(round((60 - s) / 2 + rng.uniform(-2.5, 2.5)))
