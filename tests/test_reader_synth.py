@@ -1,8 +1,10 @@
-"""The reader's composed training rows: elastic bending of each digit (another writer's hand)."""
+"""The reader's composed training rows (elastic bending of each digit: another writer's hand), and a thin
+1 at a row's end."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import ndimage as ndi
 
 from mnist_cnn.training.reader_data import elastic, synth_rows
@@ -36,3 +38,23 @@ def test_composed_rows_with_bent_digits_are_valid_rows_and_differ() -> None:
     assert len(bent.texts) == 12 and all(set(t) == {"1"} and 2 <= len(t) <= 8 for t in bent.texts)
     assert all(c.dtype == np.uint8 and c.shape[0] == 32 and c.shape[1] % 4 == 0 for c in bent.crops)
     assert any(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(plain.crops, bent.crops, strict=True))
+
+
+@pytest.mark.integration
+def test_a_thin_one_at_a_rows_end_on_plain_paper_stays_in_the_row(real_data) -> None:
+    """Three validation photos (seed 3): a thin 1 at the row's end on plain paper, touching its
+    neighbour, in shade or blurred (its area over its length 5.4-6.2% of the digits' height, as thin
+    as a box's side). With no paper line near it, it is not taken for one and stays in the row
+    ("104627" was read "04627"; the reader itself still skips the other two 1s at the crop's edge)."""
+    from benchmarks import number_reading as nr
+    from mnist_cnn.inference.preprocessing import preprocess_rows
+    from mnist_cnn.inference.reader import NumberReader
+
+    images, labels = nr.split_digits(str(real_data), "val")
+    for cond, k, text in (("touching", 170, "104627"), ("shadow", 92, "153299"), ("motion_blur", 179, "12036")):
+        data, info = nr.render_numbers(images, labels, cond, k + 1, 3)[k]
+        assert info["text"] == text
+        (crop,) = preprocess_rows(data)
+        assert crop.box[0] <= info["boxes"][0][2]  # the 1 is in the row
+        if cond == "touching":
+            assert NumberReader().read(data).number == text

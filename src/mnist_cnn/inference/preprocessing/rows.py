@@ -95,7 +95,7 @@ def find_rows(an: Analysis) -> list[list[Comp]]:
     heaviest = max(sum(c["mass"] for c in p) for p in pieces)
     pieces = [p for p in pieces if sum(c["mass"] for c in p) >= 0.2 * heaviest]
     pieces = [[part for c in p for part in c.get("parts", [c])] for p in pieces]  # a broken digit's pieces
-    pieces = [_without_rules(_with_small_parts(p, comps, ref)) for p in pieces]
+    pieces = [_without_rules(_with_small_parts(p, comps, ref), an.lines) for p in pieces]
     return sorted(pieces, key=lambda p: comps_box(p)[1::-1])  # top, then left
 
 
@@ -238,23 +238,37 @@ def _continues(a: list[Comp], b: list[Comp], gap: float) -> bool:
     )
 
 
-def _without_rules(row: list[Comp]) -> list[Comp]:
+def _without_rules(row: list[Comp], lines: np.ndarray | None) -> list[Comp]:
     """The row without the straight printed bars at its ends: a form box's side or a page's edge left
     in the ink, which would read as a 1. A bar is as tall as the digits but much thinner than their
     strokes: its area over its length is under 6.4% of their height (on validation renderings: box
-    sides and page edges 5.5-5.8%, written 1s 7.2% and up; MNIST's strokes are 13%)."""
+    sides and page edges 5.5-5.8%, written 1s 5.4% and up; MNIST's strokes are 13%). Where no paper
+    line (``lines``: the removed lines' mask) comes near it, a bar must be under 5% (a page's edge
+    3.4%): a thin 1 on plain paper, in shade or blurred (5.4-6.2%) was taken for one ("12036" read "2036")."""
     tall = [_height(c) for c in row if _height(c) >= 0.5 * max(_height(m) for m in row)]
     median = float(np.median(tall)) if tall else 0.0
 
     def bar(c: Comp) -> bool:
         w, h = c["bbox"][2] - c["bbox"][0], _height(c)
-        return w < 0.5 * median and h >= 0.8 * median and c["area"] / float(np.hypot(w, h)) < 0.064 * median
+        thin = c["area"] / float(np.hypot(w, h)) / max(median, 1e-6)
+        if w >= 0.5 * median or h < 0.8 * median or thin >= 0.064:
+            return False
+        return thin < 0.05 or _near_lines(c, lines)
 
     while len(row) > 1 and bar(row[0]):
         row = row[1:]
     while len(row) > 1 and bar(row[-1]):
         row = row[:-1]
     return row
+
+
+def _near_lines(c: Comp, lines: np.ndarray | None) -> bool:
+    """Whether a removed paper line passes within a fifth of ``c``'s height (3 px at least) of its box."""
+    if lines is None:
+        return False
+    left, top, right, bottom = c["bbox"]
+    m = max(3, (bottom - top) // 5)
+    return bool(lines[max(0, top - m) : bottom + m, max(0, left - m) : right + m].any())
 
 
 def _with_small_parts(row: list[Comp], comps: list[Comp], ref: float) -> list[Comp]:
