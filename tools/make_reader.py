@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--bend", type=float, default=0.0, help="composed rows' digits bent elastically, strength 0..BEND (0: not)"
     )
+    ap.add_argument(
+        "--edge-pad", type=int, default=0, help="0..N blank columns more at the rows' ends in training (0: none)"
+    )
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rows", type=Path, default=None, help="folder to keep/reuse the rendered row sets in")
     ap.add_argument("--out", type=Path, default=PACKAGE_DIR / "reader.safetensors")
@@ -220,6 +223,7 @@ def main(argv: list[str] | None = None) -> None:
         extra=extra,
         extra_per_epoch=a.synth_per_epoch,
         model=start,
+        edge_pad=a.edge_pad,
     )
     cal = fit_temperature(model, val_rows)
     print(json.dumps(cal), flush=True)
@@ -245,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
             "composed_rows": len(extra.texts),
             "composed_per_epoch": a.synth_per_epoch,
             **({"composed_bend": a.bend} if a.bend else {}),
+            **({"edge_pad": a.edge_pad} if a.edge_pad else {}),
             "lr": a.lr,
             **({"continued": earlier} if earlier else {}),
         },

@@ -52,9 +52,17 @@ def collate(rows: RowSet, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, 
     return torch.from_numpy(x), frames, targets, torch.tensor([len(t) for t in texts], dtype=torch.long)
 
 
-def augment(x: torch.Tensor, frames: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def augment(
+    x: torch.Tensor, frames: torch.Tensor, g: torch.Generator, edge_pad: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Whole-batch width stretch; per row a slant, a height change and a vertical shift (one affine
-    grid), an ink gain, and sometimes blur and sensor-like noise."""
+    grid), an ink gain, and sometimes blur and sensor-like noise. ``edge_pad`` > 0: 0..``edge_pad``
+    blank columns more before and after the rows (a digit at the crop's very end is read with more or
+    less blank beside it)."""
+    if edge_pad > 0:
+        left, right = (int(torch.randint(0, edge_pad + 1, (), generator=g)) for _ in range(2))
+        x = F.pad(x, (left, right))
+        frames = frames + left // STRIDE
     n, _, h, w = x.shape
     f = 0.85 + 0.3 * float(torch.rand((), generator=g))
     new_w = max(STRIDE, int(round(w * f / STRIDE)) * STRIDE)
@@ -167,6 +175,7 @@ def train(
     extra: RowSet | None = None,
     extra_per_epoch: int = 0,
     model: Crnn | None = None,
+    edge_pad: int = 0,
 ) -> tuple[Crnn, dict[str, Any]]:
     """Train with AdamW and a one-cycle schedule; the epoch with the best validation exact match is kept.
     Each epoch also takes the next ``extra_per_epoch`` rows of ``extra`` (composed rows, cycled).
@@ -189,7 +198,7 @@ def train(
         rows = _epoch_rows(train_rows, extra, extra_per_epoch, epoch)
         for idx in batches(rows, batch, rng):
             x, frames, targets, lengths = collate(rows, idx)
-            x, frames = augment(x, frames, g)
+            x, frames = augment(x, frames, g, edge_pad)
             loss = ctc(model, x.contiguous(memory_format=torch.channels_last), frames, targets, lengths, bf16)
             opt.zero_grad(set_to_none=True)
             loss.backward()
