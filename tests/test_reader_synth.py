@@ -58,3 +58,25 @@ def test_a_thin_one_at_a_rows_end_on_plain_paper_stays_in_the_row(real_data) -> 
         assert crop.box[0] <= info["boxes"][0][2]  # the 1 is in the row
         if cond == "touching":
             assert NumberReader().read(data).number == text
+
+
+def test_edge_padding_puts_blank_columns_beside_the_rows_and_keeps_their_frames_inside() -> None:
+    """``augment(edge_pad=N)``: the batch gains 0..N blank columns at each end (before the stretch),
+    so the ink starts further in; the frames still fit the crop."""
+    import torch
+
+    from mnist_cnn.models.reader import STRIDE
+    from mnist_cnn.training.reader import augment
+
+    x = torch.zeros(4, 1, 32, 64)
+    x[:, :, 4:28, 0:4] = 1.0  # a 1 at the crop's very start
+    frames = torch.full((4,), 64 // STRIDE)
+    starts, widths = [], []
+    for seed in range(12):
+        y, f = augment(x, frames, torch.Generator().manual_seed(seed), edge_pad=12)
+        assert bool((f >= 1).all()) and bool((f <= y.shape[3] // STRIDE).all())
+        starts.append(int(torch.nonzero(y[0, 0].amax(0) > 0.3)[0]))
+        widths.append(y.shape[3])
+    plain = [augment(x, frames, torch.Generator().manual_seed(s))[0] for s in range(12)]
+    assert max(starts) >= 6  # the ink moved in by several columns in some batches
+    assert sum(widths) > sum(p.shape[3] for p in plain)
