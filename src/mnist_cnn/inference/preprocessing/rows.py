@@ -26,7 +26,7 @@ from PIL import Image
 from mnist_cnn.errors import ImageError
 from mnist_cnn.inference.preprocessing.ink import Analysis, components, floors
 from mnist_cnn.inference.preprocessing.render import cut_out, stroke_width, tight
-from mnist_cnn.inference.preprocessing.segment import along_border, comps_box, is_divider
+from mnist_cnn.inference.preprocessing.segment import along_border, comps_box, is_divider, lines_near
 
 HEIGHT, INK_TOP, INK_HEIGHT, PAD = 32, 4, 24, 4  # crop height, the ink's top row and height, side margin (px)
 MIN_STROKE = 1.8  # px at the crop's scale: thinner strokes (a fine pen on a big photo) are thickened
@@ -264,11 +264,7 @@ def _without_rules(row: list[Comp], lines: np.ndarray | None) -> list[Comp]:
 
 def _near_lines(c: Comp, lines: np.ndarray | None) -> bool:
     """Whether a removed paper line passes within a fifth of ``c``'s height (3 px at least) of its box."""
-    if lines is None:
-        return False
-    left, top, right, bottom = c["bbox"]
-    m = max(3, (bottom - top) // 5)
-    return bool(lines[max(0, top - m) : bottom + m, max(0, left - m) : right + m].any())
+    return lines is not None and lines_near(lines, c["bbox"], max(3, _height(c) // 5))
 
 
 def _with_small_parts(row: list[Comp], comps: list[Comp], ref: float) -> list[Comp]:
